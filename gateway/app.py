@@ -1,0 +1,84 @@
+"""create_app(config) -> Starlette. Everything is built from the config; nothing at import."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import __version__
+from .config import Config
+from .ingest import WebhookEndpoint
+from .sources import build_sources
+from .store import Store
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The gateway's ASGI app. `store` and `clock` are for tests; by default from config."""
+    log = structlog.get_logger("gateway")
+    sources = build_sources(config.sources)
+    if store is None:
+        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+    webhooks = WebhookEndpoint(sources, store, clock)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def readyz(request: Request) -> JSONResponse:
+        if await store.ping():
+            return JSONResponse({"status": "ready", "store": _describe(store)})
+        return JSONResponse(
+            {"status": "unavailable", "reason": "redis did not answer"},
+            status_code=503,
+            headers={"retry-after": "5"},
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if store.embedded:
+            log.warning(
+                "store.embedded",
+                message="no redis_url: using an in-memory store. NOTHING SURVIVES A RESTART. "
+                "Set redis_url (or REDIS_URL) for anything but a trial.",
+            )
+        elif not await store.ping():
+            log.error(
+                "store.unreachable",
+                message="Redis does not answer; webhooks get 503 (vendors retry) until it does",
+            )
+        log.info("gateway.ready", sources=sorted(sources), store=_describe(store))
+        try:
+            yield
+        finally:
+            await store.close()
+
+    app = Starlette(
+        routes=[
+            Route("/webhooks/{source}", webhooks),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.store = store
+    app.state.sources = sources
+    return app
+
+
+def _describe(store: Store) -> str:
+    if store.embedded:
+        return "embedded (in-memory)"
+    kwargs = store.client.connection_pool.connection_kwargs
+    where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+    return f"redis {where}/{kwargs.get('db', 0)}"

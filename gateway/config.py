@@ -1,0 +1,359 @@
+"""config.yaml as typed msgspec structs, decoded and checked once at start-up.
+
+Each source's settings are decoded by the struct its `type:` registers (see
+gateway/sources/), so a typo such as `secretz` is an error naming the key, and every error
+names the file, line and key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Any, Union
+
+import msgspec
+
+from .errors import ConfigError
+from .yamlconf import Document, Path, load_document
+
+DEFAULT_CONFIG = "config.yaml"
+
+# --- value types written as text in YAML -------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG][iI]?[bB]?|[bB])?\s*$")
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2, "mi": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "gi": 1024**3,
+}  # fmt: skip
+
+
+class Duration(float):
+    """Seconds, written as `300`, `30s`, `5m`, `12h`, `7d` or `500ms`."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return cls(value)
+        m = _DURATION.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"expected a duration such as 30s, 5m, 12h or 7d, got {value!r}")
+        return cls(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+
+    def __repr__(self) -> str:
+        return f"{float(self):g}s"
+
+
+class ByteSize(int):
+    """Bytes, written as `1048576`, `512KiB`, `1MiB` or `1MB` (KB/MB are powers of 1000)."""
+
+    @classmethod
+    def parse(cls, value: Any) -> ByteSize:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return cls(value)
+        m = _SIZE.match(value) if isinstance(value, str) else None
+        if not m:
+            raise ValueError(f"expected a size such as 1048576, 512KiB or 1MiB, got {value!r}")
+        return cls(int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]))
+
+
+class Secret:
+    """A secret string that never shows itself in a repr, a log line or an error."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    @classmethod
+    def parse(cls, value: Any) -> Secret:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError('expected a secret string (write it as "${ENV_VAR}")')
+        value = str(value)
+        if not value.strip():
+            raise ValueError("a secret must not be empty")
+        return cls(value)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+_CUSTOM = {Duration: Duration.parse, ByteSize: ByteSize.parse, Secret: Secret.parse}
+_SCHEMAS = {
+    Duration: {
+        "anyOf": [
+            {"type": "string", "pattern": _DURATION.pattern},
+            {"type": "number", "minimum": 0},
+        ],
+        "description": "seconds, or a duration such as 30s, 5m, 12h, 7d",
+    },
+    ByteSize: {
+        "anyOf": [{"type": "string", "pattern": _SIZE.pattern}, {"type": "integer", "minimum": 0}],
+        "description": "bytes, or a size such as 512KiB, 1MiB",
+    },
+    Secret: {"type": "string", "description": 'a secret; write it as "${ENV_VAR}"'},
+}
+
+
+def _dec_hook(tp: type, value: Any) -> Any:
+    parse = _CUSTOM.get(tp)
+    if parse is None:
+        raise NotImplementedError
+    return parse(value)
+
+
+def duration(text: str) -> Any:
+    """A struct field defaulting to the duration `text` (shown as such in the JSON Schema)."""
+    factory = lambda: Duration.parse(text)  # noqa: E731
+    factory.shown = text  # type: ignore[attr-defined]
+    return msgspec.field(default_factory=factory)
+
+
+def size(text: str) -> Any:
+    """A struct field defaulting to the size `text`."""
+    factory = lambda: ByteSize.parse(text)  # noqa: E731
+    factory.shown = text  # type: ignore[attr-defined]
+    return msgspec.field(default_factory=factory)
+
+
+# --- the config shape ---------------------------------------------------------------------
+
+
+class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Settings every source type has. Each type subclasses this with `tag="<type>"`."""
+
+    secrets: list[Secret]
+    """Signing secrets; list several while rotating (any of them may match)."""
+    dedupe_ttl: Duration = duration("7d")
+    """How long a delivery id is remembered; must cover the vendor's retry window."""
+    max_body: ByteSize = size("1MiB")
+    """Larger bodies are refused with 413 while being read."""
+    raw_retention: int = 100_000
+    """Raw deliveries kept in the source's stream (approximate, oldest trimmed first)."""
+    keep_headers: list[str] = []
+    """Extra request headers stored with each raw delivery (besides the vendor's own)."""
+
+    def check(self) -> None:
+        """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
+        if not self.secrets:
+            raise ConfigError("at least one secret is required", path="secrets")
+        if self.raw_retention < 1:
+            raise ConfigError("must be at least 1", path="raw_retention")
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    redis_url: str = ""
+    """Redis (or Valkey) URL; empty runs an in-memory store for development only."""
+    key_prefix: str = "gw"
+    """Prefix of every Redis key the gateway writes."""
+    redis_timeout: Duration = duration("2s")
+    """How long a request waits for Redis before answering 503 (the vendor retries)."""
+    sources: dict[str, SourceConfig] = {}
+    """Inbound webhook sources, served at POST /webhooks/{name}."""
+    destinations: dict[str, dict[str, Any]] = {}
+    """Where normalized events go; each needs a `type:`."""
+
+
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def source_types() -> dict[str, type[SourceConfig]]:
+    from .sources import SOURCE_TYPES
+
+    return {name: cls.config_type for name, cls in SOURCE_TYPES.items()}
+
+
+def load_config(path: str = DEFAULT_CONFIG, env: Mapping[str, str] | None = None) -> Config:
+    """Read, expand and validate a config file; raises ConfigError naming file:line: key."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found (pass --config PATH, or create config.yaml)", path
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file: {e.strerror}", path) from None
+    return parse_config(text, path, env)
+
+
+def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None) -> Config:
+    doc = load_document(text, file, env)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error("the config must be a mapping of keys (redis_url:, sources:, ...)", ())
+    sources = data.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise doc.error("must be a mapping of source name to settings", ("sources",))
+    destinations = data.get("destinations") or {}
+    top = _convert(doc, {**data, "sources": {}, "destinations": {}}, Config, ())
+    return msgspec.structs.replace(
+        top,
+        sources={name: _source(doc, name, raw) for name, raw in sources.items()},
+        destinations=_destinations(doc, destinations),
+    )
+
+
+def _source(doc: Document, name: Any, raw: Any) -> SourceConfig:
+    path: Path = ("sources", name)
+    if not isinstance(name, str) or not _SOURCE_NAME.match(name):
+        raise doc.error(
+            "a source name is used in the URL /webhooks/{name}: use letters, digits, '_', '-', '.'",
+            path,
+        )
+    if not isinstance(raw, dict):
+        raise doc.error("must be a mapping with at least `type:` and `secrets:`", path)
+    types = source_types()
+    kind = raw.get("type")
+    if kind is None:
+        raise doc.error(f"`type:` is required (one of: {', '.join(sorted(types))})", path)
+    if kind not in types:
+        hint = difflib.get_close_matches(str(kind), types, n=1)
+        also = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise doc.error(
+            f"unknown source type {kind!r}{also} (valid: {', '.join(sorted(types))})",
+            (*path, "type"),
+        )
+    config = _convert(doc, raw, types[kind], path)
+    try:
+        config.check()
+    except ConfigError as e:
+        rel = [int(p) if p.isdigit() else p for p in e.path.split(".")] if e.path else []
+        raise doc.error(e.message, (*path, *rel)) from None
+    return config
+
+
+def _destinations(doc: Document, raw: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(raw, dict):
+        raise doc.error("must be a mapping of destination name to settings", ("destinations",))
+    for name, dest in raw.items():
+        if not isinstance(dest, dict) or not isinstance(dest.get("type"), str):
+            raise doc.error("each destination needs a `type:`", ("destinations", name))
+    return raw
+
+
+_MSGSPEC_PATH = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+
+
+def _convert(doc: Document, raw: Any, tp: type, base: Path) -> Any:
+    try:
+        return msgspec.convert(raw, tp, dec_hook=_dec_hook)
+    except msgspec.ValidationError as e:
+        message, _, where = str(e).partition(" - at `$")
+        rel: list[str | int] = []
+        for m in _MSGSPEC_PATH.finditer(where.rstrip("`")):
+            rel.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        unknown = re.match(r"Object contains unknown field `(.+)`", message)
+        if unknown:
+            key = unknown.group(1)
+            rel.append(key)
+            valid = _fields_at(tp, rel[:-1])
+            hint = difflib.get_close_matches(key, valid, n=1)
+            message = f"unknown key `{key}`" + (f"; did you mean `{hint[0]}`?" if hint else "")
+            if valid:
+                message += f" (valid: {', '.join(valid)})"
+        else:
+            message = message[:1].lower() + message[1:]
+        raise doc.error(message, (*base, *rel)) from None
+
+
+def _fields_at(tp: Any, path: list[str | int]) -> list[str]:
+    """Names of the struct fields at `path` inside type `tp` (best effort, for hints)."""
+    for part in path:
+        if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+            by_name = {f.encode_name: f.type for f in msgspec.structs.fields(tp)}
+            tp = by_name.get(part) if isinstance(part, str) else None
+        else:
+            args = getattr(tp, "__args__", ())
+            tp = args[-1] if args else None
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        tag_field = tp.__struct_config__.tag_field
+        return [f.encode_name for f in msgspec.structs.fields(tp) if f.encode_name != tag_field]
+    return []
+
+
+def config_schema() -> dict[str, Any]:
+    """A JSON Schema of config.yaml, for editors (yaml-language-server, VS Code)."""
+    types = tuple(source_types().values())
+    union = Union[types]  # noqa: UP007
+    (root, sources), defs = msgspec.json.schema_components(
+        [Config, dict[str, union]], schema_hook=_schema_hook, ref_template="#/$defs/{name}"
+    )
+    defs.pop(SourceConfig.__name__, None)
+    defs[Config.__name__]["properties"]["sources"].update(sources)
+    for cls in (Config, *types):
+        _document(defs.get(cls.__name__), cls)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "webhook-gateway config",
+        **root,
+        "$defs": defs,
+    }
+
+
+def _schema_hook(tp: type) -> dict[str, Any]:
+    try:
+        return copy.deepcopy(_SCHEMAS[tp])  # callers add per-field defaults to it
+    except KeyError:
+        raise NotImplementedError from None
+
+
+def _document(schema: dict[str, Any] | None, cls: type) -> None:
+    """Add the defaults of text-valued fields and the field docstrings to a struct's schema."""
+    if not schema:
+        return
+    props = schema.get("properties", {})
+    docs = _field_docs(cls)
+    for f in msgspec.structs.fields(cls):
+        prop = props.get(f.encode_name)
+        if prop is None:
+            continue
+        shown = getattr(f.default_factory, "shown", None)
+        if shown is not None:
+            prop["default"] = shown
+        if f.name in docs:
+            prop["description"] = docs[f.name]
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Field docstrings (a string literal right below the field), read from the source."""
+    import ast
+    import inspect
+    import itertools
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not issubclass(klass, msgspec.Struct) or klass is msgspec.Struct:
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in itertools.pairwise(body):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(getattr(nxt, "value", None), ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs

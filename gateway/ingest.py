@@ -1,0 +1,158 @@
+"""POST /webhooks/{source}: the front door every vendor sees.
+
+size limit (while reading) -> verify signature on the raw bytes -> delivery id ->
+atomic accept in Redis -> exactly `200`. Errors become status codes in one place
+(`GatewayError.status`); responses never carry a stack trace.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+import structlog
+
+from .errors import (
+    BodyTooLarge,
+    GatewayError,
+    MethodNotAllowed,
+    PayloadError,
+    StoreUnavailable,
+    UnknownSource,
+)
+from .sources import Source
+from .store import RawDelivery, Store
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_encode = msgspec.json.Encoder().encode
+
+
+class ClientDisconnected(GatewayError):
+    status = 400
+    reason = "client_disconnected"
+
+
+class WebhookEndpoint:
+    """The ASGI app mounted at /webhooks/{source}."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, Source],
+        store: Store,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sources = sources
+        self.store = store
+        self.clock = clock
+        self.log = structlog.get_logger("gateway.ingest")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        name = scope["path_params"]["source"]
+        delivery_id = None
+        try:
+            source = self.sources.get(name)
+            if source is None:
+                raise UnknownSource(f"no source named {name!r} is configured")
+            if scope["method"] != "POST":
+                raise MethodNotAllowed("webhooks must be sent with POST")
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            body = await read_body(receive, headers.get("content-length"), source.max_body)
+            now = self.clock()
+            source.verify(body, headers, now)
+            reply = source.handshake(body, headers)
+            if reply is not None:
+                await _respond(send, 200, reply)
+                self._log("delivery.handshake", name, None, started, status=200)
+                return
+            delivery_id, dedupe_key = source.identify(body, headers)
+            result = await self.store.accept(
+                RawDelivery(
+                    source=name,
+                    delivery_id=delivery_id,
+                    dedupe_key=dedupe_key,
+                    received_at_ms=int(now * 1000),
+                    headers=_encode(source.headers_to_store(headers)),
+                    body=body,
+                    ttl_ms=source.dedupe_ttl_ms,
+                    retention=source.config.raw_retention,
+                )
+            )
+        except GatewayError as e:
+            status = e.status
+            label = "unavailable" if isinstance(e, StoreUnavailable) else "rejected"
+            await _respond(
+                send,
+                status,
+                _encode({"status": label, "reason": e.reason, "detail": e.detail}),
+                e.headers,
+            )
+            event = "delivery.unavailable" if status >= 500 else "delivery.rejected"
+            self._log(
+                event, name, delivery_id, started, status=status, reason=e.reason, detail=e.detail
+            )
+            return
+        except Exception:
+            # A bug, not the client's fault: 500 so the vendor retries, details only in logs.
+            self.log.exception("delivery.failed", source=name, delivery_id=delivery_id)
+            await _respond(send, 500, b'{"status":"error","reason":"internal_error"}')
+            return
+        outcome = "accepted" if result.accepted else "duplicate"
+        body_out = source.ack_body(headers)
+        if body_out is None:
+            body_out = _encode({"status": outcome, "delivery_id": delivery_id})
+        await _respond(send, 200, body_out)
+        self._log(
+            f"delivery.{outcome}", name, delivery_id, started, status=200, entry_id=result.entry_id
+        )
+
+    def _log(
+        self, event: str, source: str, delivery_id: str | None, started: float, **fields: Any
+    ) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        level = "warning" if fields.get("status", 200) >= 500 else "info"
+        getattr(self.log, level)(
+            event, source=source, delivery_id=delivery_id, duration_ms=duration_ms, **fields
+        )
+
+
+async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    if content_length is not None:
+        try:
+            declared = int(content_length)
+        except ValueError:
+            raise PayloadError("the Content-Length header is not a number") from None
+        if declared > limit:
+            raise BodyTooLarge(f"the body is {declared} bytes; this source accepts {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body is over {limit} bytes, the most this source accepts")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None
+) -> None:
+    raw = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

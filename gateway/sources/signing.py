@@ -1,0 +1,231 @@
+"""Shared signature mechanics: HMAC over a signed-content template, timestamps, windows.
+
+Most vendors sign `HMAC(secret, some arrangement of timestamp and raw body)` and put the
+digest, hex or base64, maybe behind a prefix, into a header. `HmacScheme` is that family
+written once; the vendor modules and the generic `hmac` type only state their parameters.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..config import SourceConfig
+from ..errors import SignatureError
+from .base import Headers, Source
+
+ALGORITHMS: dict[str, Callable] = {
+    "sha1": hashlib.sha1,
+    "sha256": hashlib.sha256,
+    "sha512": hashlib.sha512,
+}
+PLACEHOLDERS = ("body", "timestamp", "delivery_id", "method", "url")
+_PLACEHOLDER = re.compile(r"\{([a-z_]*)\}")
+_PAIR_SPLIT = re.compile(r"[,;]")
+
+
+def compile_template(template: str) -> tuple[str, ...]:
+    """Split `{timestamp}.{body}` into literal and placeholder parts; ValueError if unknown."""
+    parts: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        if m.group(1) not in PLACEHOLDERS:
+            valid = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise ValueError(f"unknown placeholder {m.group(0)} (valid: {valid})")
+        if m.start() > pos:
+            parts.append("=" + template[pos : m.start()])
+        parts.append(m.group(1))
+        pos = m.end()
+    if pos < len(template):
+        parts.append("=" + template[pos:])
+    return tuple(parts)
+
+
+def parse_timestamp(value: str, unit: str = "auto") -> float:
+    """Unix seconds from `1700000000`, `1700000000123` (ms) or ISO 8601 `2021-03-25T05:09:27Z`."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise SignatureError("the signature timestamp is malformed") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SignatureError("the signature timestamp is malformed")
+    if unit == "ms" or (unit == "auto" and abs(number) >= 1e11):
+        return number / 1000
+    return number
+
+
+def check_window(timestamp: float, now: float, tolerance: float) -> None:
+    """Reject replays: the timestamp must be within `tolerance` seconds of now, both ways."""
+    skew = now - timestamp
+    if skew > tolerance:
+        raise SignatureError(
+            f"the signature timestamp is {skew:.0f} s old; this source accepts {tolerance:g} s"
+        )
+    if -skew > tolerance:
+        raise SignatureError(
+            f"the signature timestamp is {-skew:.0f} s in the future; "
+            f"this source accepts {tolerance:g} s (check the clocks)"
+        )
+
+
+def matches_any(expected: Sequence[bytes], candidates: Sequence[bytes]) -> bool:
+    """Constant-time comparison of every expected digest against every candidate."""
+    found = False
+    for want in expected:
+        for got in candidates:
+            # No short-circuit: the time taken does not depend on which pair matched.
+            found |= hmac.compare_digest(want, got)
+    return found
+
+
+@dataclass(frozen=True)
+class HmacScheme:
+    """One vendor's way of signing: which header, which digest, over which content."""
+
+    header: str
+    """Lower-case name of the header carrying the signature."""
+    algorithm: str = "sha256"
+    encoding: str = "hex"  # hex | base64
+    prefix: str = ""
+    """Text before each signature, e.g. `sha256=`, stripped before comparing."""
+    template: tuple[str, ...] = ("body",)
+    """compile_template() output: what is signed."""
+    pairs: bool = False
+    """The header holds `key=value` pairs (`t=..,v1=..` or `ts=..;h1=..`)."""
+    signature_key: str = "v1"
+    timestamp_key: str = "t"
+    timestamp_header: str | None = None
+    tolerance: float | None = None
+    """Seconds either way; None: no freshness check."""
+    display_header: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.display_header:
+            object.__setattr__(self, "display_header", self.header.title())
+
+    @property
+    def uses_timestamp(self) -> bool:
+        return "timestamp" in self.template or self.tolerance is not None
+
+    def signatures(self, headers: Headers) -> tuple[list[str], str | None]:
+        """The signatures the request carries and the timestamp in the signature header."""
+        raw = headers.get(self.header)
+        if not raw:
+            raise SignatureError(f"the {self.display_header} header is missing")
+        timestamp = None
+        if self.pairs:
+            sigs = []
+            for item in _PAIR_SPLIT.split(raw):
+                key, sep, value = item.strip().partition("=")
+                if not sep:
+                    continue
+                if key == self.signature_key:
+                    sigs.append(value.strip())
+                elif key == self.timestamp_key:
+                    timestamp = value.strip()
+        else:
+            sigs = raw.replace(",", " ").split()
+        if self.prefix:
+            sigs = [s[len(self.prefix) :] for s in sigs if s.startswith(self.prefix)]
+        if not sigs:
+            raise SignatureError(f"the {self.display_header} header holds no signature")
+        return sigs, timestamp
+
+    def verify(
+        self,
+        keys: Sequence[bytes],
+        body: bytes,
+        headers: Headers,
+        now: float,
+        *,
+        timestamp: str | None = None,
+        values: dict[str, str] | None = None,
+    ) -> None:
+        """Raise SignatureError unless a signature in the request matches one of `keys`.
+
+        `timestamp` is the signed timestamp when it comes from elsewhere (a body field);
+        `values` fills the other placeholders ({delivery_id}, {method}, {url}).
+        """
+        sigs, header_ts = self.signatures(headers)
+        ts_text = header_ts or timestamp
+        if self.timestamp_header:
+            ts_text = headers.get(self.timestamp_header)
+        if self.uses_timestamp:
+            if not ts_text:
+                where = self.timestamp_header or f"`{self.timestamp_key}=` in {self.display_header}"
+                raise SignatureError(f"the signature timestamp ({where}) is missing")
+            if self.tolerance is not None:
+                check_window(parse_timestamp(ts_text), now, self.tolerance)
+        content = self._content(body, ts_text or "", values or {})
+        digest = [hmac.new(k, content, ALGORITHMS[self.algorithm]).digest() for k in keys]
+        if self.encoding == "hex":
+            expected = [d.hex().encode() for d in digest]
+            given = [s.lower().encode("latin-1") for s in sigs]
+        else:
+            expected = [base64.b64encode(d) for d in digest]
+            given = [s.encode("latin-1") for s in sigs]
+        if not matches_any(expected, given):
+            raise SignatureError("no signature matched")
+
+    def _content(self, body: bytes, timestamp: str, values: dict[str, str]) -> bytes:
+        if self.template == ("body",):
+            return body
+        out = []
+        for part in self.template:
+            if part == "body":
+                out.append(body)
+            elif part == "timestamp":
+                out.append(timestamp.encode("latin-1"))
+            elif part[0] == "=":
+                out.append(part[1:].encode())
+            else:
+                out.append(values.get(part, "").encode("latin-1", "replace"))
+        return b"".join(out)
+
+
+def decode_secret(secret: str, encoding: str) -> bytes:
+    """A signing key from its configured text: utf8 (most vendors), base64 or hex."""
+    if encoding == "base64":
+        text = secret.removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("the secret is not valid base64") from None
+    elif encoding == "hex":
+        try:
+            key = bytes.fromhex(secret)
+        except ValueError:
+            raise ValueError("the secret is not valid hex") from None
+    else:
+        key = secret.encode()
+    if not key:
+        raise ValueError("the secret is empty")
+    return key
+
+
+class HmacSource(Source):
+    """A source whose vendor signs with an HmacScheme; subclasses set `scheme` (or build it)."""
+
+    scheme: HmacScheme
+    secret_encoding = "utf8"
+
+    def __init__(self, name: str, config: SourceConfig) -> None:
+        super().__init__(name, config)
+        self.keys = [decode_secret(s.reveal(), self.secret_encoding) for s in config.secrets]
+        self.scheme = self.build_scheme(config)
+
+    def build_scheme(self, config: SourceConfig) -> HmacScheme:
+        return type(self).scheme
+
+    def verify(self, body: bytes, headers: Headers, now: float) -> None:
+        self.scheme.verify(self.keys, body, headers, now)

@@ -1,0 +1,230 @@
+"""Every Redis key and script the gateway uses lives here.
+
+Keys (all of one source share the hash tag `{<source>}`, so Redis Cluster keeps them on
+one slot and the accept script may touch them together):
+
+    <prefix>:{<source>}:raw               stream of raw deliveries, oldest trimmed first
+    <prefix>:{<source>}:seen:<dedupe>     a delivery seen recently; value = its stream id
+
+Raw stream entry fields: source, delivery_id, received_at (unix ms), headers (JSON object
+of the headers that matter), body (the bytes exactly as received).
+
+The accept is one Lua script: the seen check, the append and the seen mark happen
+together or not at all, so a vendor's retry after any failure is never mistaken for a
+duplicate of a delivery that was not stored. Concurrent requests are grouped into one
+script call per source (one Redis round trip for many deliveries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as redis
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from .errors import StoreUnavailable
+
+# KEYS[1] the raw stream; KEYS[2..] one seen key per delivery.
+# ARGV[1] seen TTL (ms); ARGV[2] stream retention (approximate MAXLEN); ARGV[3] source;
+# then 4 per delivery: delivery_id, received_at, headers, body.
+# Reply: per delivery {1, entry id} (accepted) or {0, entry id of the first copy}.
+# The first write is the XADD: if Redis refuses it (OOM), nothing was written; once a
+# script has written, Redis lets it finish, so the seen mark never exists without the entry.
+ACCEPT_SCRIPT = """
+local out = {}
+for i = 2, #KEYS do
+  local first = redis.call('GET', KEYS[i])
+  if first then
+    out[#out + 1] = {0, first}
+  else
+    local j = 4 + (i - 2) * 4
+    local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
+      'source', ARGV[3], 'delivery_id', ARGV[j], 'received_at', ARGV[j + 1],
+      'headers', ARGV[j + 2], 'body', ARGV[j + 3])
+    redis.call('SET', KEYS[i], id, 'PX', ARGV[1])
+    out[#out + 1] = {1, id}
+  end
+end
+return out
+"""
+ACCEPT_SHA = hashlib.sha1(ACCEPT_SCRIPT.encode()).hexdigest()
+
+MAX_BATCH = 256  # deliveries per script call: bounds how long one script blocks Redis
+
+
+@dataclass(frozen=True, slots=True)
+class RawDelivery:
+    source: str
+    delivery_id: str
+    dedupe_key: str
+    received_at_ms: int
+    headers: bytes  # JSON
+    body: bytes
+    ttl_ms: int
+    retention: int
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    accepted: bool  # False: a duplicate of an earlier delivery
+    entry_id: str
+
+
+class Keys:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def raw(self, source: str) -> str:
+        return f"{self.prefix}:{{{source}}}:raw"
+
+    def seen(self, source: str, dedupe_key: str) -> str:
+        if len(dedupe_key) > 200:
+            dedupe_key = "sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
+        return f"{self.prefix}:{{{source}}}:seen:{dedupe_key}"
+
+    def pattern(self) -> str:
+        return f"{self.prefix}:*"
+
+
+class Store:
+    """The gateway's Redis: accepts raw deliveries, answers readiness probes."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "gw",
+        timeout: float = 2.0,
+        *,
+        embedded: bool = False,
+    ) -> None:
+        self.client = client
+        self.keys = Keys(prefix)
+        self.timeout = timeout
+        self.embedded = embedded
+        self._pending: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]] = []
+        self._scheduled = False
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = "gw", timeout: float = 2.0) -> Store:
+        """A store on the Redis at `url`; an empty url gives the in-memory development store."""
+        if not url:
+            import fakeredis
+
+            return cls(fakeredis.FakeAsyncRedis(), prefix, timeout, embedded=True)
+        client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            # One immediate retry replaces a pooled connection that died with a restart;
+            # anything longer is the vendor's retry, after our 503.
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+        return cls(client, prefix, timeout)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.timeout)
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.client.ping(), self.timeout))
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def accept(self, delivery: RawDelivery) -> AcceptResult:
+        """Store a raw delivery unless seen; StoreUnavailable if Redis did not confirm in time.
+
+        Requests arriving together share one script call; a request that times out
+        leaves its call running (the outcome is then unknown to the vendor, who retries
+        and is told `duplicate` if the write did land).
+        """
+        future: asyncio.Future[AcceptResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((delivery, future))
+        if not self._scheduled and self._in_flight == 0:
+            self._scheduled = True
+            # Let every request that is ready in this loop iteration join the batch.
+            asyncio.get_running_loop().call_soon(self._flush)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"Redis did not confirm the write within {self.timeout:g} s; retry later"
+            ) from None
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _write(self, batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]]) -> None:
+        try:
+            groups: dict[str, list[tuple[RawDelivery, asyncio.Future[AcceptResult]]]] = {}
+            for item in batch:
+                groups.setdefault(item[0].source, []).append(item)
+            calls = []
+            for items in groups.values():
+                for start in range(0, len(items), MAX_BATCH):
+                    calls.append(items[start : start + MAX_BATCH])
+            try:
+                replies = await self._run_scripts([self._script_args(c) for c in calls])
+            except (RedisError, OSError) as e:
+                error = StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for items, reply in zip(calls, replies, strict=True):
+                for (_, future), (accepted, entry_id) in zip(items, reply, strict=True):
+                    if not future.done():
+                        future.set_result(AcceptResult(bool(accepted), entry_id.decode()))
+        finally:
+            self._in_flight -= 1
+            if self._pending and not self._scheduled:
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _script_args(self, items: list[tuple[RawDelivery, Any]]) -> list[Any]:
+        first = items[0][0]
+        keys = [self.keys.raw(first.source)]
+        args: list[Any] = [first.ttl_ms, first.retention, first.source]
+        for d, _ in items:
+            keys.append(self.keys.seen(d.source, d.dedupe_key))
+            args += (d.delivery_id, d.received_at_ms, d.headers, d.body)
+        return [ACCEPT_SHA, len(keys), *keys, *args]
+
+    async def _run_scripts(self, calls: list[list[Any]]) -> list[Any]:
+        try:
+            return await self._evalsha(calls)
+        except NoScriptError:
+            # Redis restarted or flushed its script cache: load once, then run again. A
+            # NOSCRIPT reply means that script call did nothing, so running it again is safe.
+            await self.client.script_load(ACCEPT_SCRIPT)
+            return await self._evalsha(calls)
+
+    async def _evalsha(self, calls: list[list[Any]]) -> list[Any]:
+        if len(calls) == 1:
+            return [await self.client.execute_command("EVALSHA", *calls[0])]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for call in calls:
+                pipe.execute_command("EVALSHA", *call)
+            replies = await pipe.execute(raise_on_error=False)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if any(isinstance(e, NoScriptError) for e in errors):
+            raise NoScriptError("NOSCRIPT")
+        if errors:
+            raise errors[0]
+        return replies
