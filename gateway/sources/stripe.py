@@ -42,6 +42,9 @@ class StripeSource(Source):
             raise SignatureError("the Stripe-Signature header has no `t=` timestamp")
         check_window(parse_timestamp(timestamp, "s"), now, self.tolerance)
         header = headers["stripe-signature"]
+        if not header.isascii():
+            # The library compares str digests, which raises TypeError on non-ASCII text.
+            raise SignatureError("no signature matched (the header is not ASCII)")
         try:
             payload = body.decode("utf-8")
         except UnicodeDecodeError:

@@ -1,0 +1,225 @@
+"""The `webhook-gateway` command as a user runs it: a real server process on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as sync_redis
+import stripe
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).parents[1]
+CONFIG = """\
+redis_url: ${REDIS_URL:-}
+key_prefix: ${PREFIX}
+sources:
+  stripe:
+    type: stripe
+    secrets: ["${STRIPE_WEBHOOK_SECRET}"]
+    max_body: 64KiB
+"""
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+def test_check_config_accepts_the_example_config():
+    r = cli("check-config", str(ROOT / "config.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout and "4 source(s)" in r.stdout
+    assert r.stdout.count("\n") == 1
+
+
+def test_check_config_reports_a_typo_with_its_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG.replace("secrets:", "secretz:"))
+    r = cli("check-config", str(path), env={"PREFIX": "p", "STRIPE_WEBHOOK_SECRET": "x"})
+    assert r.returncode == 2
+    assert f"{path}:6: sources.stripe.secretz: unknown key `secretz`" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_check_config_names_a_missing_variable(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    env = {k: v for k, v in os.environ.items() if k != "STRIPE_WEBHOOK_SECRET"}
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        env={**env, "PREFIX": "p"},
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert "STRIPE_WEBHOOK_SECRET is not set" in r.stderr
+
+
+def test_check_config_missing_file(tmp_path):
+    r = cli("check-config", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2
+    assert "config file not found" in r.stderr
+
+
+def test_config_schema_is_json():
+    r = cli("config-schema")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["title"] == "webhook-gateway config"
+
+
+class Server:
+    def __init__(self, tmp_path: Path, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        path = tmp_path / "config.yaml"
+        path.write_text(CONFIG)
+        self.log = tmp_path / "server.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "serve",
+                "--config",
+                str(path),
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("wb"),
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("gateway did not start: " + self.log.read_text())
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        return self.log.read_text()
+
+
+@pytest.fixture
+def served(tmp_path, redis_url):
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "PREFIX": prefix,
+        "STRIPE_WEBHOOK_SECRET": "whsec_cli",
+        "LOG_LEVEL": "info",
+    }
+    server = Server(tmp_path, env, "--no-workers")
+    yield server
+    server.stop()
+    client = sync_redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_serve_accepts_a_stripe_webhook_and_logs_it(served):
+    body = json.dumps({"id": "evt_cli", "object": "event", "created": int(time.time())})
+    header = stripe.WebhookSignature.generate_signature_header(body, "whsec_cli")
+    r = httpx.post(
+        served.url + "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+    )
+    assert r.status_code == 200
+    assert r.json() == {"status": "accepted", "delivery_id": "evt_cli"}
+    assert httpx.get(served.url + "/readyz").status_code == 200
+    log = served.stop()
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    accepted = [x for x in lines if x["event"] == "delivery.accepted"]
+    assert accepted and accepted[0]["source"] == "stripe"
+    assert accepted[0]["delivery_id"] == "evt_cli"
+    assert "duration_ms" in accepted[0]
+    assert "whsec_cli" not in log
+
+
+def _raw_request(port: int, head: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head)
+    return sock
+
+
+def _read_status(sock: socket.socket, timeout: float) -> int | None:
+    ready, _, _ = select.select([sock], [], [], timeout)
+    if not ready:
+        return None
+    data = sock.recv(65536)
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
+
+
+def test_declared_oversize_body_is_refused_before_it_is_sent(served):
+    sock = _raw_request(
+        served.port,
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n",
+    )
+    try:
+        assert _read_status(sock, 5) == 413  # no body byte was sent
+    finally:
+        sock.close()
+
+
+def test_chunked_oversize_body_is_refused_while_reading(served):
+    sock = _raw_request(
+        served.port,
+        b"POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    chunk = b"x" * 16384
+    sent = 0
+    status = None
+    try:
+        while sent < 64 * 1024 * 1024:
+            try:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+            status = _read_status(sock, 0)
+            if status:
+                break
+        status = status or _read_status(sock, 5)
+    finally:
+        sock.close()
+    assert status == 413
+    assert sent < 16 * 1024 * 1024  # refused long before the (endless) body ended
+
+
+def test_serve_without_redis_url_warns_loudly(tmp_path):
+    env = {"REDIS_URL": "", "PREFIX": "p", "STRIPE_WEBHOOK_SECRET": "whsec_x"}
+    server = Server(tmp_path, env)
+    log = server.stop()
+    assert "NOTHING SURVIVES A RESTART" in log
+
+
+def test_serve_with_a_bad_config_exits_with_the_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("sources:\n  s: {type: nope}\n")
+    r = cli("serve", "--config", str(path), "--port", str(free_port()))
+    assert r.returncode == 2
+    assert "sources.s.type: unknown source type 'nope'" in r.stderr
