@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -107,9 +108,16 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,  # one structured line per delivery is logged by the gateway
             server_header=False,
+            # The gateway never looks at the client address: skip X-Forwarded-* parsing.
+            proxy_headers=False,
             lifespan="on",
         )
     )
+    # Everything imported and built so far lives as long as the process: move it out of
+    # the collector's sight. Otherwise each full collection walks every object of the
+    # stripe SDK and the rest (tens of ms, seen as the p99 latency of webhooks).
+    gc.collect()
+    gc.freeze()
     server.run()
     return 0
 

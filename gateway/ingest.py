@@ -39,7 +39,7 @@ class ClientDisconnected(GatewayError):
 
 
 class WebhookEndpoint:
-    """The ASGI app mounted at /webhooks/{source}."""
+    """Handles one request to /webhooks/{name} (an ASGI app given the source name)."""
 
     def __init__(
         self,
@@ -52,9 +52,8 @@ class WebhookEndpoint:
         self.clock = clock
         self.log = structlog.get_logger("gateway.ingest")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
         started = time.perf_counter()
-        name = scope["path_params"]["source"]
         delivery_id = None
         try:
             source = self.sources.get(name)

@@ -24,7 +24,9 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
@@ -55,9 +57,19 @@ return out
 ACCEPT_SHA = hashlib.sha1(ACCEPT_SCRIPT.encode()).hexdigest()
 
 MAX_BATCH = 256  # deliveries per script call: bounds how long one script blocks Redis
+# Script calls on their way at once. One is enough to keep up (the next batch collects
+# while it runs) and gives the largest batches; more only split them.
+MAX_IN_FLIGHT = 1
 
 
-@dataclass(frozen=True, slots=True)
+def _expire(batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]], timeout: float) -> None:
+    error = StoreUnavailable(f"Redis did not confirm the write within {timeout:g} s; retry later")
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per webhook
 class RawDelivery:
     source: str
     delivery_id: str
@@ -109,6 +121,7 @@ class Store:
         self._pending: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]] = []
         self._scheduled = False
         self._in_flight = 0
+        self._deadline: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
@@ -143,22 +156,22 @@ class Store:
     async def accept(self, delivery: RawDelivery) -> AcceptResult:
         """Store a raw delivery unless seen; StoreUnavailable if Redis did not confirm in time.
 
-        Requests arriving together share one script call; a request that times out
-        leaves its call running (the outcome is then unknown to the vendor, who retries
-        and is told `duplicate` if the write did land).
+        Requests arriving together share one script call. A request that times out
+        leaves its call running: the outcome is then unknown to the vendor, who retries
+        and is told `duplicate` if the write did land.
         """
-        future: asyncio.Future[AcceptResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AcceptResult] = loop.create_future()
+        if not self._pending:
+            # One deadline per batch rather than a wait_for per request: this path runs
+            # for every webhook, and per-request timers cost more than the Redis write.
+            self._deadline = loop.call_later(self.timeout, _expire, self._pending, self.timeout)
         self._pending.append((delivery, future))
-        if not self._scheduled and self._in_flight == 0:
+        if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._scheduled = True
             # Let every request that is ready in this loop iteration join the batch.
-            asyncio.get_running_loop().call_soon(self._flush)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"Redis did not confirm the write within {self.timeout:g} s; retry later"
-            ) from None
+            loop.call_soon(self._flush)
+        return await future
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -166,11 +179,15 @@ class Store:
             return
         batch, self._pending = self._pending, []
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._write(batch))
+        task = asyncio.get_running_loop().create_task(self._write(batch, self._deadline))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]]) -> None:
+    async def _write(
+        self,
+        batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]],
+        deadline: asyncio.TimerHandle,
+    ) -> None:
         try:
             groups: dict[str, list[tuple[RawDelivery, asyncio.Future[AcceptResult]]]] = {}
             for item in batch:
@@ -192,39 +209,71 @@ class Store:
                     if not future.done():
                         future.set_result(AcceptResult(bool(accepted), entry_id.decode()))
         finally:
+            deadline.cancel()  # or it would keep the batch (bodies and all) alive until then
             self._in_flight -= 1
             if self._pending and not self._scheduled:
                 self._scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
 
-    def _script_args(self, items: list[tuple[RawDelivery, Any]]) -> list[Any]:
+    def _script_args(self, items: list[tuple[RawDelivery, Any]]) -> tuple[Any, ...]:
         first = items[0][0]
         keys = [self.keys.raw(first.source)]
         args: list[Any] = [first.ttl_ms, first.retention, first.source]
         for d, _ in items:
             keys.append(self.keys.seen(d.source, d.dedupe_key))
             args += (d.delivery_id, d.received_at_ms, d.headers, d.body)
-        return [ACCEPT_SHA, len(keys), *keys, *args]
+        return ("EVALSHA", ACCEPT_SHA, len(keys), *keys, *args)
 
-    async def _run_scripts(self, calls: list[list[Any]]) -> list[Any]:
+    async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         try:
-            return await self._evalsha(calls)
+            return await self._send(calls)
         except NoScriptError:
             # Redis restarted or flushed its script cache: load once, then run again. A
             # NOSCRIPT reply means that script call did nothing, so running it again is safe.
             await self.client.script_load(ACCEPT_SCRIPT)
-            return await self._evalsha(calls)
+            return await self._send(calls)
 
-    async def _evalsha(self, calls: list[list[Any]]) -> list[Any]:
-        if len(calls) == 1:
-            return [await self.client.execute_command("EVALSHA", *calls[0])]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                pipe.execute_command("EVALSHA", *call)
-            replies = await pipe.execute(raise_on_error=False)
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if any(isinstance(e, NoScriptError) for e in errors):
-            raise NoScriptError("NOSCRIPT")
-        if errors:
-            raise errors[0]
-        return replies
+    async def _send(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Send the script calls in one write on one pooled connection; read every reply.
+
+        This bypasses redis-py's command path on purpose: its asyncio packer copies a
+        growing buffer for every argument (quadratic in a batch of 4 KB bodies) and its
+        per-command bookkeeping costs more than the write itself on this hot path.
+        """
+        if self.embedded:  # fakeredis has no socket to write to
+            return [await self.client.execute_command(*c) for c in calls]
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            conn = await pool.get_connection()
+            try:
+                await conn.send_packed_command(b"".join(map(pack_command, calls)), False)
+                replies = [await conn.read_response() for _ in calls]
+            except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+                await conn.disconnect()
+                # A pooled connection can be dead after a Redis restart: one fresh try.
+                # Running the script again is safe: what landed is reported as seen.
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                await conn.disconnect()  # a reply may be left unread: never reuse it
+                raise
+            finally:
+                await pool.release(conn)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
+            return replies
+        raise AssertionError("unreachable")
+
+
+def pack_command(args: tuple[Any, ...]) -> bytes:
+    """One Redis command in RESP, built with a single join."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, str):
+            arg = arg.encode()
+        elif isinstance(arg, int):
+            arg = b"%d" % arg
+        out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return b"".join(out)
