@@ -368,7 +368,8 @@ def main() -> int:
                 print(
                     f"  round {i + 1} {name:8s} {res['rps']:9.0f} req/s  "
                     f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                    f"non-2xx {res['non2xx']}{'  socket errors ' + res['socket_errors'] if res['socket_errors'] else ''}"
+                    f"non-2xx {res['non2xx']}"
+                    + (f"  socket errors {res['socket_errors']}" if res["socket_errors"] else "")
                 )
         if args.profile:
             raw = tmp / "profile.txt"
