@@ -68,7 +68,7 @@ class WebhookEndpoint:
             reply = source.handshake(body, headers)
             if reply is not None:
                 await _respond(send, 200, reply)
-                self._log("delivery.handshake", name, None, started, status=200)
+                self._log("handshake", name, None, started, status=200)
                 return
             delivery_id, dedupe_key = source.identify(body, headers)
             result = await self.store.accept(
@@ -92,9 +92,8 @@ class WebhookEndpoint:
                 _encode({"status": label, "reason": e.reason, "detail": e.detail}),
                 e.headers,
             )
-            event = "delivery.unavailable" if status >= 500 else "delivery.rejected"
             self._log(
-                event, name, delivery_id, started, status=status, reason=e.reason, detail=e.detail
+                label, name, delivery_id, started, status=status, reason=e.reason, detail=e.detail
             )
             return
         except Exception:
@@ -107,17 +106,21 @@ class WebhookEndpoint:
         if body_out is None:
             body_out = _encode({"status": outcome, "delivery_id": delivery_id})
         await _respond(send, 200, body_out)
-        self._log(
-            f"delivery.{outcome}", name, delivery_id, started, status=200, entry_id=result.entry_id
-        )
+        self._log(outcome, name, delivery_id, started, status=200, entry_id=result.entry_id)
 
     def _log(
-        self, event: str, source: str, delivery_id: str | None, started: float, **fields: Any
+        self, outcome: str, source: str, delivery_id: str | None, started: float, **fields: Any
     ) -> None:
+        """The one log line per request: `delivery.<outcome>` with source, id and duration."""
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        level = "warning" if fields.get("status", 200) >= 500 else "info"
-        getattr(self.log, level)(
-            event, source=source, delivery_id=delivery_id, duration_ms=duration_ms, **fields
+        log = self.log.warning if fields.get("status", 200) >= 500 else self.log.info
+        log(
+            f"delivery.{outcome}",
+            source=source,
+            delivery_id=delivery_id,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            **fields,
         )
 
 

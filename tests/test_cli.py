@@ -155,6 +155,7 @@ def test_serve_accepts_a_stripe_webhook_and_logs_it(served):
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     accepted = [x for x in lines if x["event"] == "delivery.accepted"]
     assert accepted and accepted[0]["source"] == "stripe"
+    assert accepted[0]["outcome"] == "accepted"
     assert accepted[0]["delivery_id"] == "evt_cli"
     assert "duration_ms" in accepted[0]
     assert "whsec_cli" not in log

@@ -8,7 +8,7 @@ https://docs.stripe.com/webhooks#verify-manually
 
 from __future__ import annotations
 
-import stripe
+from stripe import SignatureVerificationError, WebhookSignature
 
 from ..config import Duration, SourceConfig, duration
 from ..errors import SignatureError
@@ -52,9 +52,9 @@ class StripeSource(Source):
         for secret in self.secrets:
             try:
                 # tolerance=None: the window was checked above, both ways.
-                stripe.WebhookSignature.verify_header(payload, header, secret, tolerance=None)
+                WebhookSignature.verify_header(payload, header, secret, tolerance=None)
                 return
-            except stripe.SignatureVerificationError:
+            except SignatureVerificationError:
                 continue
         raise SignatureError("no signature matched")
 
