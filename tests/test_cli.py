@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -224,3 +226,35 @@ def test_serve_with_a_bad_config_exits_with_the_error(tmp_path):
     r = cli("serve", "--config", str(path), "--port", str(free_port()))
     assert r.returncode == 2
     assert "sources.s.type: unknown source type 'nope'" in r.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="curl+openssl")
+def test_readme_quick_start_works_as_written(tmp_path):
+    """The README's `serve` on the example config.yaml, then its curl snippet, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```sh\n(BODY=.*?)```", readme, re.S).group(1)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_WEBHOOK_SECRET")}
+    env.pop("REDIS_URL", None)
+    log = (tmp_path / "log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        script = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        first = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert "HTTP/1.1 200 OK" in first.stdout
+    assert '{"status":"accepted","delivery_id":"evt_test_1"}' in first.stdout
+    assert '{"status":"duplicate","delivery_id":"evt_test_1"}' in again.stdout
