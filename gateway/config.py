@@ -11,7 +11,8 @@ import copy
 import difflib
 import re
 from collections.abc import Mapping
-from typing import Any, Union
+from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -33,17 +34,23 @@ _SIZE_UNITS = {
 }  # fmt: skip
 
 
+_MAX_SECONDS = 10 * 365 * 86400
+
+
 class Duration(float):
     """Seconds, written as `300`, `30s`, `5m`, `12h`, `7d` or `500ms`."""
 
     @classmethod
     def parse(cls, value: Any) -> Duration:
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return cls(value)
-        m = _DURATION.match(value) if isinstance(value, str) else None
-        if not m:
-            raise ValueError(f"expected a duration such as 30s, 5m, 12h or 7d, got {value!r}")
-        return cls(float(m.group(1)) * _DURATION_UNITS[m.group(2)])
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if 0 <= value <= _MAX_SECONDS:
+                return cls(value)
+        elif m := _DURATION.match(value) if isinstance(value, str) else None:
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+            if seconds <= _MAX_SECONDS:
+                return cls(seconds)
+        # The value is not repeated: it may have come from an environment variable.
+        raise ValueError("expected a duration such as 30s, 5m, 12h or 7d (at most 10 years)")
 
     def __repr__(self) -> str:
         return f"{float(self):g}s"
@@ -58,7 +65,7 @@ class ByteSize(int):
             return cls(value)
         m = _SIZE.match(value) if isinstance(value, str) else None
         if not m:
-            raise ValueError(f"expected a size such as 1048576, 512KiB or 1MiB, got {value!r}")
+            raise ValueError("expected a size such as 1048576, 512KiB or 1MiB")
         return cls(int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]))
 
 
@@ -203,11 +210,32 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
         raise doc.error("must be a mapping of source name to settings", ("sources",))
     destinations = data.get("destinations") or {}
     top = _convert(doc, {**data, "sources": {}, "destinations": {}}, Config, ())
+    _check_store(doc, top)
     return msgspec.structs.replace(
         top,
         sources={name: _source(doc, name, raw) for name, raw in sources.items()},
         destinations=_destinations(doc, destinations),
     )
+
+
+def _check_store(doc: Document, config: Config) -> None:
+    if config.redis_url:
+        try:
+            url = urlsplit(config.redis_url)
+            url.port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            url = None
+        if url is None or url.scheme not in ("redis", "rediss", "unix"):
+            raise doc.error(
+                "expected a URL such as redis://host:6379/0, rediss://... or unix:///path "
+                "(or empty for the in-memory store)",
+                ("redis_url",),
+            )
+    if not config.key_prefix or any(c in config.key_prefix for c in "{} "):
+        raise doc.error(
+            "must be non-empty, without spaces or braces (braces are Redis Cluster hash tags)",
+            ("key_prefix",),
+        )
 
 
 def _source(doc: Document, name: Any, raw: Any) -> SourceConfig:
@@ -268,13 +296,17 @@ def _convert(doc: Document, raw: Any, tp: type, base: Path) -> Any:
             message = f"unknown key `{key}`" + (f"; did you mean `{hint[0]}`?" if hint else "")
             if valid:
                 message += f" (valid: {', '.join(valid)})"
+        elif message.startswith(("Invalid enum value", "Invalid value")):
+            # msgspec quotes the value, which may have come from a secret variable.
+            valid = _choices(_type_at(tp, rel))
+            message = "invalid value" + (f" (valid: {', '.join(valid)})" if valid else "")
         else:
             message = message[:1].lower() + message[1:]
         raise doc.error(message, (*base, *rel)) from None
 
 
-def _fields_at(tp: Any, path: list[str | int]) -> list[str]:
-    """Names of the struct fields at `path` inside type `tp` (best effort, for hints)."""
+def _type_at(tp: Any, path: list[str | int]) -> Any:
+    """The declared type at `path` inside type `tp` (best effort, for hints)."""
     for part in path:
         if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
             by_name = {f.encode_name: f.type for f in msgspec.structs.fields(tp)}
@@ -282,6 +314,19 @@ def _fields_at(tp: Any, path: list[str | int]) -> list[str]:
         else:
             args = getattr(tp, "__args__", ())
             tp = args[-1] if args else None
+    return tp
+
+
+def _choices(tp: Any) -> list[str]:
+    """The allowed values of a Literal (possibly inside Optional)."""
+    if get_origin(tp) is Literal:
+        return [str(a) for a in get_args(tp)]
+    return [c for arg in get_args(tp) for c in _choices(arg)]
+
+
+def _fields_at(tp: Any, path: list[str | int]) -> list[str]:
+    """Names of the struct fields at `path` inside type `tp` (best effort, for hints)."""
+    tp = _type_at(tp, path)
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         tag_field = tp.__struct_config__.tag_field
         return [f.encode_name for f in msgspec.structs.fields(tp) if f.encode_name != tag_field]

@@ -62,13 +62,6 @@ MAX_BATCH = 256  # deliveries per script call: bounds how long one script blocks
 MAX_IN_FLIGHT = 1
 
 
-def _expire(batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]], timeout: float) -> None:
-    error = StoreUnavailable(f"Redis did not confirm the write within {timeout:g} s; retry later")
-    for _, future in batch:
-        if not future.done():
-            future.set_exception(error)
-
-
 @dataclass(slots=True)  # not frozen: a frozen dataclass is slower to build, once per webhook
 class RawDelivery:
     source: str
@@ -85,6 +78,15 @@ class RawDelivery:
 class AcceptResult:
     accepted: bool  # False: a duplicate of an earlier delivery
     entry_id: str
+
+
+Batch = list[tuple[RawDelivery, "asyncio.Future[AcceptResult]"]]
+
+
+def _fail(batch: Batch, error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
 
 
 class Keys:
@@ -165,13 +167,26 @@ class Store:
         if not self._pending:
             # One deadline per batch rather than a wait_for per request: this path runs
             # for every webhook, and per-request timers cost more than the Redis write.
-            self._deadline = loop.call_later(self.timeout, _expire, self._pending, self.timeout)
+            self._deadline = loop.call_later(self.timeout, self._expire, self._pending)
         self._pending.append((delivery, future))
         if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._scheduled = True
             # Let every request that is ready in this loop iteration join the batch.
             loop.call_soon(self._flush)
         return await future
+
+    def _expire(self, batch: Batch) -> None:
+        """The batch's deadline passed: answer what is still waiting with 503."""
+        _fail(
+            batch,
+            StoreUnavailable(
+                f"Redis did not confirm the write within {self.timeout:g} s; retry later"
+            ),
+        )
+        if batch is self._pending:
+            # Never sent (a call is still in flight): drop it, so that requests arriving
+            # from now on start a batch with a deadline of their own.
+            self._pending = []
 
     def _flush(self) -> None:
         self._scheduled = False
@@ -183,33 +198,32 @@ class Store:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(
-        self,
-        batch: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]],
-        deadline: asyncio.TimerHandle,
-    ) -> None:
+    async def _write(self, batch: Batch, deadline: asyncio.TimerHandle | None) -> None:
         try:
-            groups: dict[str, list[tuple[RawDelivery, asyncio.Future[AcceptResult]]]] = {}
+            groups: dict[str, Batch] = {}
             for item in batch:
                 groups.setdefault(item[0].source, []).append(item)
             calls = []
             for items in groups.values():
                 for start in range(0, len(items), MAX_BATCH):
                     calls.append(items[start : start + MAX_BATCH])
-            try:
-                replies = await self._run_scripts([self._script_args(c) for c in calls])
-            except (RedisError, OSError) as e:
-                error = StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                return
+            replies = await self._run_scripts([self._script_args(c) for c in calls])
             for items, reply in zip(calls, replies, strict=True):
                 for (_, future), (accepted, entry_id) in zip(items, reply, strict=True):
                     if not future.done():
                         future.set_result(AcceptResult(bool(accepted), entry_id.decode()))
+        except (RedisError, OSError) as e:
+            _fail(
+                batch, StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
+            )
+        except BaseException as e:
+            # Whatever else went wrong, no request may be left waiting for an answer.
+            _fail(batch, e if isinstance(e, Exception) else StoreUnavailable("shutting down"))
+            if not isinstance(e, Exception):
+                raise
         finally:
-            deadline.cancel()  # or it would keep the batch (bodies and all) alive until then
+            if deadline is not None:
+                deadline.cancel()  # or it would keep the batch (bodies and all) alive
             self._in_flight -= 1
             if self._pending and not self._scheduled:
                 self._scheduled = True

@@ -70,6 +70,25 @@ def expand(text: str, env: Mapping[str, str], where: str = "") -> str:
     return _VAR.sub(repl, text)
 
 
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_FLOAT = re.compile(r"-?(0|[1-9][0-9]*)\.[0-9]+")
+
+
+def _plain_value(value: str) -> Any:
+    """An unquoted `${KEEP:-500}` becomes the number 500, as if written in place.
+
+    Only plain decimals and true/false are read this way: YAML's other forms (0x1f, 0755,
+    1_000, 12:30) would silently change a secret or an id that happens to look like one.
+    """
+    if _INT.fullmatch(value):
+        return int(value)
+    if _FLOAT.fullmatch(value):
+        return float(value)
+    if value in ("true", "false"):
+        return value == "true"
+    return value
+
+
 def load_document(text: str, file: str = "", env: Mapping[str, str] | None = None) -> Document:
     """Parse YAML text into plain values with line numbers; expands ${VAR} from `env`."""
     env = os.environ if env is None else env
@@ -118,10 +137,7 @@ def _build(loader, node, path: Path, lines, env, file) -> Any:
             value = expand(node.value, env)
         except ValueError as e:
             raise ConfigError(str(e), file, node.start_mark.line + 1, format_path(path)) from None
-        if node.style is None and value:
-            # An unquoted `${PORT:-8080}` should become an int, as if the value had been
-            # written in place; a quoted one stays a string.
-            tag = loader.resolve(ScalarNode, value, (True, False))
-            return loader.construct_object(ScalarNode(tag, value), deep=True)
+        if node.style is None:
+            return _plain_value(value)
         return value
     return loader.construct_object(node, deep=True)

@@ -239,7 +239,10 @@ def test_readme_quick_start_works_as_written(tmp_path):
     log = (tmp_path / "log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         deadline = time.monotonic() + 30

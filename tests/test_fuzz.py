@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -121,7 +122,7 @@ json_values = st.recursive(
 bodies = st.one_of(
     st.binary(max_size=300),
     st.binary(min_size=2040, max_size=2060),  # around linear's 2 KiB max_body
-    json_values.map(lambda v: __import__("json").dumps(v).encode()),
+    json_values.map(lambda v: json.dumps(v).encode()),
     st.sampled_from(
         [
             b"",
@@ -134,9 +135,11 @@ bodies = st.one_of(
         ]
     ),
 )
-header_values = st.binary(max_size=200).map(
-    lambda b: bytes(c for c in b if c not in (10, 13, 0)).strip()
-) | st.text(alphabet="abcdef0123456789-_", min_size=1, max_size=40).map(str.encode)
+header_values = (
+    st.binary(max_size=200).map(lambda b: bytes(c for c in b if c not in (10, 13, 0)).strip())
+    | st.text(alphabet="abcdef0123456789-_", min_size=1, max_size=40).map(str.encode)
+    | st.text(min_size=1, max_size=12).map(lambda t: t.encode("utf-8"))  # non-ASCII digits...
+)
 
 
 class Client:
@@ -153,7 +156,10 @@ class Client:
         self.statuses: list[int] = []
 
     def request(self, *args, **kwargs) -> httpx.Response:
-        r = self.loop.run_until_complete(self.http.request(*args, **kwargs))
+        # A hang is a failure too (a request must always get an answer).
+        r = self.loop.run_until_complete(
+            asyncio.wait_for(self.http.request(*args, **kwargs), timeout=10)
+        )
         self.statuses.append(r.status_code)
         return r
 

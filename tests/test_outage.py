@@ -167,3 +167,29 @@ async def test_script_cache_flush_is_survived(private_redis):
         r = await client.post("/webhooks/acme", content=b"{}", headers=signed("b"))
         assert r.json()["status"] == "accepted"
     await store.close()
+
+
+async def test_requests_arriving_after_a_deadline_get_their_own(private_redis):
+    """While one call hangs, later requests still get their answer within redis_timeout."""
+    store = Store.connect(private_redis.url, "gw", timeout=0.5)
+    async with gateway_client(CFG, store, Clock()) as client:
+        assert (
+            await client.post("/webhooks/acme", content=b"{}", headers=signed("w"))
+        ).status_code == 200
+        await store.client.execute_command("CLIENT", "PAUSE", "2500", "ALL")
+        in_flight = asyncio.create_task(
+            client.post("/webhooks/acme", content=b"{}", headers=signed("one"))
+        )
+        await asyncio.sleep(0.1)
+        waiting = asyncio.create_task(  # queued behind the hanging call
+            client.post("/webhooks/acme", content=b"{}", headers=signed("two"))
+        )
+        await asyncio.sleep(1.4)  # both deadlines have passed
+        started = time.monotonic()
+        late = await client.post("/webhooks/acme", content=b"{}", headers=signed("three"))
+        waited = time.monotonic() - started
+        assert (await in_flight).status_code == 503
+        assert (await waiting).status_code == 503
+        assert late.status_code == 503
+        assert waited < 1.3, waited  # its own deadline (1 s), not the hanging call's
+    await store.close()

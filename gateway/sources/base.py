@@ -114,6 +114,8 @@ class BodyFields:
             raise PayloadError(f"unexpected JSON shape: {e}") from None
         except msgspec.DecodeError:
             raise PayloadError("the body is not valid JSON") from None
+        except RecursionError:
+            raise PayloadError("the body's JSON is nested too deeply") from None
         out = {}
         for path in self.paths:
             value: Any = obj
@@ -142,9 +144,18 @@ def delivery_id_from(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise PayloadError(f"no usable delivery id: {what} is not a string or a number")
     text = str(value).strip()
-    if not text or len(text) > 512:
+    if not text or len(text) > 512 or not _encodable(text):
         raise PayloadError(f"no usable delivery id in {what}")
     return text
+
+
+def _encodable(text: str) -> bool:
+    """False for lone surrogates (JSON `\\ud800`), which cannot become a Redis key."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def body_hash(body: bytes) -> str:

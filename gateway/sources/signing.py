@@ -50,6 +50,9 @@ def compile_template(template: str) -> tuple[str, ...]:
 def parse_timestamp(value: str, unit: str = "auto") -> float:
     """Unix seconds from `1700000000`, `1700000000123` (ms) or ISO 8601 `2021-03-25T05:09:27Z`."""
     text = value.strip()
+    if not text.isascii():
+        # float() reads any Unicode digits; a signed timestamp is plain ASCII.
+        raise SignatureError("the signature timestamp is malformed")
     try:
         number = float(text)
     except ValueError:
@@ -132,6 +135,12 @@ class HmacScheme:
                 if key == self.signature_key:
                     sigs.append(value.strip())
                 elif key == self.timestamp_key:
+                    if timestamp is not None:
+                        # Which one is signed? (The stripe library takes the first.) A
+                        # second timestamp is a replay attempt or a broken sender.
+                        raise SignatureError(
+                            f"the {self.display_header} header holds more than one timestamp"
+                        )
                     timestamp = value.strip()
         else:
             sigs = raw.replace(",", " ").split()
@@ -185,7 +194,7 @@ class HmacScheme:
             if part == "body":
                 out.append(body)
             elif part == "timestamp":
-                out.append(timestamp.encode("latin-1"))
+                out.append(timestamp.encode("latin-1", "replace"))
             elif part[0] == "=":
                 out.append(part[1:].encode())
             else:

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from ..config import Duration, SourceConfig, duration
-from .base import BodyFields, Headers, body_hash, register
+from .base import BodyFields, Headers, body_hash, delivery_id_from, register
 from .signing import HmacScheme, HmacSource, compile_template
 
 
@@ -67,12 +67,13 @@ class SlackSource(HmacSource):
             if delivery is None and "payload" in form:
                 try:
                     delivery = json.loads(form["payload"][0]).get("trigger_id")
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
                     delivery = None
         else:
             delivery = _FIELDS.read(body)["event_id"]
         if not isinstance(delivery, str) or not delivery:
             delivery = body_hash(body)
+        delivery = delivery_id_from(delivery, "the event_id or trigger_id")
         return delivery, delivery
 
     def ack_body(self, headers: Headers) -> bytes | None:
