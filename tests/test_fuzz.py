@@ -130,6 +130,7 @@ bodies = st.one_of(
             b"[]",
             b"null",
             b'{"type":"url_verification","challenge":1}',
+            b'{"id":"\\ud800","event_id":"\\udfff","data":{"event_id":"\\ud83d"}}',
             b'{"data":{"event_id":{"x":1}}}',
             b'{"webhookTimestamp":"soon"}',
         ]
