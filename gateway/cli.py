@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import sys
@@ -113,11 +112,6 @@ def _serve(args: argparse.Namespace) -> int:
             lifespan="on",
         )
     )
-    # Everything imported and built so far lives as long as the process: move it out of
-    # the collector's sight. Otherwise each full collection walks every object of the
-    # stripe SDK and the rest (tens of ms, seen as the p99 latency of webhooks).
-    gc.collect()
-    gc.freeze()
     server.run()
     return 0
 
