@@ -178,6 +178,12 @@ def parse_wrk(out: str) -> dict[str, float]:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(
     port: int, cpu: int, duration: float, connections: int, prefix: str, body_file: Path
 ) -> dict[str, float]:
@@ -356,6 +362,7 @@ def main() -> int:
             )
         for i in range(args.rounds):
             for name in ("bare", "gateway") if i % 2 == 0 else ("gateway", "bare"):
+                cpu_before = cpu_seconds(procs[name].pid)
                 res = run_wrk(
                     ports[name],
                     wrk_cpu[name],
@@ -364,10 +371,14 @@ def main() -> int:
                     f"r{i}{name}{run_id}",
                     body_file,
                 )
+                used = cpu_seconds(procs[name].pid) - cpu_before
+                res["cpu_pct"] = 100 * used / args.duration
+                res["cpu_us"] = 1e6 * used / max(res["requests"], 1)
                 results[name].append(res)
                 print(
                     f"  round {i + 1} {name:8s} {res['rps']:9.0f} req/s  "
                     f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
+                    f"cpu {res['cpu_pct']:3.0f}% ({res['cpu_us']:4.1f} us/req)  "
                     f"non-2xx {res['non2xx']}"
                     + (f"  socket errors {res['socket_errors']}" if res["socket_errors"] else "")
                 )
@@ -411,16 +422,25 @@ def main() -> int:
         return statistics.median(x[key] for x in results[name])
 
     print()
-    print(f"{'':10s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'non-2xx':>10s}")
+    print(
+        f"{'':10s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'cpu':>8s}{'cpu us/req':>12s}"
+        f"{'non-2xx':>10s}"
+    )
     for name in ("bare", "gateway"):
         print(
             f"{name:10s}{med(name, 'rps'):10.0f}{med(name, 'p50_ms'):10.2f}"
-            f"{med(name, 'p99_ms'):10.2f}{sum(x['non2xx'] for x in results[name]):10d}"
+            f"{med(name, 'p99_ms'):10.2f}{med(name, 'cpu_pct'):7.0f}%{med(name, 'cpu_us'):12.1f}"
+            f"{sum(x['non2xx'] for x in results[name]):10d}"
         )
     ratio = med("gateway", "rps") / med("bare", "rps")
     p99_ratio = med("gateway", "p99_ms") / med("bare", "p99_ms")
+    cpu_ratio = med("bare", "cpu_us") / med("gateway", "cpu_us")
     print(f"\nthroughput ratio gateway/bare: {ratio:.2f}x (target >= 0.8x)")
     print(f"p99 ratio gateway/bare:        {p99_ratio:.2f}x (target <= 1.5x)")
+    print(
+        f"CPU per request, bare/gateway: {cpu_ratio:.2f}x (the throughput ratio if both "
+        "servers were CPU-bound)"
+    )
 
     accepted = sum(1 for line in gateway_log.open("rb") if b'"delivery.accepted"' in line)
     sent = sum(x["requests"] for x in results["gateway"])
