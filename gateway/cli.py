@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from . import __version__
-from .config import DEFAULT_CONFIG, Config, config_schema, load_config
+from .config import DEFAULT_CONFIG, Config, load_config
+from .config_schema import config_schema
 from .errors import ConfigError
 
 

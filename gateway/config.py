@@ -7,11 +7,10 @@ names the file, line and key path.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from collections.abc import Mapping
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 import msgspec
@@ -23,9 +22,9 @@ DEFAULT_CONFIG = "config.yaml"
 
 # --- value types written as text in YAML -------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG][iI]?[bB]?|[bB])?\s*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG][iI]?[bB]?|[bB])?\s*$")
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024,
@@ -45,7 +44,7 @@ class Duration(float):
         if isinstance(value, int | float) and not isinstance(value, bool):
             if 0 <= value <= _MAX_SECONDS:
                 return cls(value)
-        elif m := _DURATION.match(value) if isinstance(value, str) else None:
+        elif m := DURATION_RE.match(value) if isinstance(value, str) else None:
             seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
             if seconds <= _MAX_SECONDS:
                 return cls(seconds)
@@ -63,7 +62,7 @@ class ByteSize(int):
     def parse(cls, value: Any) -> ByteSize:
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return cls(value)
-        m = _SIZE.match(value) if isinstance(value, str) else None
+        m = SIZE_RE.match(value) if isinstance(value, str) else None
         if not m:
             raise ValueError("expected a size such as 1048576, 512KiB or 1MiB")
         return cls(int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()]))
@@ -102,20 +101,6 @@ class Secret:
 
 
 _CUSTOM = {Duration: Duration.parse, ByteSize: ByteSize.parse, Secret: Secret.parse}
-_SCHEMAS = {
-    Duration: {
-        "anyOf": [
-            {"type": "string", "pattern": _DURATION.pattern},
-            {"type": "number", "minimum": 0},
-        ],
-        "description": "seconds, or a duration such as 30s, 5m, 12h, 7d",
-    },
-    ByteSize: {
-        "anyOf": [{"type": "string", "pattern": _SIZE.pattern}, {"type": "integer", "minimum": 0}],
-        "description": "bytes, or a size such as 512KiB, 1MiB",
-    },
-    Secret: {"type": "string", "description": 'a secret; write it as "${ENV_VAR}"'},
-}
 
 
 def _dec_hook(tp: type, value: Any) -> Any:
@@ -331,74 +316,3 @@ def _fields_at(tp: Any, path: list[str | int]) -> list[str]:
         tag_field = tp.__struct_config__.tag_field
         return [f.encode_name for f in msgspec.structs.fields(tp) if f.encode_name != tag_field]
     return []
-
-
-def config_schema() -> dict[str, Any]:
-    """A JSON Schema of config.yaml, for editors (yaml-language-server, VS Code)."""
-    types = tuple(source_types().values())
-    union = Union[types]  # noqa: UP007
-    (root, sources), defs = msgspec.json.schema_components(
-        [Config, dict[str, union]], schema_hook=_schema_hook, ref_template="#/$defs/{name}"
-    )
-    defs.pop(SourceConfig.__name__, None)
-    defs[Config.__name__]["properties"]["sources"].update(sources)
-    for cls in (Config, *types):
-        _document(defs.get(cls.__name__), cls)
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "webhook-gateway config",
-        **root,
-        "$defs": defs,
-    }
-
-
-def _schema_hook(tp: type) -> dict[str, Any]:
-    try:
-        return copy.deepcopy(_SCHEMAS[tp])  # callers add per-field defaults to it
-    except KeyError:
-        raise NotImplementedError from None
-
-
-def _document(schema: dict[str, Any] | None, cls: type) -> None:
-    """Add the defaults of text-valued fields and the field docstrings to a struct's schema."""
-    if not schema:
-        return
-    props = schema.get("properties", {})
-    docs = _field_docs(cls)
-    for f in msgspec.structs.fields(cls):
-        prop = props.get(f.encode_name)
-        if prop is None:
-            continue
-        shown = getattr(f.default_factory, "shown", None)
-        if shown is not None:
-            prop["default"] = shown
-        if f.name in docs:
-            prop["description"] = docs[f.name]
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Field docstrings (a string literal right below the field), read from the source."""
-    import ast
-    import inspect
-    import itertools
-    import textwrap
-
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not issubclass(klass, msgspec.Struct) or klass is msgspec.Struct:
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, nxt in itertools.pairwise(body):
-            if (
-                isinstance(node, ast.AnnAssign)
-                and isinstance(node.target, ast.Name)
-                and isinstance(nxt, ast.Expr)
-                and isinstance(getattr(nxt, "value", None), ast.Constant)
-                and isinstance(nxt.value.value, str)
-            ):
-                docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gateway.config import ByteSize, Duration, Secret, config_schema, parse_config
+from gateway.config import ByteSize, Duration, Secret, parse_config
+from gateway.config_schema import config_schema
 from gateway.errors import ConfigError
 
 GOOD = """\
