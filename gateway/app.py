@@ -39,7 +39,8 @@ def create_app(
 
     async def readyz(request: Request) -> JSONResponse:
         if await store.ping():
-            return JSONResponse({"status": "ready", "store": _describe(store)})
+            # No store address here: this endpoint faces the internet with the webhooks.
+            return JSONResponse({"status": "ready"})
         return JSONResponse(
             {"status": "unavailable", "reason": "redis did not answer"},
             status_code=503,
