@@ -261,3 +261,11 @@ def test_readme_quick_start_works_as_written(tmp_path):
     assert "HTTP/1.1 200 OK" in first.stdout
     assert '{"status":"accepted","delivery_id":"evt_test_1"}' in first.stdout
     assert '{"status":"duplicate","delivery_id":"evt_test_1"}' in again.stdout
+
+
+def test_serve_with_a_bad_log_level_says_which_are_valid(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("sources: {}\n")
+    r = cli("serve", "--config", str(path), env={"LOG_LEVEL": "loud"})
+    assert r.returncode == 2
+    assert "LOG_LEVEL must be one of debug, info, warning, error, critical" in r.stderr

@@ -59,6 +59,16 @@ def calendly(body: bytes, ts: int) -> dict[str, str]:
     return {"calendly-webhook-signature": f"t={ts},v1={sig}"}
 
 
+def hubspot(body: bytes, ts: int) -> dict[str, str]:
+    # https://developers.hubspot.com/docs/api/webhooks/validating-requests (v3)
+    ms = str(ts * 1000)
+    content = b"POST" + b"https://hooks.example.com/webhooks/hubspot" + body + ms.encode()
+    return {
+        "x-hubspot-signature-v3": base64.b64encode(hmac256(content)).decode(),
+        "x-hubspot-request-timestamp": ms,
+    }
+
+
 def body_for(vendor: str, ts: int) -> bytes:
     payloads = {
         "paddle": {
@@ -80,6 +90,9 @@ def body_for(vendor: str, ts: int) -> bytes:
             "form_response": {"form_id": "lT4Z3j"},
         },
         "zendesk": {"type": "zen:event-type:ticket.created", "id": "cbe4028c"},
+        "hubspot": [
+            {"eventId": 100, "subscriptionType": "contact.creation", "occurredAt": ts * 1000}
+        ],
         "calendly": {
             "event": "invitee.created",
             "created_at": "2023-11-14T22:13:20.000000Z",
@@ -96,6 +109,7 @@ VENDORS: dict[str, tuple[Callable[[bytes, int], dict[str, str]], str | None, boo
     "typeform": (typeform, "01HF3Z1WB1RCZ8GJ1R3ZJ5SGYD", False),
     "zendesk": (zendesk, "8350205582", True),
     "calendly": (calendly, None, True),
+    "hubspot": (hubspot, None, True),
 }
 
 
@@ -106,7 +120,7 @@ def test_readme_shows_every_vendor():
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
 async def test_vendor_as_configured_in_readme(store, vendor):
     sign, delivery_id, timed = VENDORS[vendor]
-    env = {f"{vendor.upper()}_WEBHOOK_SECRET": SECRET}
+    env = {f"{vendor.upper()}_WEBHOOK_SECRET": SECRET, "HUBSPOT_CLIENT_SECRET": SECRET}
     cfg = config(BLOCKS[vendor], **env)
     body = body_for(vendor, NOW)
     async with gateway_client(cfg, store, Clock(NOW)) as client:
