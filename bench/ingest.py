@@ -272,6 +272,9 @@ def main() -> int:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     r = redis.Redis.from_url(redis_url)
     r.ping()
+    redis_pid = int(r.info("server")["process_id"])
+    if not Path(f"/proc/{redis_pid}").exists():
+        redis_pid = 0  # Redis on another machine (or in a container): its CPU is not ours
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise SystemExit("needs two cores (one for the server, one for wrk)")
@@ -363,6 +366,7 @@ def main() -> int:
         for i in range(args.rounds):
             for name in ("bare", "gateway") if i % 2 == 0 else ("gateway", "bare"):
                 cpu_before = cpu_seconds(procs[name].pid)
+                redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
                 res = run_wrk(
                     ports[name],
                     wrk_cpu[name],
@@ -374,6 +378,8 @@ def main() -> int:
                 used = cpu_seconds(procs[name].pid) - cpu_before
                 res["cpu_pct"] = 100 * used / args.duration
                 res["cpu_us"] = 1e6 * used / max(res["requests"], 1)
+                redis_used = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
+                res["redis_us"] = 1e6 * redis_used / max(res["requests"], 1)
                 results[name].append(res)
                 print(
                     f"  round {i + 1} {name:8s} {res['rps']:9.0f} req/s  "
@@ -435,8 +441,15 @@ def main() -> int:
     ratio = med("gateway", "rps") / med("bare", "rps")
     p99_ratio = med("gateway", "p99_ms") / med("bare", "p99_ms")
     cpu_ratio = med("bare", "cpu_us") / med("gateway", "cpu_us")
+    with_redis = med("gateway", "cpu_us") + med("gateway", "redis_us")
     print(f"\nthroughput ratio gateway/bare: {ratio:.2f}x (target >= 0.8x)")
     print(f"p99 ratio gateway/bare:        {p99_ratio:.2f}x (target <= 1.5x)")
+    if redis_pid:
+        print(
+            f"Redis CPU per gateway request: {med('gateway', 'redis_us'):.1f} us; gateway + "
+            f"Redis {with_redis:.1f} us, bare/(gateway + Redis) "
+            f"{med('bare', 'cpu_us') / with_redis:.2f}x (Redis shares this machine's cores)"
+        )
     print(
         f"CPU per request, bare/gateway: {cpu_ratio:.2f}x (the throughput ratio if both "
         "servers were CPU-bound)"
