@@ -52,6 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     schema = sub.add_parser("config-schema", help="print the JSON Schema of the config file")
     schema.set_defaults(run=_config_schema)
 
+    event_schema = sub.add_parser("event-schema", help="print the JSON Schema of an event")
+    event_schema.set_defaults(run=_event_schema)
+
+    mapper = sub.add_parser(
+        "map", help="print the events a payload becomes, one JSON object per line (no Redis)"
+    )
+    mapper.add_argument("--source", required=True, help="the source's name in the config")
+    mapper.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    )
+    mapper.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="a request header, e.g. 'X-GitHub-Event: push' (repeatable)",
+    )
+    mapper.add_argument("file", help="the payload file, or - for standard input")
+    mapper.set_defaults(run=_map)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -75,6 +95,76 @@ def _check_config(args: argparse.Namespace) -> int:
 
 def _config_schema(args: argparse.Namespace) -> int:
     print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
+def _event_schema(args: argparse.Namespace) -> int:
+    from normalizers import event_schema
+
+    print(json.dumps(event_schema(), indent=2))
+    return 0
+
+
+def _map(args: argparse.Namespace) -> int:
+    import time
+
+    import msgspec
+
+    from normalizers import Delivery, NormalizeError, normalize
+
+    from .errors import PayloadError
+    from .sources import build_sources
+    from .sources.base import body_hash
+
+    config = load_config(args.config)
+    if args.source not in config.sources:
+        known = ", ".join(sorted(config.sources)) or "none"
+        print(
+            f"error: no source named {args.source!r} in {args.config} (sources: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            print(f"error: --header {item!r}: expected 'Name: value'", file=sys.stderr)
+            return 2
+        headers[name.strip().lower()] = value.strip()
+    try:
+        if args.file == "-":
+            body = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                body = f.read()
+    except OSError as e:
+        print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return 2
+    source = build_sources({args.source: config.sources[args.source]})[args.source]
+    try:
+        delivery_id, _ = source.identify(body, headers)
+    except PayloadError as e:
+        delivery_id = body_hash(body)
+        print(f"note: {e.detail}; using {delivery_id} as the delivery id", file=sys.stderr)
+    delivery = Delivery(
+        source=args.source,
+        source_type=source.config.__struct_config__.tag,
+        delivery_id=delivery_id,
+        received_at_ms=int(time.time() * 1000),
+        headers=headers,
+        body=body,
+        config=source.config,
+    )
+    try:
+        events = normalize(delivery)
+    except NormalizeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    for event in events:
+        out.write(msgspec.json.encode(event) + b"\n")
+    if not events:
+        print("note: this payload becomes no events", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,209 @@
+"""What a normalizer is: a pure function from one raw delivery to drafts of events.
+
+A normalizer reads the payload and says what happened (`Draft`); `finish()` turns the
+drafts into `Event`s the same way for every vendor: messageId, context, receivedAt and
+the identity rule. No I/O and no clock anywhere here: time comes with the delivery.
+
+Identity rule (documented in README.md): an event's `userId` is the customer's own id
+when the payload carries it (per source: `user_id:` in config, or the vendor default);
+otherwise `anonymousId` is the vendor's stable id for the person, `<vendor>:<id>`
+(`stripe:cus_123`); an event about no person at all is attributed to `<source>:system`.
+The vendor's id always also goes to `context.externalIds`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from .event import Context, Event, ExternalId, SourceInfo, iso_time, library, message_id
+
+
+class NormalizeError(Exception):
+    """A payload the normalizer cannot make sense of; the delivery goes to quarantine."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One raw delivery as stored by the front door, with its payload decoded once."""
+
+    source: str
+    source_type: str
+    delivery_id: str
+    received_at_ms: int
+    headers: Mapping[str, str]
+    body: bytes
+    config: Any = None
+    """The source's config struct (normalizer settings such as event_type_field)."""
+
+    @cached_property
+    def payload(self) -> Any:
+        """The body as JSON (or form fields as a dict); NormalizeError if it is neither."""
+        try:
+            return msgspec.json.decode(self.body)
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        content_type = self.headers.get("content-type", "")
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
+        raise NormalizeError("the body is not JSON")
+
+    @property
+    def received_at(self) -> str:
+        return iso_time(self.received_at_ms) or ""
+
+
+@dataclass
+class Person:
+    """Who an event is about, as the vendor knows them."""
+
+    vendor_id: str | None = None
+    """The vendor's id for the person (cus_123, a GitHub user id, ...)."""
+    id_type: str = ""
+    """What the id is, for context.externalIds (stripe_customer_id, ...)."""
+    user_id: str | None = None
+    """The customer's own id, when the payload carries it (Stripe metadata.user_id, ...)."""
+
+
+@dataclass
+class Draft:
+    """An event as a normalizer describes it, before ids, context and identity."""
+
+    event: str | None = None
+    type: str = "track"
+    properties: dict[str, Any] = field(default_factory=dict)
+    traits: dict[str, Any] = field(default_factory=dict)
+    timestamp: Any = None
+    """When it happened: unix seconds/ms or ISO text; None means receivedAt."""
+    event_type: str | None = None
+    """The vendor's own name for what happened."""
+    person: Person | None = None
+    group_id: str | None = None
+    name: str | None = None
+    previous_id: str | None = None
+
+
+Normalizer = Callable[[Delivery], list[Draft]]
+NORMALIZERS: dict[str, Normalizer] = {}
+
+
+def register(*source_types: str) -> Callable[[Normalizer], Normalizer]:
+    """Decorator: the built-in normalizer of these source types."""
+
+    def wrap(fn: Normalizer) -> Normalizer:
+        for name in source_types:
+            NORMALIZERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def finish(
+    delivery: Delivery,
+    drafts: list[Draft],
+    user_id: Callable[[Any], Any] | None = None,
+    vendor: str | None = None,
+) -> list[Event]:
+    """Complete drafts into events: deterministic ids, context, times and identity.
+
+    `user_id` reads the customer's own id from the payload (a source's `user_id:` config);
+    `vendor` prefixes anonymous ids (defaults to the source type).
+    """
+    events = []
+    own_id = _text(user_id(delivery.payload)) if user_id is not None else None
+    prefix = vendor or delivery.source_type
+    for index, draft in enumerate(drafts):
+        person = draft.person or Person()
+        uid = own_id or _text(person.user_id)
+        anonymous = None
+        if uid is None:
+            vid = _text(person.vendor_id)
+            anonymous = f"{prefix}:{vid}" if vid else f"{delivery.source}:system"
+        external = []
+        if person.vendor_id is not None and person.id_type:
+            external.append(ExternalId(id=str(person.vendor_id), type=person.id_type))
+        source = SourceInfo(
+            name=delivery.source,
+            type=delivery.source_type,
+            delivery_id=delivery.delivery_id,
+            event_type=draft.event_type,
+        )
+        events.append(
+            Event(
+                type=draft.type,  # type: ignore[arg-type]
+                message_id=message_id(delivery.source, delivery.delivery_id, index),
+                timestamp=iso_time(draft.timestamp) or delivery.received_at,
+                received_at=delivery.received_at,
+                context=Context(source=source, library=library(), external_ids=external),
+                event=draft.event if draft.type == "track" else None,
+                user_id=uid,
+                anonymous_id=anonymous,
+                group_id=_text(draft.group_id),
+                previous_id=_text(draft.previous_id),
+                name=draft.name,
+                properties=_clean(draft.properties),
+                traits=_clean(draft.traits),
+            )
+        )
+    return events
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys whose value is None: absent beats null for every destination."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# --- naming ------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z0-9]+")
+_SMALL = {"and", "or", "of", "to", "for", "a", "an", "the", "in", "on", "by", "with"}
+
+
+def title(*parts: str) -> str:
+    """`checkout.session`, `completed` -> `Checkout Session Completed` (Segment's style)."""
+    words = [w for part in parts for w in _WORD.findall(part.replace("_", " "))]
+    out = []
+    for i, word in enumerate(words):
+        lower = word.lower()
+        out.append(lower if i and lower in _SMALL else lower[:1].upper() + lower[1:])
+    return " ".join(out)
+
+
+def generic_name(vendor_type: str) -> str:
+    """The documented name for an event type no rule knows: `issuing_card.created` ->
+    `Issuing Card Created`."""
+    return title(vendor_type) or "Unknown Event"
+
+
+def scalars(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The top-level string/number/bool fields of an object (generic events' properties)."""
+    if not isinstance(obj, dict):
+        return {}
+    return {
+        k: v for k, v in obj.items() if isinstance(v, str | int | float | bool) and k not in skip
+    }
+
+
+def dig(obj: Any, *path: str | int) -> Any:
+    """obj[p0][p1]... or None when any step is missing or of the wrong kind."""
+    for part in path:
+        if isinstance(obj, dict) and isinstance(part, str):
+            obj = obj.get(part)
+        elif isinstance(obj, list) and isinstance(part, int) and -len(obj) <= part < len(obj):
+            obj = obj[part]
+        else:
+            return None
+    return obj

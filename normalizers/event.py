@@ -1,0 +1,124 @@
+"""The first-party event: Segment Spec field names on the wire, one msgspec Struct.
+
+Every destination the gateway feeds accepts these names (camelCase). An event is built
+once by `finish()` from what a normalizer or mapping produced, validated once, encoded
+once; the same delivery always gives byte-identical events (see `message_id`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import msgspec
+
+from gateway import __version__
+
+EventType = Literal["track", "identify", "group", "page", "screen", "alias"]
+
+# All messageIds live under this namespace: uuid5(NAMESPACE, "source\ndelivery\nindex").
+NAMESPACE = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
+LIBRARY_NAME = "webhook-gateway"
+
+
+class SourceInfo(msgspec.Struct, rename="camel", omit_defaults=True):
+    """Where an event came from: `context.source`."""
+
+    name: str
+    """The source's name in config.yaml (the URL segment)."""
+    type: str
+    """The source type (stripe, github, hmac, ...)."""
+    delivery_id: str
+    """The vendor's delivery id, as deduplicated at the front door."""
+    event_type: str | None = None
+    """The vendor's own name for what happened (charge.succeeded, orders/paid, ...)."""
+
+
+class Library(msgspec.Struct):
+    name: str
+    version: str
+
+
+class ExternalId(msgspec.Struct, omit_defaults=True):
+    """A vendor's id for the person (Segment's context.externalIds)."""
+
+    id: str
+    type: str
+    collection: str = "users"
+    encoding: str = "none"
+
+
+class Context(msgspec.Struct, rename="camel", omit_defaults=True):
+    source: SourceInfo
+    library: Library
+    external_ids: list[ExternalId] = []
+
+
+class Event(msgspec.Struct, rename="camel", omit_defaults=True):
+    """One first-party event (Segment Spec: track, identify, group, page, screen, alias)."""
+
+    type: EventType
+    message_id: str
+    """Deterministic: UUIDv5 of (source, delivery id, index of the event in the delivery)."""
+    timestamp: str
+    """When it happened at the vendor, ISO 8601 UTC (receivedAt when the vendor says not)."""
+    received_at: str
+    """When the gateway accepted the delivery, ISO 8601 UTC."""
+    context: Context
+    event: str | None = None
+    """The event name, for track events ("Order Completed")."""
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    group_id: str | None = None
+    previous_id: str | None = None
+    name: str | None = None
+    """Page or screen name."""
+    properties: dict[str, Any] = {}
+    traits: dict[str, Any] = {}
+
+
+def message_id(source: str, delivery_id: str, index: int) -> str:
+    """The event's idempotency key: the same delivery always yields the same ids."""
+    return str(uuid.uuid5(NAMESPACE, f"{source}\n{delivery_id}\n{index}"))
+
+
+def iso_time(value: Any) -> str | None:
+    """ISO 8601 UTC (milliseconds, `Z`) from unix seconds/ms or an ISO string; None if not."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) >= 1e11 else value
+        try:
+            moment = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                return iso_time(float(text))
+            except ValueError:
+                return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    else:
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def library() -> Library:
+    return Library(LIBRARY_NAME, __version__)
+
+
+def event_schema() -> dict[str, Any]:
+    """JSON Schema of the event, for destinations and consumers of the events stream."""
+    schema = msgspec.json.schema(Event)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "webhook-gateway event"
+    return schema

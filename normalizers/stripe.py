@@ -1,0 +1,300 @@
+"""Stripe events -> first-party events (Segment's naming: "Object Action", past tense).
+
+Revenue is counted once, where money moves: on the charge (`Charge Succeeded` when it
+is captured, `Charge Captured` otherwise), negative on `Order Refunded` (the amount of
+this refund, from previous_attributes) and `Dispute Funds Withdrawn`, positive again on
+`Dispute Funds Reinstated`. `Order Completed` (a paid Checkout Session) and
+`Invoice Paid` carry totals but no `revenue`, so subscribing to both kinds of Stripe
+events never counts a payment twice. Amounts are in major units with Stripe's currency
+exponents; currencies are upper-case ISO 4217. `timestamp` is the event's `created`.
+https://docs.stripe.com/api/events/types
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import Delivery, Draft, NormalizeError, Person, dig, generic_name, register, scalars
+from .event import iso_time
+from .money import currency_code, stripe_amount
+
+# Event types whose name is not simply the type in title case.
+NAMES = {
+    "checkout.session.async_payment_succeeded": "Order Completed",
+    "checkout.session.async_payment_failed": "Checkout Payment Failed",
+    "checkout.session.expired": "Checkout Expired",
+    "charge.refunded": "Order Refunded",
+    "customer.subscription.deleted": "Subscription Canceled",
+    "customer.subscription.trial_will_end": "Trial Ending",
+    "payment_intent.payment_failed": "Payment Intent Failed",
+}
+
+
+@register("stripe")
+def normalize(delivery: Delivery) -> list[Draft]:
+    event = delivery.payload
+    if not isinstance(event, dict) or event.get("object") != "event":
+        raise NormalizeError('not a Stripe event (no "object": "event")')
+    kind = event.get("type")
+    obj = dig(event, "data", "object")
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise NormalizeError("a Stripe event needs a `type` and a `data.object`")
+    previous = dig(event, "data", "previous_attributes") or {}
+    drafts = _drafts(kind, obj, previous if isinstance(previous, dict) else {})
+    person = _person(obj)
+    for draft in drafts:
+        draft.timestamp = event.get("created")
+        draft.event_type = kind
+        draft.person = person
+    return drafts
+
+
+def _drafts(kind: str, obj: dict[str, Any], previous: dict[str, Any]) -> list[Draft]:
+    if kind in ("customer.created", "customer.updated"):
+        return [Draft(type="identify", traits=_customer_traits(obj))]
+    props = PROPERTIES.get(str(obj.get("object")), _generic_props)(obj)
+    name = NAMES.get(kind) or _name(kind)
+    if kind == "checkout.session.completed":
+        paid = obj.get("payment_status") in ("paid", "no_payment_required")
+        name = "Order Completed" if paid else "Checkout Completed"
+    revenue = _revenue(kind, obj, previous)
+    if revenue is not None:
+        props["revenue"] = revenue
+    if kind == "charge.refunded":
+        refunded = _amount(obj, "amount_refunded")
+        before = stripe_amount(previous.get("amount_refunded", 0), obj.get("currency"))
+        if refunded is not None and before is not None:
+            props["total"] = round(refunded - before, 3)
+    drafts = [Draft(event=name, properties=props)]
+    # Segment's B2B SaaS events, beside the subscription's own.
+    if kind == "customer.subscription.created" and obj.get("status") == "trialing":
+        drafts.append(Draft(event="Trial Started", properties=dict(props)))
+    if (
+        kind == "customer.subscription.updated"
+        and previous.get("status") == "trialing"
+        and obj.get("status") != "trialing"
+    ):
+        drafts.append(Draft(event="Trial Ended", properties=dict(props)))
+    return drafts
+
+
+def _name(kind: str) -> str:
+    if kind.startswith("customer.subscription."):
+        return generic_name("subscription." + kind.rpartition(".")[2])
+    if kind.startswith("charge.dispute."):
+        return generic_name(kind.removeprefix("charge."))
+    if kind.startswith("checkout.session."):
+        return generic_name("checkout." + kind.removeprefix("checkout.session."))
+    return generic_name(kind)
+
+
+def _revenue(kind: str, obj: dict[str, Any], previous: dict[str, Any]) -> Any:
+    """Money actually earned (or lost) by this event, in major units; None if none."""
+    currency = obj.get("currency")
+    if kind == "charge.succeeded" and obj.get("captured"):
+        return _amount(obj, "amount_captured") or _amount(obj, "amount")
+    if kind == "charge.captured":
+        captured = obj.get("amount_captured", obj.get("amount"))
+        before = previous.get("amount_captured", 0) or 0
+        return stripe_amount((captured or 0) - before, currency)
+    if kind == "charge.refunded":
+        delta = (obj.get("amount_refunded") or 0) - (previous.get("amount_refunded") or 0)
+        return -stripe_amount(delta, currency) if delta > 0 else None
+    if kind == "charge.dispute.funds_withdrawn":
+        return -(_amount(obj, "amount") or 0)
+    if kind == "charge.dispute.funds_reinstated":
+        return _amount(obj, "amount")
+    return None
+
+
+def _amount(obj: dict[str, Any], key: str) -> Any:
+    return stripe_amount(obj.get(key), obj.get("currency"))
+
+
+def _id(value: Any) -> str | None:
+    """An id that Stripe may have expanded into an object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _person(obj: dict[str, Any]) -> Person:
+    customer = obj.get("id") if obj.get("object") == "customer" else _id(obj.get("customer"))
+    user_id = dig(obj, "metadata", "user_id")
+    return Person(vendor_id=customer, id_type="stripe_customer_id", user_id=user_id)
+
+
+def _customer_traits(c: dict[str, Any]) -> dict[str, Any]:
+    address = c.get("address") if isinstance(c.get("address"), dict) else {}
+    return {
+        "email": c.get("email"),
+        "name": c.get("name"),
+        "phone": c.get("phone"),
+        "description": c.get("description"),
+        "createdAt": iso_time(c.get("created")),
+        "address": {
+            "street": address.get("line1"),
+            "city": address.get("city"),
+            "state": address.get("state"),
+            "postalCode": address.get("postal_code"),
+            "country": address.get("country"),
+        }
+        if address
+        else None,
+        "stripeCustomerId": c.get("id"),
+        "currency": currency_code(c.get("currency")),
+    }
+
+
+def _money(obj: dict[str, Any], **fields: str) -> dict[str, Any]:
+    return {name: _amount(obj, key) for name, key in fields.items()}
+
+
+def _checkout_session(s: dict[str, Any]) -> dict[str, Any]:
+    totals = s.get("total_details") if isinstance(s.get("total_details"), dict) else {}
+    currency = s.get("currency")
+    return {
+        "order_id": s.get("id"),
+        "checkout_id": s.get("id"),
+        "total": _amount(s, "amount_total"),
+        "subtotal": _amount(s, "amount_subtotal"),
+        "tax": stripe_amount(totals.get("amount_tax"), currency),
+        "discount": stripe_amount(totals.get("amount_discount"), currency),
+        "shipping": stripe_amount(totals.get("amount_shipping"), currency),
+        "currency": currency_code(currency),
+        "payment_status": s.get("payment_status"),
+        "mode": s.get("mode"),
+        "payment_intent": _id(s.get("payment_intent")),
+        "subscription": _id(s.get("subscription")),
+        "invoice": _id(s.get("invoice")),
+        "client_reference_id": s.get("client_reference_id"),
+    }
+
+
+def _charge(c: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "order_id": _id(c.get("payment_intent")) or c.get("id"),
+        "charge_id": c.get("id"),
+        **_money(
+            c, amount="amount", amount_captured="amount_captured", amount_refunded="amount_refunded"
+        ),
+        "currency": currency_code(c.get("currency")),
+        "status": c.get("status"),
+        "paid": c.get("paid"),
+        "captured": c.get("captured"),
+        "refunded": c.get("refunded"),
+        "payment_intent": _id(c.get("payment_intent")),
+        "invoice": _id(c.get("invoice")),
+        "description": c.get("description"),
+        "payment_method_type": dig(c, "payment_method_details", "type"),
+        "failure_code": c.get("failure_code"),
+        "failure_message": c.get("failure_message"),
+    }
+
+
+def _refund(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "refund_id": r.get("id"),
+        "charge_id": _id(r.get("charge")),
+        "order_id": _id(r.get("payment_intent")) or _id(r.get("charge")),
+        **_money(r, amount="amount"),
+        "currency": currency_code(r.get("currency")),
+        "status": r.get("status"),
+        "reason": r.get("reason"),
+    }
+
+
+def _invoice(i: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "invoice_id": i.get("id"),
+        "number": i.get("number"),
+        **_money(
+            i,
+            total="total",
+            subtotal="subtotal",
+            tax="tax",
+            amount_due="amount_due",
+            amount_paid="amount_paid",
+        ),
+        "currency": currency_code(i.get("currency")),
+        "status": i.get("status"),
+        "billing_reason": i.get("billing_reason"),
+        "subscription": _id(i.get("subscription"))
+        or _id(dig(i, "parent", "subscription_details", "subscription")),
+        "attempt_count": i.get("attempt_count"),
+        "hosted_invoice_url": i.get("hosted_invoice_url"),
+    }
+
+
+def _payment_intent(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "payment_intent": p.get("id"),
+        **_money(p, amount="amount", amount_received="amount_received"),
+        "currency": currency_code(p.get("currency")),
+        "status": p.get("status"),
+        "description": p.get("description"),
+        "failure_code": dig(p, "last_payment_error", "code"),
+        "failure_message": dig(p, "last_payment_error", "message"),
+    }
+
+
+def _subscription(s: dict[str, Any]) -> dict[str, Any]:
+    item = dig(s, "items", "data", 0) or {}
+    price = item.get("price") if isinstance(item.get("price"), dict) else {}
+    plan = s.get("plan") if isinstance(s.get("plan"), dict) else {}
+    currency = price.get("currency") or s.get("currency") or plan.get("currency")
+    unit = price.get("unit_amount", plan.get("amount"))
+    quantity = item.get("quantity", s.get("quantity")) or 1
+    period_end = s.get("current_period_end", item.get("current_period_end"))
+    return {
+        "subscription_id": s.get("id"),
+        "status": s.get("status"),
+        "plan_id": price.get("id") or plan.get("id"),
+        "plan_name": price.get("nickname") or plan.get("nickname"),
+        "product_id": _id(price.get("product") or plan.get("product")),
+        "interval": dig(price, "recurring", "interval") or plan.get("interval"),
+        "amount": stripe_amount(unit * quantity, currency) if unit is not None else None,
+        "quantity": quantity,
+        "currency": currency_code(currency),
+        "trial_start": iso_time(s.get("trial_start")),
+        "trial_end": iso_time(s.get("trial_end")),
+        "current_period_end": iso_time(period_end),
+        "cancel_at_period_end": s.get("cancel_at_period_end"),
+        "canceled_at": iso_time(s.get("canceled_at")),
+        "cancellation_reason": dig(s, "cancellation_details", "reason"),
+    }
+
+
+def _dispute(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dispute_id": d.get("id"),
+        "charge_id": _id(d.get("charge")),
+        "order_id": _id(d.get("payment_intent")) or _id(d.get("charge")),
+        **_money(d, amount="amount"),
+        "currency": currency_code(d.get("currency")),
+        "status": d.get("status"),
+        "reason": d.get("reason"),
+    }
+
+
+def _generic_props(obj: dict[str, Any]) -> dict[str, Any]:
+    props = scalars(obj, skip=("object",))
+    if "currency" in props:
+        props["currency"] = currency_code(props["currency"])
+        for key in ("amount", "amount_total", "amount_paid", "amount_due"):
+            if isinstance(props.get(key), int):
+                props[key] = stripe_amount(props[key], props["currency"])
+    return props
+
+
+PROPERTIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "checkout.session": _checkout_session,
+    "charge": _charge,
+    "refund": _refund,
+    "invoice": _invoice,
+    "payment_intent": _payment_intent,
+    "subscription": _subscription,
+    "dispute": _dispute,
+    "customer": lambda c: {"customer_id": c.get("id"), "email": c.get("email")},
+}
