@@ -7,7 +7,7 @@ identity). Pure: the same delivery always gives byte-identical events.
 
 from __future__ import annotations
 
-from . import generic, stripe  # noqa: F401  (register the built-in normalizers)
+from . import generic, github, intercom, shopify, stripe  # noqa: F401 (registers them)
 from .base import NORMALIZERS, Delivery, Draft, NormalizeError, finish
 from .event import Event, event_schema
 

@@ -1,0 +1,158 @@
+"""GitHub webhooks -> events named "Object Action" from X-GitHub-Event and `action`.
+
+`pull_request` + `opened` -> `Pull Request Opened`, a merged close -> `Pull Request
+Merged`, `star` + `created` -> `Star Created`, `push` -> `Push`, `create` of a branch ->
+`Branch Created`. Any event type GitHub adds later is named by the same rule. `ping`
+(sent when a hook is created) produces no event. The sender is the person
+(`github:<user id>`); the time is the main object's own time when it has one.
+https://docs.github.com/en/webhooks/webhook-events-and-payloads
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Delivery, Draft, NormalizeError, Person, dig, register, scalars, title
+
+# The object an event is about, when its name is not the event's name in the singular.
+OBJECTS = {
+    "issues": "Issue",
+    "projects_v2_item": "Project Item",
+    "projects_v2": "Project",
+    "repository_vulnerability_alert": "Vulnerability Alert",
+    "installation_repositories": "Installation Repositories",
+}
+# Actions GitHub names in the present tense, or not as a verb.
+ACTIONS = {
+    "synchronize": "synchronized",
+    "create": "created",
+    "dismiss": "dismissed",
+    "resolve": "resolved",
+    "requested_action": "action requested",
+    "checks_requested": "checks requested",
+    "in_progress": "started",
+    "suspend": "suspended",
+    "unsuspend": "unsuspended",
+}
+# Events without an action.
+NAMES = {
+    "push": "Push",
+    "fork": "Repository Forked",
+    "gollum": "Wiki Updated",
+    "public": "Repository Made Public",
+    "status": "Commit Status Updated",
+    "page_build": "Pages Built",
+    "repository_import": "Repository Imported",
+    "team_add": "Team Added to Repository",
+    "workflow_dispatch": "Workflow Dispatched",
+    "deploy_key": "Deploy Key",
+}
+# Keys of the payload that never describe the main object.
+_ENVELOPE = {
+    "action",
+    "repository",
+    "organization",
+    "sender",
+    "installation",
+    "enterprise",
+    "changes",
+}
+_TIME_KEYS = (
+    "submitted_at",
+    "merged_at",
+    "closed_at",
+    "completed_at",
+    "updated_at",
+    "created_at",
+    "published_at",
+    "starred_at",
+    "timestamp",
+)
+
+
+@register("github")
+def normalize(delivery: Delivery) -> list[Draft]:
+    kind = delivery.headers.get("x-github-event")
+    if not kind:
+        raise NormalizeError("no X-GitHub-Event header: cannot tell what happened")
+    payload = delivery.payload
+    if not isinstance(payload, dict):
+        raise NormalizeError("the payload is not a JSON object")
+    if kind == "ping":
+        return []
+    action = payload.get("action") if isinstance(payload.get("action"), str) else None
+    main = _main_object(kind, payload)
+    props: dict[str, Any] = {
+        "action": action,
+        "repository": dig(payload, "repository", "full_name"),
+        "repository_id": dig(payload, "repository", "id"),
+        "organization": dig(payload, "organization", "login"),
+        "sender": dig(payload, "sender", "login"),
+    }
+    if kind == "push":
+        props.update(_push(payload))
+        when = dig(payload, "head_commit", "timestamp")
+    else:
+        props.update(
+            {
+                k: v
+                for k, v in scalars(main, skip=("body",)).items()
+                if not k.endswith("_url") or k == "html_url"
+            }
+        )
+        props.update(
+            scalars({k: v for k, v in payload.items() if k not in _ENVELOPE}, skip=("body",))
+        )
+        when = next((main[k] for k in _TIME_KEYS if main.get(k)), None)
+        when = when or next((payload[k] for k in _TIME_KEYS if payload.get(k)), None)
+    sender = payload.get("sender") if isinstance(payload.get("sender"), dict) else {}
+    person = Person(vendor_id=sender.get("id"), id_type="github_user_id")
+    return [
+        Draft(
+            event=_name(kind, action, payload),
+            properties=props,
+            timestamp=when,
+            event_type=f"{kind}.{action}" if action else kind,
+            person=person,
+        )
+    ]
+
+
+def _name(kind: str, action: str | None, payload: dict[str, Any]) -> str:
+    if kind in ("create", "delete"):
+        ref_type = payload.get("ref_type") or "ref"
+        return title(ref_type, "created" if kind == "create" else "deleted")
+    if kind == "pull_request" and action == "closed" and dig(payload, "pull_request", "merged"):
+        return "Pull Request Merged"
+    if kind == "repository_dispatch":
+        return "Repository Dispatched"
+    obj = OBJECTS.get(kind) or title(kind)
+    if action is None:
+        return NAMES.get(kind) or obj
+    return f"{obj} {title(ACTIONS.get(action, action))}"
+
+
+def _main_object(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The object the event is about: payload[kind] (`pull_request`, `release`, ...)."""
+    for key in (kind, kind.removesuffix("s"), "check_run", "workflow_run", "workflow_job"):
+        value = payload.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def _push(p: dict[str, Any]) -> dict[str, Any]:
+    commits = p.get("commits") if isinstance(p.get("commits"), list) else []
+    return {
+        "ref": p.get("ref"),
+        "before": p.get("before"),
+        "after": p.get("after"),
+        "created": p.get("created"),
+        "deleted": p.get("deleted"),
+        "forced": p.get("forced"),
+        "commits": len(commits),
+        "head_commit": dig(p, "head_commit", "id"),
+        "head_commit_message": dig(p, "head_commit", "message"),
+        "pusher": dig(p, "pusher", "name"),
+        "compare": p.get("compare"),
+    }

@@ -1,0 +1,183 @@
+"""Shopify webhooks -> Segment e-commerce events, by the X-Shopify-Topic header.
+
+orders/paid -> `Order Completed` (with `revenue`: the subtotal after discounts, before
+shipping and tax, as Segment defines it), orders/create -> `Order Created`,
+orders/cancelled -> `Order Cancelled`, orders/fulfilled -> `Order Fulfilled`,
+refunds/create -> `Order Refunded` (negative revenue: the money refunded),
+checkouts/create -> `Checkout Started`, customers/create|update -> identify. Any other
+topic is named by the same rule (`products/update` -> `Product Updated`). Amounts are
+Shopify's decimal strings as numbers; `products` follows the Segment e-commerce spec.
+The customer is `shopify:<customer id>`; their Shopify id becomes `userId` only when the
+source's `user_id:` says so (Shopify ids are Shopify's, not yours).
+https://shopify.dev/docs/api/webhooks
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Delivery, Draft, NormalizeError, Person, dig, register, scalars, title
+from .event import iso_time
+from .money import currency_code
+
+NAMES = {
+    "orders/paid": "Order Completed",
+    "checkouts/create": "Checkout Started",
+    "refunds/create": "Order Refunded",
+}
+_VERBS = {
+    "create": "created",
+    "update": "updated",
+    "delete": "deleted",
+    "paid": "paid",
+    "cancelled": "cancelled",
+    "fulfilled": "fulfilled",
+    "edited": "edited",
+    "partially_fulfilled": "partially fulfilled",
+}
+
+
+@register("shopify")
+def normalize(delivery: Delivery) -> list[Draft]:
+    topic = delivery.headers.get("x-shopify-topic")
+    if not topic:
+        raise NormalizeError("no X-Shopify-Topic header: cannot tell what happened")
+    obj = delivery.payload
+    if not isinstance(obj, dict):
+        raise NormalizeError("the payload is not a JSON object")
+    resource, _, verb = topic.partition("/")
+    customer = obj if resource == "customers" else obj.get("customer")
+    person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")
+    when = obj.get("processed_at") or obj.get("updated_at") or obj.get("created_at")
+    if resource == "customers" and verb in ("create", "update", "enable", "disable"):
+        return [
+            Draft(
+                type="identify",
+                traits=_traits(obj),
+                timestamp=when,
+                event_type=topic,
+                person=person,
+            )
+        ]
+    if resource in ("orders", "checkouts", "carts"):
+        props = _order(obj)
+        if topic == "orders/paid":
+            props["revenue"] = _number(obj.get("current_subtotal_price", obj.get("subtotal_price")))
+    elif resource == "refunds":
+        props = _refund(obj)
+    else:
+        props = scalars(obj, skip=("body_html",))
+    name = NAMES.get(topic) or title(_singular(resource), _VERBS.get(verb, verb))
+    return [Draft(event=name, properties=props, timestamp=when, event_type=topic, person=person)]
+
+
+def _singular(resource: str) -> str:
+    return resource[:-1] if resource.endswith("s") else resource
+
+
+def _number(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and isinstance(value, int) else number
+
+
+def _order(o: dict[str, Any]) -> dict[str, Any]:
+    codes = o.get("discount_codes") if isinstance(o.get("discount_codes"), list) else []
+    shipping = dig(o, "total_shipping_price_set", "shop_money", "amount")
+    if shipping is None and isinstance(o.get("shipping_lines"), list):
+        shipping = sum(_number(line.get("price")) or 0 for line in o["shipping_lines"])
+    return {
+        "order_id": str(o["id"]) if o.get("id") is not None else None,
+        "order_number": o.get("order_number") or o.get("name"),
+        "checkout_id": str(o["checkout_id"]) if o.get("checkout_id") else o.get("token"),
+        "total": _number(o.get("current_total_price", o.get("total_price"))),
+        "subtotal": _number(o.get("current_subtotal_price", o.get("subtotal_price"))),
+        "tax": _number(o.get("current_total_tax", o.get("total_tax"))),
+        "discount": _number(o.get("current_total_discounts", o.get("total_discounts"))),
+        "shipping": _number(shipping),
+        "coupon": codes[0].get("code") if codes and isinstance(codes[0], dict) else None,
+        "currency": currency_code(o.get("currency") or o.get("presentment_currency")),
+        "financial_status": o.get("financial_status"),
+        "fulfillment_status": o.get("fulfillment_status"),
+        "cancel_reason": o.get("cancel_reason"),
+        "products": [
+            _product(item) for item in o.get("line_items") or [] if isinstance(item, dict)
+        ],
+    }
+
+
+def _product(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value
+        for key, value in {
+            "product_id": str(item["product_id"]) if item.get("product_id") else None,
+            "variant": str(item["variant_id"]) if item.get("variant_id") else None,
+            "sku": item.get("sku") or None,
+            "name": item.get("title") or item.get("name"),
+            "brand": item.get("vendor"),
+            "price": _number(item.get("price")),
+            "quantity": item.get("quantity"),
+        }.items()
+        if value is not None
+    }
+
+
+def _refund(r: dict[str, Any]) -> dict[str, Any]:
+    transactions = r.get("transactions") if isinstance(r.get("transactions"), list) else []
+    refunded = [
+        t
+        for t in transactions
+        if isinstance(t, dict)
+        and t.get("kind") == "refund"
+        and t.get("status") in ("success", None)
+    ]
+    amount = sum(_number(t.get("amount")) or 0 for t in refunded)
+    currency = next((t.get("currency") for t in refunded if t.get("currency")), None)
+    items = [
+        i.get("line_item")
+        for i in r.get("refund_line_items") or []
+        if isinstance(i, dict) and isinstance(i.get("line_item"), dict)
+    ]
+    return {
+        "order_id": str(r["order_id"]) if r.get("order_id") else None,
+        "refund_id": str(r["id"]) if r.get("id") else None,
+        "total": round(amount, 2),
+        "revenue": -round(amount, 2) if amount else None,
+        "currency": currency_code(currency),
+        "reason": r.get("note"),
+        "products": [_product(i) for i in items],
+    }
+
+
+def _traits(c: dict[str, Any]) -> dict[str, Any]:
+    address = c.get("default_address") if isinstance(c.get("default_address"), dict) else {}
+    name = " ".join(p for p in (c.get("first_name"), c.get("last_name")) if p) or None
+    return {
+        "email": c.get("email"),
+        "firstName": c.get("first_name"),
+        "lastName": c.get("last_name"),
+        "name": name,
+        "phone": c.get("phone"),
+        "createdAt": iso_time(c.get("created_at")),
+        "state": c.get("state"),
+        "ordersCount": c.get("orders_count"),
+        "totalSpent": _number(c.get("total_spent")),
+        "tags": c.get("tags") or None,
+        "acceptsMarketing": dig(c, "email_marketing_consent", "state") == "subscribed"
+        if isinstance(c.get("email_marketing_consent"), dict)
+        else c.get("accepts_marketing"),
+        "address": {
+            "street": address.get("address1"),
+            "city": address.get("city"),
+            "state": address.get("province_code") or address.get("province"),
+            "postalCode": address.get("zip"),
+            "country": address.get("country_code"),
+        }
+        if address
+        else None,
+        "shopifyCustomerId": str(c["id"]) if c.get("id") else None,
+    }
