@@ -72,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     mapper.add_argument("file", help="the payload file, or - for standard input")
     mapper.set_defaults(run=_map)
 
+    tester = sub.add_parser("test", help="run the mapping tests written in the config")
+    tester.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    )
+    tester.set_defaults(run=_test)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
@@ -140,7 +146,10 @@ def _map(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 2
+    from normalizers import Mapper
+
     source = build_sources({args.source: config.sources[args.source]})[args.source]
+    mapper = Mapper(source.config.mappings, source.config.user_id)
     try:
         delivery_id, _ = source.identify(body, headers)
     except PayloadError as e:
@@ -156,7 +165,7 @@ def _map(args: argparse.Namespace) -> int:
         config=source.config,
     )
     try:
-        events = normalize(delivery)
+        events = normalize(delivery, mapper)
     except NormalizeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -166,6 +175,30 @@ def _map(args: argparse.Namespace) -> int:
     if not events:
         print("note: this payload becomes no events", file=sys.stderr)
     return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from normalizers.testing import run_source_tests
+
+    config = load_config(args.config)
+    base = Path(args.config).resolve().parent
+    passed = failed = 0
+    for name, source in config.sources.items():
+        for result in run_source_tests(name, source, base):
+            if result.ok:
+                passed += 1
+                print(f"ok    {name}: {result.name}")
+            else:
+                failed += 1
+                print(f"FAIL  {name}: {result.name}")
+                print("\n".join("      " + line for line in result.diff.splitlines()))
+    if not passed + failed:
+        print(f"{args.config}: no mapping tests (add `tests:` under a source)")
+        return 0
+    print(f"\n{passed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

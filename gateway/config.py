@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from normalizers.mapping import Mapper, MappingError, MappingRule, MappingTest
+
 from .errors import ConfigError
 from .yamlconf import Document, Path, load_document
 
@@ -140,6 +142,12 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
     """Raw deliveries kept in the source's stream (approximate, oldest trimmed first)."""
     keep_headers: list[str] = []
     """Extra request headers stored with each raw delivery (besides the vendor's own)."""
+    user_id: str | None = None
+    """JMESPath to the customer's own id in the payload (becomes userId); see README."""
+    mappings: list[MappingRule] = []
+    """Rules that map payloads to events (JMESPath); the first that matches wins."""
+    tests: list[MappingTest] = []
+    """Examples for `webhook-gateway test`: a payload and the events it must become."""
 
     def check(self) -> None:
         """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
@@ -147,6 +155,15 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
             raise ConfigError("at least one secret is required", path="secrets")
         if self.raw_retention < 1:
             raise ConfigError("must be at least 1", path="raw_retention")
+        try:
+            Mapper(self.mappings, self.user_id)
+        except MappingError as e:
+            raise ConfigError(str(e), path=e.path) from None
+        for i, test in enumerate(self.tests):
+            if (test.payload is None) == (test.payload_file is None):
+                raise ConfigError(
+                    "give `payload:` or `payload_file:` (one of them)", path=f"tests[{i}]"
+                )
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -247,9 +264,17 @@ def _source(doc: Document, name: Any, raw: Any) -> SourceConfig:
     try:
         config.check()
     except ConfigError as e:
-        rel = [int(p) if p.isdigit() else p for p in e.path.split(".")] if e.path else []
-        raise doc.error(e.message, (*path, *rel)) from None
+        raise doc.error(e.message, (*path, *_parse_path(e.path))) from None
     return config
+
+
+def _parse_path(text: str) -> list[str | int]:
+    """`mappings[0].properties.x` (or `secrets.0`) -> ["mappings", 0, "properties", "x"]."""
+    parts: list[str | int] = []
+    for m in re.finditer(r"([^.\[\]]+)|\[(\d+)\]", text):
+        name, index = m.group(1), m.group(2)
+        parts.append(int(index) if index is not None else int(name) if name.isdigit() else name)
+    return parts
 
 
 def _destinations(doc: Document, raw: Any) -> dict[str, dict[str, Any]]:

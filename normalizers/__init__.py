@@ -1,36 +1,70 @@
-"""Vendor payloads -> first-party events: built-in normalizers per source type.
+"""Vendor payloads -> first-party events: built-in normalizers and YAML mappings.
 
-`normalize(delivery)` is the one entry point: it picks the source type's normalizer
-(see NORMALIZERS), runs it and completes the drafts with `finish()` (ids, context,
-identity). Pure: the same delivery always gives byte-identical events.
+`normalize(delivery, mapper)` is the one entry point: the source's mapping rules (if one
+matches) and/or the source type's built-in normalizer (NORMALIZERS) describe the
+events; `finish()` completes them (ids, context, identity). Pure: the same delivery
+always gives byte-identical events.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import generic, github, intercom, shopify, stripe  # noqa: F401 (registers them)
-from .base import NORMALIZERS, Delivery, Draft, NormalizeError, finish
+from .base import NORMALIZERS, Delivery, Draft, NormalizeError, dig, finish
 from .event import Event, event_schema
+from .mapping import Mapper, MappingError
 
 __all__ = [
     "NORMALIZERS",
     "Delivery",
     "Draft",
     "Event",
+    "Mapper",
+    "MappingError",
     "NormalizeError",
     "event_schema",
     "normalize",
+    "vendor_event_type",
 ]
 
 
-def normalize(delivery: Delivery) -> list[Event]:
+def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
     """The events a delivery becomes; NormalizeError (with the reason) if it cannot."""
-    fn = NORMALIZERS.get(delivery.source_type, generic.normalize)
     try:
-        drafts = fn(delivery)
+        payload = delivery.payload
+        headers = delivery.headers
+        rule = mapper.match(payload, headers) if mapper is not None and mapper.rules else None
+        drafts: list[Draft] = []
+        if rule is None or rule.builtin:
+            drafts = NORMALIZERS.get(delivery.source_type, generic.normalize)(delivery)
+        if rule is not None:
+            drafts += mapper.drafts(rule, payload, headers, vendor_event_type(delivery))
+        own = mapper.own_user_id(payload, headers) if mapper is not None else None
+        return finish(delivery, drafts, own)
     except NormalizeError:
         raise
-    except Exception as e:  # a payload shape the normalizer did not expect
+    except Exception as e:  # a payload shape the normalizer or a rule did not expect
         raise NormalizeError(
             f"{delivery.source_type} normalizer failed: {type(e).__name__}: {e}"
         ) from e
-    return finish(delivery, drafts)
+
+
+def vendor_event_type(delivery: Delivery) -> str | None:
+    """The vendor's own name for what happened, for context.source.eventType."""
+    p, h, kind = delivery.payload, delivery.headers, delivery.source_type
+    value: Any
+    if kind == "github":
+        action = dig(p, "action")
+        value = h.get("x-github-event")
+        value = f"{value}.{action}" if value and isinstance(action, str) else value
+    elif kind == "shopify":
+        value = h.get("x-shopify-topic")
+    elif kind == "intercom":
+        value = dig(p, "topic")
+    elif kind == "slack":
+        value = dig(p, "event", "type") or dig(p, "type")
+    else:
+        field = getattr(delivery.config, "event_type_field", None) or "type"
+        value = dig(p, *field.split("."))
+    return value if isinstance(value, str) else None

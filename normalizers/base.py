@@ -87,6 +87,8 @@ class Draft:
     group_id: str | None = None
     name: str | None = None
     previous_id: str | None = None
+    anonymous_id: str | None = None
+    """Set by a mapping that says who it is; otherwise derived by the identity rule."""
 
 
 Normalizer = Callable[[Delivery], list[Draft]]
@@ -104,27 +106,23 @@ def register(*source_types: str) -> Callable[[Normalizer], Normalizer]:
     return wrap
 
 
-def finish(
-    delivery: Delivery,
-    drafts: list[Draft],
-    user_id: Callable[[Any], Any] | None = None,
-    vendor: str | None = None,
-) -> list[Event]:
+def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> list[Event]:
     """Complete drafts into events: deterministic ids, context, times and identity.
 
-    `user_id` reads the customer's own id from the payload (a source's `user_id:` config);
-    `vendor` prefixes anonymous ids (defaults to the source type).
+    `own_user_id` is the customer's own id when the source's `user_id:` found one.
     """
     events = []
-    own_id = _text(user_id(delivery.payload)) if user_id is not None else None
-    prefix = vendor or delivery.source_type
+    own_id = _text(own_user_id)
+    prefix = delivery.source_type
     for index, draft in enumerate(drafts):
         person = draft.person or Person()
         uid = own_id or _text(person.user_id)
         anonymous = None
         if uid is None:
             vid = _text(person.vendor_id)
-            anonymous = f"{prefix}:{vid}" if vid else f"{delivery.source}:system"
+            anonymous = _text(draft.anonymous_id) or (
+                f"{prefix}:{vid}" if vid else f"{delivery.source}:system"
+            )
         external = []
         if person.vendor_id is not None and person.id_type:
             external.append(ExternalId(id=str(person.vendor_id), type=person.id_type))

@@ -269,3 +269,93 @@ def test_serve_with_a_bad_log_level_says_which_are_valid(tmp_path):
     r = cli("serve", "--config", str(path), env={"LOG_LEVEL": "loud"})
     assert r.returncode == 2
     assert "LOG_LEVEL must be one of debug, info, warning, error, critical" in r.stderr
+
+
+MAPPED = """\
+sources:
+  forms:
+    type: hmac
+    secrets: [x]
+    signature_header: Sig
+    delivery_id_field: event_id
+    mappings:
+      - when: "event_type == 'form_response'"
+        event: Form Submitted
+        properties: {form_id: form_response.form_id}
+    tests:
+      - name: submission
+        payload: {event_id: e1, event_type: form_response, form_response: {form_id: f1}}
+        expect:
+          - {event: Form Submitted, properties: {form_id: f1}}
+"""
+
+
+def test_map_prints_one_event_per_line(tmp_path):
+    (tmp_path / "config.yaml").write_text(MAPPED)
+    (tmp_path / "p.json").write_text(
+        '{"event_id": "e9", "event_type": "form_response", "form_response": {"form_id": "f2"}}'
+    )
+    r = cli(
+        "map",
+        "--source",
+        "forms",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        str(tmp_path / "p.json"),
+    )
+    assert r.returncode == 0, r.stderr
+    [line] = r.stdout.splitlines()
+    event = json.loads(line)
+    assert event["event"] == "Form Submitted"
+    assert event["properties"] == {"form_id": "f2"}
+    assert event["context"]["source"]["deliveryId"] == "e9"
+
+
+def test_map_reads_headers_and_stdin(tmp_path):
+    (tmp_path / "config.yaml").write_text("sources:\n  gh: {type: github, secrets: [x]}\n")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "map",
+            "--source",
+            "gh",
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--header",
+            "X-GitHub-Event: star",
+            "--header",
+            "X-GitHub-Delivery: d1",
+            "-",
+        ],
+        input='{"action": "created", "sender": {"id": 1, "login": "o"}}',
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["event"] == "Star Created"
+
+
+def test_map_explains_a_payload_it_cannot_map(tmp_path):
+    (tmp_path / "config.yaml").write_text("sources:\n  gh: {type: github, secrets: [x]}\n")
+    (tmp_path / "p.json").write_text("{}")
+    r = cli(
+        "map", "--source", "gh", "--config", str(tmp_path / "config.yaml"), str(tmp_path / "p.json")
+    )
+    assert r.returncode == 1
+    assert "X-GitHub-Event" in r.stderr
+
+
+def test_test_command_passes_and_fails_with_a_diff(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(MAPPED)
+    ok = cli("test", "--config", str(path))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "1 passed, 0 failed" in ok.stdout
+    path.write_text(MAPPED.replace("properties: {form_id: f1}}", "properties: {form_id: f9}}"))
+    bad = cli("test", "--config", str(path))
+    assert bad.returncode == 1
+    assert "FAIL  forms: submission" in bad.stdout
+    assert '-      "form_id": "f9"' in bad.stdout and '+      "form_id": "f1"' in bad.stdout

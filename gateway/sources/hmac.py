@@ -17,7 +17,9 @@ from .base import BodyFields, Headers, body_hash, delivery_id_from, register
 from .signing import HmacScheme, HmacSource, compile_template, decode_secret
 
 
-class HmacConfig(SourceConfig, tag="hmac"):
+class HmacConfig(SourceConfig, tag="hmac", kw_only=True):
+    event_type_field: str = "type"
+    """The payload field (dotted path) naming what happened; it becomes the event name."""
     signature_header: str
     """The header carrying the signature, e.g. Paddle-Signature."""
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"

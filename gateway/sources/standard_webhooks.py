@@ -24,6 +24,8 @@ _NAMES = ("id", "timestamp", "signature")
 
 
 class StandardWebhooksConfig(SourceConfig, tag="standard-webhooks"):
+    event_type_field: str = "type"
+    """The payload field (dotted path) naming what happened; it becomes the event name."""
     tolerance: Duration = duration("300s")
     """Accepted clock difference, both ways, for `webhook-timestamp`."""
 

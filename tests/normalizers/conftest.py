@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from normalizers import Delivery, normalize
+from normalizers.testing import subset  # noqa: F401 (re-exported for the tests)
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 RECEIVED_MS = 1_700_000_500_123
@@ -33,18 +34,3 @@ def run(
         source or source_type, source_type, delivery_id, RECEIVED_MS, headers or {}, body, config
     )
     return [msgspec.json.decode(msgspec.json.encode(e)) for e in normalize(delivery)]
-
-
-def subset(expected: Any, actual: Any) -> bool:
-    """Every key of `expected` is in `actual` with a matching value (recursively)."""
-    if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and subset(v, actual[k]) for k, v in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(expected) == len(actual)
-            and all(subset(e, a) for e, a in zip(expected, actual, strict=True))
-        )
-    return expected == actual
