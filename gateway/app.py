@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import time
@@ -19,6 +20,7 @@ from .config import Config
 from .ingest import WebhookEndpoint
 from .sources import build_sources
 from .store import Store
+from .worker import NormalizeWorker
 
 
 def create_app(
@@ -26,8 +28,12 @@ def create_app(
     *,
     store: Store | None = None,
     clock: Callable[[], float] = time.time,
+    workers: bool = False,
 ) -> Starlette:
-    """The gateway's ASGI app. `store` and `clock` are for tests; by default from config."""
+    """The gateway's ASGI app; with `workers`, the normalize worker runs in-process too.
+
+    `store` and `clock` are for tests; by default both come from the config.
+    """
     log = structlog.get_logger("gateway")
     sources = build_sources(config.sources)
     if store is None:
@@ -65,10 +71,23 @@ def create_app(
         # the stripe SDK, uvicorn and the rest (tens of ms, seen as the p99 of webhooks).
         gc.collect()
         gc.freeze()
-        log.info("gateway.ready", sources=sorted(sources), store=_describe(store))
+        stop = asyncio.Event()
+        tasks = []
+        if workers:
+            worker = NormalizeWorker(config, store)
+            tasks.append(asyncio.create_task(worker.run(stop), name="normalize-worker"))
+        log.info(
+            "gateway.ready",
+            sources=sorted(sources),
+            store=_describe(store),
+            workers="normalize" if workers else "off",
+        )
         try:
             yield
         finally:
+            stop.set()
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
             await store.close()
 
     app = GatewayApp(

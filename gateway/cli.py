@@ -45,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve.set_defaults(run=_serve)
 
+    worker = sub.add_parser("worker", help="run only the workers (no HTTP), to scale them apart")
+    worker.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    )
+    worker.add_argument("--name", help="this worker's consumer name (default: host-pid-random)")
+    worker.set_defaults(run=_worker)
+
     check = sub.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     check.set_defaults(run=_check_config)
@@ -84,6 +91,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    import structlog
+
+    from . import logs
+    from .store import Store
+    from .worker import NormalizeWorker
+
+    try:
+        logs.configure()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    config = load_config(args.config)
+    if not config.redis_url:
+        print(
+            "error: `worker` needs redis_url (REDIS_URL): with the in-memory store, run "
+            "`serve`, which runs the workers in-process",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def main() -> None:
+        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        structlog.get_logger("gateway").info(
+            "worker.starting", version=__version__, config=args.config
+        )
+        try:
+            await NormalizeWorker(config, store, args.name).run(stop)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    return 0
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -214,14 +263,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     config = load_config(args.config)
-    app = create_app(config)
+    app = create_app(config, workers=not args.no_workers)
     log = structlog.get_logger("gateway")
     log.info(
         "gateway.starting",
         version=__version__,
         url=f"http://{args.host}:{args.port}",
         config=args.config,
-        workers="off (--no-workers)" if args.no_workers else "none in this release",
+        workers="off (--no-workers)" if args.no_workers else "normalize (in-process)",
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -18,6 +18,7 @@ import msgspec
 from normalizers.mapping import Mapper, MappingError, MappingRule, MappingTest
 
 from .errors import ConfigError
+from .tracking import PlannedEvent, SchemaMode
 from .yamlconf import Document, Path, load_document
 
 DEFAULT_CONFIG = "config.yaml"
@@ -148,6 +149,8 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
     """Rules that map payloads to events (JMESPath); the first that matches wins."""
     tests: list[MappingTest] = []
     """Examples for `webhook-gateway test`: a payload and the events it must become."""
+    schema: SchemaMode | None = None
+    """The tracking plan's mode for this source (default: the top-level `schema:`)."""
 
     def check(self) -> None:
         """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
@@ -166,6 +169,14 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
                 )
 
 
+class WorkerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    batch: int = 200
+    """Raw deliveries read per round trip."""
+    claim_idle: Duration = duration("60s")
+    """A delivery read by a worker that has not finished it for this long is taken over
+    by another (after a crash)."""
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = ""
     """Redis (or Valkey) URL; empty runs an in-memory store for development only."""
@@ -177,6 +188,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Inbound webhook sources, served at POST /webhooks/{name}."""
     destinations: dict[str, dict[str, Any]] = {}
     """Where normalized events go; each needs a `type:`."""
+    events: dict[str, PlannedEvent] = {}
+    """The tracking plan: allowed event names and their properties."""
+    schema: SchemaMode = "off"
+    """enforce: events breaking the plan go to the quarantine; warn: logged; off: no checks."""
+    events_retention: int = 500_000
+    """Events kept in the events stream (approximate); destinations read from it."""
+    worker: WorkerConfig = msgspec.field(default_factory=lambda: WorkerConfig())
+    """How the normalize worker reads the raw streams."""
 
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

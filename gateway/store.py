@@ -5,6 +5,9 @@ one slot and the accept script may touch them together):
 
     <prefix>:{<source>}:raw               stream of raw deliveries, oldest trimmed first
     <prefix>:{<source>}:seen:<dedupe>     a delivery seen recently; value = its stream id
+    <prefix>:{events}:stream              normalized events (fields: message_id, source,
+                                          delivery_id, type, event, data = the event JSON)
+    <prefix>:{quarantine}:stream          what could not become events, with the reason
 
 Raw stream entry fields: source, delivery_id, received_at (unix ms), headers (JSON object
 of the headers that matter), body (the bytes exactly as received).
@@ -100,6 +103,14 @@ class Keys:
         if len(dedupe_key) > 200:
             dedupe_key = "sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
         return f"{self.prefix}:{{{source}}}:seen:{dedupe_key}"
+
+    def events(self) -> str:
+        """The events stream: every normalized event, read by destinations' groups."""
+        return f"{self.prefix}:{{events}}:stream"
+
+    def quarantine(self) -> str:
+        """Deliveries and events that could not be normalized or broke the plan."""
+        return f"{self.prefix}:{{quarantine}}:stream"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"

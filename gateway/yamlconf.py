@@ -89,10 +89,26 @@ def _plain_value(value: str) -> Any:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no (and the
+    country code NO) as booleans, which turns `schema: off` into `false`."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def load_document(text: str, file: str = "", env: Mapping[str, str] | None = None) -> Document:
     """Parse YAML text into plain values with line numbers; expands ${VAR} from `env`."""
     env = os.environ if env is None else env
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     lines: dict[Path, int] = {}
     try:
         node = loader.get_single_node()

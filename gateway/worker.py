@@ -1,0 +1,282 @@
+"""The normalize worker: raw streams -> events stream, through a consumer group.
+
+Each source's raw stream is read with XREADGROUP (group `normalize`, one consumer per
+worker); every delivery becomes events (built-in normalizer and/or YAML mappings,
+then the tracking plan), which are appended to the events stream before the raw entry
+is acknowledged. A worker that dies mid-batch leaves its entries pending; another takes
+them over with XAUTOCLAIM after `worker.claim_idle`. Redoing a delivery is harmless:
+its events carry the same messageIds, and destinations dedupe on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from normalizers import Delivery, Event, Mapper, NormalizeError, normalize
+
+from .config import Config
+from .store import Store
+from .tracking import violations
+
+GROUP = "normalize"
+_encode = msgspec.json.Encoder().encode
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+
+
+@dataclass
+class Outcome:
+    """What one raw delivery became: events to append, and problems for the quarantine."""
+
+    events: list[Event] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class Pipeline:
+    """Normalization as the worker, replay and quarantine re-runs all do it."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.mappers = {
+            name: Mapper(source.mappings, source.user_id) for name, source in config.sources.items()
+        }
+        self.log = structlog.get_logger("gateway.worker")
+
+    def delivery(self, source: str, fields: dict[bytes, bytes]) -> Delivery | None:
+        config = self.config.sources.get(source)
+        if config is None:
+            return None
+        try:
+            headers = _decode_headers(fields.get(b"headers", b"{}"))
+        except msgspec.DecodeError:
+            headers = {}
+        return Delivery(
+            source=source,
+            source_type=config.__struct_config__.tag,  # type: ignore[arg-type]
+            delivery_id=fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
+            received_at_ms=int(fields.get(b"received_at", b"0") or 0),
+            headers=headers,
+            body=fields.get(b"body", b""),
+            config=config,
+        )
+
+    def run(self, source: str, entry_id: str, fields: dict[bytes, bytes]) -> Outcome:
+        outcome = Outcome()
+        delivery = self.delivery(source, fields)
+        base = {
+            "source": source,
+            "raw_id": entry_id,
+            "delivery_id": fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
+        }
+        if delivery is None:
+            outcome.quarantine.append(
+                {**base, "stage": "normalize", "reason": f"source {source!r} is not in the config"}
+            )
+            return outcome
+        try:
+            events = normalize(delivery, self.mappers[source])
+        except NormalizeError as e:
+            outcome.quarantine.append({**base, "stage": "normalize", "reason": str(e)})
+            return outcome
+        mode = delivery.config.schema or self.config.schema
+        for event in events:
+            problems = violations(event, self.config.events) if mode != "off" else []
+            if problems and mode == "enforce":
+                outcome.quarantine.append(
+                    {
+                        **base,
+                        "stage": "schema",
+                        "reason": "; ".join(problems),
+                        "event": _encode(event),
+                    }
+                )
+                continue
+            outcome.warnings.extend(problems)
+            outcome.events.append(event)
+        return outcome
+
+    def append(self, pipe: Any, outcome: Outcome) -> None:
+        """Queue the outcome's writes on a Redis pipeline (events, then the quarantine)."""
+        keys = self.store.keys
+        retention = self.config.events_retention
+        for event in outcome.events:
+            source = event.context.source
+            pipe.xadd(
+                keys.events(),
+                {
+                    "message_id": event.message_id,
+                    "source": source.name,
+                    "delivery_id": source.delivery_id,
+                    "type": event.type,
+                    "event": event.event or "",
+                    "data": _encode(event),
+                },
+                maxlen=retention,
+                approximate=True,
+            )
+        for item in outcome.quarantine:
+            pipe.xadd(
+                keys.quarantine(),
+                {**item, "at": int(time.time() * 1000)},
+                maxlen=100_000,
+                approximate=True,
+            )
+
+
+@dataclass
+class Stats:
+    deliveries: int = 0
+    events: int = 0
+    quarantined: int = 0
+
+
+class NormalizeWorker:
+    """Reads the raw streams of every configured source until told to stop."""
+
+    def __init__(self, config: Config, store: Store, consumer: str | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.pipeline = Pipeline(config, store)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.streams = {store.keys.raw(name): name for name in config.sources}
+        self.claim_idle_ms = max(1, int(config.worker.claim_idle * 1000))
+        # A blocking read must end before the socket timeout would cut it.
+        self.block_ms = max(10, min(1000, int(store.timeout * 500)))
+        self.stats = Stats()
+        self.log = structlog.get_logger("gateway.worker").bind(consumer=self.consumer)
+
+    async def ensure_groups(self) -> None:
+        for key in self.streams:
+            try:
+                await self.store.client.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; Redis outages are waited out, not fatal."""
+        if not self.streams:
+            self.log.info("worker.idle", reason="no sources configured")
+            await stop.wait()
+            return
+        self.log.info("worker.started", sources=sorted(self.streams.values()))
+        next_claim = 0.0
+        ready = False
+        while not stop.is_set():
+            try:
+                if not ready:
+                    await self.ensure_groups()
+                    ready = True
+                if time.monotonic() >= next_claim:
+                    await self.reclaim()
+                    next_claim = time.monotonic() + min(self.claim_idle_ms / 1000, 30)
+                handled = await self.read_once()
+                if not handled and self.store.embedded:
+                    await asyncio.sleep(0.1)  # the in-memory store cannot block on reads
+            except (RedisError, OSError) as e:
+                self.log.warning("worker.redis_unavailable", error=type(e).__name__)
+                ready = False
+                await _sleep_or_stop(stop, 1.0)
+        self.log.info("worker.stopped", **vars(self.stats))
+
+    async def read_once(self) -> int:
+        """Read and handle one batch of new deliveries; how many there were."""
+        reply = await self.store.client.xreadgroup(
+            GROUP,
+            self.consumer,
+            dict.fromkeys(self.streams, ">"),
+            count=self.config.worker.batch,
+            block=self.block_ms,
+        )
+        entries = [
+            (self.streams[key.decode()], eid.decode(), fields)
+            for key, items in reply or []
+            for eid, fields in items
+        ]
+        await self.handle(entries)
+        return len(entries)
+
+    async def reclaim(self) -> int:
+        """Take over deliveries a crashed worker read but never finished."""
+        total = 0
+        for key, source in self.streams.items():
+            start = "0-0"
+            while True:
+                next_start, items, deleted = await self.store.client.xautoclaim(
+                    key,
+                    GROUP,
+                    self.consumer,
+                    self.claim_idle_ms,
+                    start_id=start,
+                    count=self.config.worker.batch,
+                )
+                if deleted:
+                    # Trimmed from the raw stream before anyone normalized them.
+                    await self.store.client.xack(key, GROUP, *deleted)
+                    self.log.error(
+                        "worker.deliveries_lost",
+                        source=source,
+                        count=len(deleted),
+                        reason="trimmed from the raw stream before normalization; "
+                        "raise raw_retention",
+                    )
+                entries = [(source, eid.decode(), f) for eid, f in items if f]
+                if entries:
+                    self.log.warning("worker.reclaimed", source=source, count=len(entries))
+                    await self.handle(entries)
+                    total += len(entries)
+                start = next_start.decode() if isinstance(next_start, bytes) else next_start
+                if start == "0-0":
+                    break
+        return total
+
+    async def handle(self, entries: Iterable[tuple[str, str, dict[bytes, bytes]]]) -> None:
+        """Normalize entries, append their events, then acknowledge them (in that order)."""
+        entries = list(entries)
+        if not entries:
+            return
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for source, entry_id, fields in entries:
+                outcome = self.pipeline.run(source, entry_id, fields)
+                self.pipeline.append(pipe, outcome)
+                self.stats.deliveries += 1
+                self.stats.events += len(outcome.events)
+                self.stats.quarantined += len(outcome.quarantine)
+                for item in outcome.quarantine:
+                    self.log.warning(
+                        "delivery.quarantined",
+                        source=source,
+                        delivery_id=item["delivery_id"],
+                        stage=item["stage"],
+                        reason=item["reason"],
+                    )
+                for problem in outcome.warnings:
+                    self.log.warning("event.off_plan", source=source, problem=problem)
+            await pipe.execute()
+        # Acknowledge only after the events are in: a crash in between means a redo
+        # (same messageIds), never a loss.
+        by_stream: dict[str, list[str]] = {}
+        for source, entry_id, _ in entries:
+            by_stream.setdefault(self.store.keys.raw(source), []).append(entry_id)
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for key, ids in by_stream.items():
+                pipe.xack(key, GROUP, *ids)
+            await pipe.execute()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,284 @@
+"""The normalize worker against real Redis: raw streams -> events stream, crashes included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+import redis as sync_redis
+import stripe
+
+from gateway.config import parse_config
+from gateway.store import RawDelivery, Store
+from gateway.worker import GROUP, NormalizeWorker
+from normalizers.event import message_id
+from tests.conftest import Clock, drop_prefix, gateway_client
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CFG = """
+key_prefix: {prefix}
+worker: {{batch: 50, claim_idle: 200ms}}
+schema: {schema}
+events:
+  Charge Succeeded:
+    properties:
+      revenue: {{type: number, required: true}}
+      currency: {{type: string}}
+sources:
+  stripe: {{type: stripe, secrets: [whsec_w]}}
+  forms:
+    type: hmac
+    secrets: [x]
+    signature_header: Sig
+    mappings:
+      - when: "kind == 'submit'"
+        event: Form Submitted
+        properties: {{form: form}}
+"""
+
+
+def make_config(prefix: str, schema: str = "off", redis_url: str = ""):
+    text = CFG.format(prefix=prefix, schema=schema)
+    if redis_url:
+        text = f"redis_url: {redis_url}\n" + text
+    return parse_config(text, "w.yaml", {})
+
+
+def stripe_event(event_id: str, kind: str = "charge.succeeded") -> bytes:
+    event = json.loads((FIXTURES / "stripe" / "charge.succeeded.json").read_text())
+    event["id"] = event_id
+    event["type"] = kind
+    return json.dumps(event).encode()
+
+
+async def put(store: Store, source: str, delivery_id: str, body: bytes) -> None:
+    result = await store.accept(
+        RawDelivery(
+            source, delivery_id, delivery_id, 1_700_000_000_000, b"{}", body, 60_000, 100_000
+        )
+    )
+    assert result.accepted
+
+
+async def events(store: Store) -> list[dict]:
+    return [
+        {k.decode(): v for k, v in f.items()}
+        for _, f in await store.client.xrange(store.keys.events())
+    ]
+
+
+async def pending(store: Store, source: str) -> int:
+    info = await store.client.xpending(store.keys.raw(source), GROUP)
+    return info["pending"]
+
+
+async def test_deliveries_become_events_and_are_acknowledged(store):
+    config = make_config(store.keys.prefix)
+    worker = NormalizeWorker(config, store, "w1")
+    await worker.ensure_groups()
+    await put(store, "stripe", "evt_1", stripe_event("evt_1"))
+    await put(store, "forms", "f1", b'{"kind": "submit", "form": "signup"}')
+    assert await worker.read_once() == 2
+    out = await events(store)
+    names = sorted(e["event"].decode() for e in out)
+    assert names == ["Charge Succeeded", "Form Submitted"]
+    by_id = {e["message_id"].decode(): msgspec.json.decode(e["data"]) for e in out}
+    assert message_id("stripe", "evt_1", 0) in by_id
+    assert by_id[message_id("forms", "f1", 0)]["properties"] == {"form": "signup"}
+    assert await pending(store, "stripe") == 0 and await pending(store, "forms") == 0
+
+
+async def test_through_the_front_door(redis_store):
+    """A signed Stripe webhook in, the event out, with the original time and the same id."""
+    config = make_config(redis_store.keys.prefix)
+    worker = NormalizeWorker(config, redis_store, "w1")
+    await worker.ensure_groups()
+    body = stripe_event("evt_front")
+    header = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), "whsec_w", timestamp=1_700_000_050
+    )
+    async with gateway_client(config, redis_store, Clock(1_700_000_060)) as client:
+        r = await client.post(
+            "/webhooks/stripe", content=body, headers={"stripe-signature": header}
+        )
+    assert r.json()["status"] == "accepted"
+    await worker.read_once()
+    [event] = await events(redis_store)
+    data = msgspec.json.decode(event["data"])
+    assert data["messageId"] == message_id("stripe", "evt_front", 0)
+    assert data["timestamp"] == "2023-11-14T22:15:01.000Z"  # the Stripe event's `created`
+    assert data["receivedAt"] == "2023-11-14T22:14:20.000Z"  # when the gateway took it
+
+
+async def test_unmappable_delivery_goes_to_quarantine_and_the_worker_moves_on(store):
+    config = make_config(store.keys.prefix)
+    worker = NormalizeWorker(config, store, "w1")
+    await worker.ensure_groups()
+    await put(store, "stripe", "evt_bad", b'{"id": "evt_bad", "object": "not-an-event"}')
+    await put(store, "stripe", "evt_ok", stripe_event("evt_ok"))
+    await worker.read_once()
+    assert [e["delivery_id"] for e in await events(store)] == [b"evt_ok"]
+    [(_, q)] = await store.client.xrange(store.keys.quarantine())
+    assert q[b"delivery_id"] == b"evt_bad" and q[b"stage"] == b"normalize"
+    assert b"not a Stripe event" in q[b"reason"]
+    assert await pending(store, "stripe") == 0
+
+
+async def test_tracking_plan_enforce_quarantines_warn_passes(redis_store):
+    body = stripe_event("evt_plan")
+    event = json.loads(body)
+    event["data"]["object"]["captured"] = False  # no revenue: breaks the plan
+    for mode, expect_events in (("enforce", 0), ("warn", 1)):
+        await drop_prefix(redis_store.client, redis_store.keys.prefix)
+        worker = NormalizeWorker(make_config(redis_store.keys.prefix, mode), redis_store, "w")
+        await worker.ensure_groups()
+        await put(redis_store, "stripe", "evt_plan", json.dumps(event).encode())
+        await worker.read_once()
+        assert len(await events(redis_store)) == expect_events, mode
+        quarantine = await redis_store.client.xrange(redis_store.keys.quarantine())
+        if mode == "enforce":
+            [(_, q)] = quarantine
+            assert q[b"stage"] == b"schema"
+            assert b"'revenue' is required" in q[b"reason"]
+            assert msgspec.json.decode(q[b"event"])["event"] == "Charge Succeeded"
+        else:
+            assert quarantine == []
+
+
+async def test_an_event_not_in_the_plan_is_refused_under_enforce(redis_store):
+    worker = NormalizeWorker(make_config(redis_store.keys.prefix, "enforce"), redis_store, "w")
+    await worker.ensure_groups()
+    await put(redis_store, "forms", "f", b'{"kind": "submit", "form": "x"}')
+    await worker.read_once()
+    [(_, q)] = await redis_store.client.xrange(redis_store.keys.quarantine())
+    assert b"'Form Submitted' is not in the tracking plan" in q[b"reason"]
+
+
+async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
+    config = make_config(redis_store.keys.prefix)
+    survivor = NormalizeWorker(config, redis_store, "survivor")
+    await survivor.ensure_groups()
+    for i in range(5):
+        await put(redis_store, "stripe", f"evt_{i}", stripe_event(f"evt_{i}"))
+    # A worker reads them and dies before appending events or acknowledging.
+    taken = await redis_store.client.xreadgroup(
+        GROUP, "crashed", {redis_store.keys.raw("stripe"): ">"}, count=10
+    )
+    assert len(taken[0][1]) == 5
+    assert await survivor.reclaim() == 0  # not idle long enough yet
+    assert await survivor.read_once() == 0  # nothing new for the others
+    await asyncio.sleep(0.3)
+    assert await survivor.reclaim() == 5
+    ids = {e["message_id"].decode() for e in await events(redis_store)}
+    assert ids == {message_id("stripe", f"evt_{i}", 0) for i in range(5)}
+    assert await pending(redis_store, "stripe") == 0
+
+
+async def test_two_workers_share_the_work(redis_url):
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    config = make_config(prefix)
+    stores = [Store.connect(redis_url, prefix) for _ in range(2)]
+    try:
+        workers = [NormalizeWorker(config, s, f"w{i}") for i, s in enumerate(stores)]
+        await workers[0].ensure_groups()
+        for i in range(300):
+            await put(stores[0], "forms", f"f{i}", b'{"kind": "submit", "form": "x"}')
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(w.run(stop)) for w in workers]
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(await events(stores[0])) < 300:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+        out = await events(stores[0])
+        assert len(out) == 300  # no crash: each delivery exactly once
+        assert len({e["message_id"] for e in out}) == 300
+        assert all(w.stats.deliveries > 0 for w in workers), [w.stats for w in workers]
+    finally:
+        await drop_prefix(stores[0].client, prefix)
+        for s in stores:
+            await s.close()
+
+
+async def test_worker_in_embedded_mode(monkeypatch):
+    store = Store.connect("", "emb")
+    config = make_config("emb")
+    stop = asyncio.Event()
+    task = asyncio.create_task(NormalizeWorker(config, store, "w").run(stop))
+    await put(store, "forms", "f1", b'{"kind": "submit", "form": "x"}')
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not await events(store):
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert [e["event"] for e in await events(store)] == [b"Form Submitted"]
+    await store.close()
+
+
+def test_kill_dash_9_mid_batch_loses_nothing(redis_url, tmp_path):
+    """A worker process killed with SIGKILL; a second one finishes; every event is there."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"redis_url: {redis_url}\n"
+        + CFG.format(prefix=prefix, schema="off").replace("batch: 50", "batch: 20")
+    )
+    client = sync_redis.Redis.from_url(redis_url)
+    store_keys = Store(None, prefix).keys  # type: ignore[arg-type]
+    total = 3000
+    raw = store_keys.raw("forms")
+    client.xgroup_create(raw, GROUP, id="0", mkstream=True)
+    pipe = client.pipeline(transaction=False)
+    for i in range(total):
+        pipe.xadd(
+            raw,
+            {
+                "source": "forms",
+                "delivery_id": f"f{i}",
+                "received_at": 1,
+                "headers": b"{}",
+                "body": b'{"kind": "submit", "form": "x"}',
+            },
+        )
+    pipe.execute()
+    env = {**os.environ, "LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", str(config_file)]
+    try:
+        first = subprocess.Popen(
+            [*cmd, "--name", "first"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.xlen(store_keys.events()) < total // 10:
+            time.sleep(0.01)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        done_before = client.xlen(store_keys.events())
+        assert 0 < done_before < total, "kill the worker mid-way"
+        second = subprocess.Popen(
+            [*cmd, "--name", "second"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        expected = {message_id("forms", f"f{i}", 0).encode() for i in range(total)}
+        seen: set[bytes] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and seen != expected:
+            seen = {f[b"message_id"] for _, f in client.xrange(store_keys.events())}
+            time.sleep(0.2)
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=10) == 0
+        assert seen == expected  # every delivery's event, possibly some twice
+        assert client.xpending(raw, GROUP)["pending"] == 0
+    finally:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
