@@ -6,13 +6,21 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
 from .config import DEFAULT_CONFIG, Config, load_config
 from .config_schema import config_schema
 from .errors import ConfigError
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,9 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the HTTP gateway (and, by default, the workers)")
-    serve.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    _config_option(serve)
     serve.add_argument(
         "--host",
         default=os.environ.get("HOST", "127.0.0.1"),
@@ -46,11 +52,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.set_defaults(run=_serve)
 
     worker = sub.add_parser("worker", help="run only the workers (no HTTP), to scale them apart")
-    worker.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    _config_option(worker)
     worker.add_argument("--name", help="this worker's consumer name (default: host-pid-random)")
     worker.set_defaults(run=_worker)
+
+    replay = sub.add_parser("replay", help="normalize stored raw deliveries again")
+    _config_option(replay)
+    replay.add_argument("--source", required=True)
+    replay.add_argument("--since", help="ISO 8601, unix seconds, or a duration ago (2h, 7d)")
+    replay.add_argument("--until", help="same forms as --since")
+    replay.add_argument("--delivery", help="only this delivery id")
+    replay.set_defaults(run=_replay)
+
+    events = sub.add_parser("events", help="look at the events stream")
+    events_sub = events.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tail = events_sub.add_parser("tail", help="print the newest events as JSON lines")
+    _config_option(tail)
+    tail.add_argument("-n", type=int, default=10, help="how many (default: %(default)s)")
+    tail.set_defaults(run=_events_tail)
+
+    quarantine = sub.add_parser("quarantine", help="what could not become events, and why")
+    q_sub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q_list = q_sub.add_parser("list", help="list quarantined deliveries with their reasons")
+    _config_option(q_list)
+    q_list.add_argument("--source")
+    q_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    q_list.set_defaults(run=_quarantine_list)
+    q_rerun = q_sub.add_parser("rerun", help="normalize them again with the current config")
+    _config_option(q_rerun)
+    q_rerun.add_argument("--source")
+    q_rerun.set_defaults(run=_quarantine_rerun)
 
     check = sub.add_parser("check-config", help="validate a config file without starting")
     check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
@@ -66,9 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "map", help="print the events a payload becomes, one JSON object per line (no Redis)"
     )
     mapper.add_argument("--source", required=True, help="the source's name in the config")
-    mapper.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    _config_option(mapper)
     mapper.add_argument(
         "--header",
         action="append",
@@ -80,9 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     mapper.set_defaults(run=_map)
 
     tester = sub.add_parser("test", help="run the mapping tests written in the config")
-    tester.add_argument(
-        "--config", default=DEFAULT_CONFIG, help="config file (default: %(default)s)"
-    )
+    _config_option(tester)
     tester.set_defaults(run=_test)
 
     args = parser.parse_args(argv)
@@ -135,6 +162,114 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_store(args: argparse.Namespace, work: Callable[[Config, Any], Awaitable[int]]) -> int:
+    """Run `work(config, store)` against the configured Redis (never the in-memory one)."""
+    import asyncio
+
+    from .store import Store
+
+    config = load_config(args.config)
+    if not config.redis_url:
+        print(
+            "error: this command reads the data in Redis: set redis_url (REDIS_URL); the "
+            "in-memory store of a running `serve` is not reachable from here",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def main() -> int:
+        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+        try:
+            return await work(config, store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import parse_time, progress_line, replay
+
+    try:
+        since = parse_time(args.since) if args.since else None
+        until = parse_time(args.until) if args.until else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    async def work(config: Config, store: Any) -> int:
+        if args.source not in config.sources:
+            print(f"error: no source named {args.source!r} in {args.config}", file=sys.stderr)
+            return 2
+        total = None if since or until else await store.client.xlen(store.keys.raw(args.source))
+        done = await replay(
+            config,
+            store,
+            args.source,
+            since,
+            until,
+            args.delivery,
+            progress_line(f"replay {args.source}", total),
+        )
+        print(file=sys.stderr)
+        for failure in done.failures[:20]:
+            print(f"  failed: {failure}", file=sys.stderr)
+        print(
+            f"replayed {done.deliveries} deliveries into {done.events} events "
+            f"({done.failed} failed)"
+        )
+        return 1 if done.failed else 0
+
+    return _with_store(args, work)
+
+
+def _events_tail(args: argparse.Namespace) -> int:
+    from .replay import tail_events
+
+    async def work(config: Config, store: Any) -> int:
+        for data in await tail_events(store, args.n):
+            sys.stdout.buffer.write(data + b"\n")
+        return 0
+
+    return _with_store(args, work)
+
+
+def _quarantine_list(args: argparse.Namespace) -> int:
+    from .replay import quarantine_entries
+
+    async def work(config: Config, store: Any) -> int:
+        items = await quarantine_entries(store, args.source)
+        for item in items:
+            if args.json:
+                print(json.dumps(item))
+            else:
+                when = time.strftime(
+                    "%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(item.get("at", "0")) / 1000)
+                )
+                print(
+                    f"{when}  {item.get('source')}  {item.get('delivery_id')}  "
+                    f"[{item.get('stage')}] {item.get('reason')}"
+                )
+        if not args.json:
+            print(f"{len(items)} quarantined", file=sys.stderr)
+        return 0
+
+    return _with_store(args, work)
+
+
+def _quarantine_rerun(args: argparse.Namespace) -> int:
+    from .replay import rerun_quarantine
+
+    async def work(config: Config, store: Any) -> int:
+        fixed, failing, reasons = await rerun_quarantine(config, store, args.source)
+        for reason in reasons[:20]:
+            print(f"  still failing: {reason}", file=sys.stderr)
+        print(f"{fixed} now normalized, {failing} still in the quarantine")
+        return 1 if failing else 0
+
+    return _with_store(args, work)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     from .sources import build_sources
 
@@ -161,8 +296,6 @@ def _event_schema(args: argparse.Namespace) -> int:
 
 
 def _map(args: argparse.Namespace) -> int:
-    import time
-
     import msgspec
 
     from normalizers import Delivery, NormalizeError, normalize

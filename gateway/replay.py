@@ -1,0 +1,180 @@
+"""Operations over stored data: replay raw deliveries, read events, re-run the quarantine.
+
+Replayed deliveries become the same events as the first time (same messageIds, same
+timestamps), appended to the events stream again; destinations drop the copies of
+what they already have and take what a fixed mapping now produces.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .config import Config, Duration
+from .store import Store
+from .worker import Outcome, Pipeline
+
+PAGE = 500
+_MAX_SEQ = 18446744073709551615
+
+
+def parse_time(text: str, now: float | None = None) -> int:
+    """Unix ms from ISO 8601, unix seconds, or a duration ago (`2h`, `7d`)."""
+    text = text.strip()
+    now = time.time() if now is None else now
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        value = float(text)
+        return int(value if value >= 1e11 else value * 1000)
+    try:
+        return int((now - Duration.parse(text)) * 1000)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (ISO 8601 like 2024-05-01T12:00:00Z, unix seconds, "
+            "or a duration ago like 2h or 7d)"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone (add Z for UTC)")
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass
+class Progress:
+    deliveries: int = 0
+    events: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+async def raw_entries(
+    store: Store, source: str, since_ms: int | None, until_ms: int | None
+) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
+    """The source's stored raw deliveries in a time range, oldest first, page by page."""
+    key = store.keys.raw(source)
+    start = f"{since_ms}-0" if since_ms is not None else "-"
+    end = f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+"
+    while True:
+        page = await store.client.xrange(key, start, end, count=PAGE)
+        for entry_id, fields in page:
+            yield entry_id.decode(), fields
+        if len(page) < PAGE:
+            return
+        start = "(" + page[-1][0].decode()
+
+
+async def replay(
+    config: Config,
+    store: Store,
+    source: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    delivery_id: str | None = None,
+    report: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Normalize stored deliveries again and append their events (same ids and times)."""
+    pipeline = Pipeline(config, store)
+    progress = Progress()
+    batch: list[Outcome] = []
+    async for entry_id, fields in raw_entries(store, source, since_ms, until_ms):
+        if delivery_id is not None and fields.get(b"delivery_id", b"").decode() != delivery_id:
+            continue
+        outcome = pipeline.run(source, entry_id, fields)
+        progress.deliveries += 1
+        progress.events += len(outcome.events)
+        if outcome.quarantine:
+            progress.failed += 1
+            progress.failures.extend(
+                f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine
+            )
+        batch.append(Outcome(events=outcome.events))
+        if len(batch) >= PAGE:
+            await _write(pipeline, batch)
+            batch = []
+            if report:
+                report(progress)
+    await _write(pipeline, batch)
+    if report:
+        report(progress)
+    return progress
+
+
+async def _write(pipeline: Pipeline, outcomes: list[Outcome]) -> None:
+    if not outcomes:
+        return
+    async with pipeline.store.client.pipeline(transaction=False) as pipe:
+        for outcome in outcomes:
+            pipeline.append(pipe, outcome)
+        await pipe.execute()
+
+
+async def tail_events(store: Store, count: int) -> list[bytes]:
+    """The newest `count` events (their JSON), oldest first."""
+    entries = await store.client.xrevrange(store.keys.events(), "+", "-", count=count)
+    return [fields[b"data"] for _, fields in reversed(entries)]
+
+
+async def quarantine_entries(store: Store, source: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    for entry_id, fields in await store.client.xrange(store.keys.quarantine()):
+        item = {
+            k.decode(): v.decode("utf-8", "replace") for k, v in fields.items() if k != b"event"
+        }
+        item["id"] = entry_id.decode()
+        if source is None or item.get("source") == source:
+            out.append(item)
+    return out
+
+
+async def rerun_quarantine(
+    config: Config, store: Store, source: str | None = None
+) -> tuple[int, int, list[str]]:
+    """Normalize quarantined deliveries again with the current config.
+
+    Those that now pass have their events appended and leave the quarantine; the others
+    stay, with the reason they still fail. Returns (fixed, still failing, reasons).
+    """
+    pipeline = Pipeline(config, store)
+    fixed = failing = 0
+    reasons = []
+    for item in await quarantine_entries(store, source):
+        raw_key = store.keys.raw(item.get("source", ""))
+        raw_id = item.get("raw_id", "")
+        found = await store.client.xrange(raw_key, raw_id, raw_id) if raw_id else []
+        if not found:
+            failing += 1
+            reasons.append(f"{item.get('delivery_id')}: the raw delivery is no longer stored")
+            continue
+        outcome = pipeline.run(item["source"], raw_id, found[0][1])
+        if outcome.quarantine:
+            failing += 1
+            reasons.extend(f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine)
+            continue
+        async with store.client.pipeline(transaction=True) as pipe:
+            pipeline.append(pipe, outcome)
+            pipe.xdel(store.keys.quarantine(), item["id"])
+            await pipe.execute()
+        fixed += 1
+    return fixed, failing, reasons
+
+
+def progress_line(label: str, total: int | None) -> Callable[[Progress], None]:
+    """A `report` callback drawing one updating line on stderr."""
+    started = time.monotonic()
+
+    def report(p: Progress) -> None:
+        rate = p.deliveries / max(time.monotonic() - started, 1e-6)
+        share = f"{p.deliveries}/{total}" if total else str(p.deliveries)
+        sys.stderr.write(
+            f"\r{label}: {share} deliveries, {p.events} events, {p.failed} failed ({rate:,.0f}/s)"
+        )
+        sys.stderr.flush()
+
+    return report
