@@ -230,12 +230,20 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
     if not isinstance(sources, dict):
         raise doc.error("must be a mapping of source name to settings", ("sources",))
     destinations = data.get("destinations") or {}
-    top = _convert(doc, {**data, "sources": {}, "destinations": {}}, Config, ())
+    plan = data.get("events") or {}
+    if not isinstance(plan, dict):
+        raise doc.error("must be a mapping of event name to its properties", ("events",))
+    top = _convert(doc, {**data, "sources": {}, "destinations": {}, "events": {}}, Config, ())
     _check_store(doc, top)
     return msgspec.structs.replace(
         top,
         sources={name: _source(doc, name, raw) for name, raw in sources.items()},
         destinations=_destinations(doc, destinations),
+        # One by one, so that an error names the event it is about.
+        events={
+            name: _convert(doc, spec if spec is not None else {}, PlannedEvent, ("events", name))
+            for name, spec in plan.items()
+        },
     )
 
 
@@ -315,6 +323,11 @@ def _convert(doc: Document, raw: Any, tp: type, base: Path) -> Any:
         message, _, where = str(e).partition(" - at `$")
         rel: list[str | int] = []
         for m in _MSGSPEC_PATH.finditer(where.rstrip("`")):
+            if m.group(2) == "...":
+                # A value inside a mapping, whose key msgspec does not name: find the
+                # entry that fails and report it with its own path.
+                _locate_in_mapping(doc, _value_at(raw, rel), _type_at(tp, rel), (*base, *rel))
+                break
             rel.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
         unknown = re.match(r"Object contains unknown field `(.+)`", message)
         if unknown:
@@ -332,6 +345,26 @@ def _convert(doc: Document, raw: Any, tp: type, base: Path) -> Any:
         else:
             message = message[:1].lower() + message[1:]
         raise doc.error(message, (*base, *rel)) from None
+
+
+def _value_at(raw: Any, path: list[str | int]) -> Any:
+    for part in path:
+        if isinstance(raw, dict):
+            raw = raw.get(part)
+        elif isinstance(raw, list) and isinstance(part, int) and part < len(raw):
+            raw = raw[part]
+        else:
+            return None
+    return raw
+
+
+def _locate_in_mapping(doc: Document, raw: Any, tp: Any, base: Path) -> None:
+    """Raise the error of the first entry of mapping `raw` that is not a valid `tp` value."""
+    args = getattr(tp, "__args__", ())
+    if not isinstance(raw, dict) or len(args) != 2:
+        return
+    for key, value in raw.items():
+        _convert(doc, value, args[1], (*base, key))
 
 
 def _type_at(tp: Any, path: list[str | int]) -> Any:
