@@ -107,12 +107,9 @@ async def replay(
 
 
 async def _write(pipeline: Pipeline, outcomes: list[Outcome]) -> None:
-    if not outcomes:
-        return
-    async with pipeline.store.client.pipeline(transaction=False) as pipe:
-        for outcome in outcomes:
-            pipeline.append(pipe, outcome)
-        await pipe.execute()
+    commands = [c for outcome in outcomes for c in pipeline.commands(outcome)]
+    if commands:
+        await pipeline.store.execute(commands)
 
 
 async def tail_events(store: Store, count: int) -> list[bytes]:
@@ -157,10 +154,9 @@ async def rerun_quarantine(
             failing += 1
             reasons.extend(f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine)
             continue
-        async with store.client.pipeline(transaction=True) as pipe:
-            pipeline.append(pipe, outcome)
-            pipe.xdel(store.keys.quarantine(), item["id"])
-            await pipe.execute()
+        # Events first; the quarantine entry goes only once they are stored.
+        await store.execute(pipeline.commands(outcome))
+        await store.execute([("XDEL", store.keys.quarantine(), item["id"])])
         fixed += 1
     return fixed, failing, reasons
 

@@ -251,19 +251,20 @@ class Store:
 
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         try:
-            return await self._send(calls)
+            return await self.execute(calls)
         except NoScriptError:
             # Redis restarted or flushed its script cache: load once, then run again. A
             # NOSCRIPT reply means that script call did nothing, so running it again is safe.
             await self.client.script_load(ACCEPT_SCRIPT)
-            return await self._send(calls)
+            return await self.execute(calls)
 
-    async def _send(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """Send the script calls in one write on one pooled connection; read every reply.
+    async def execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write on one pooled connection and read every reply
+        (a pipeline); raises the first error reply after reading them all.
 
         This bypasses redis-py's command path on purpose: its asyncio packer copies a
         growing buffer for every argument (quadratic in a batch of 4 KB bodies) and its
-        per-command bookkeeping costs more than the write itself on this hot path.
+        per-command bookkeeping costs more than the write itself on the hot paths.
         """
         if self.embedded:  # fakeredis has no socket to write to
             return [await self.client.execute_command(*c) for c in calls]

@@ -108,32 +108,22 @@ class Pipeline:
             outcome.events.append(event)
         return outcome
 
-    def append(self, pipe: Any, outcome: Outcome) -> None:
-        """Queue the outcome's writes on a Redis pipeline (events, then the quarantine)."""
+    def commands(self, outcome: Outcome) -> list[tuple[Any, ...]]:
+        """The Redis commands that store an outcome (events, then the quarantine)."""
         keys = self.store.keys
-        retention = self.config.events_retention
+        out: list[tuple[Any, ...]] = []
         for event in outcome.events:
             source = event.context.source
-            pipe.xadd(
-                keys.events(),
-                {
-                    "message_id": event.message_id,
-                    "source": source.name,
-                    "delivery_id": source.delivery_id,
-                    "type": event.type,
-                    "event": event.event or "",
-                    "data": _encode(event),
-                },
-                maxlen=retention,
-                approximate=True,
-            )
+            out.append((
+                "XADD", keys.events(), "MAXLEN", "~", self.config.events_retention, "*",
+                "message_id", event.message_id, "source", source.name,
+                "delivery_id", source.delivery_id, "type", event.type,
+                "event", event.event or "", "data", _encode(event),
+            ))  # fmt: skip
         for item in outcome.quarantine:
-            pipe.xadd(
-                keys.quarantine(),
-                {**item, "at": int(time.time() * 1000)},
-                maxlen=100_000,
-                approximate=True,
-            )
+            fields = [x for pair in {**item, "at": int(time.time() * 1000)}.items() for x in pair]
+            out.append(("XADD", keys.quarantine(), "MAXLEN", "~", 100_000, "*", *fields))
+        return out
 
 
 @dataclass
@@ -248,33 +238,31 @@ class NormalizeWorker:
         entries = list(entries)
         if not entries:
             return
-        async with self.store.client.pipeline(transaction=False) as pipe:
-            for source, entry_id, fields in entries:
-                outcome = self.pipeline.run(source, entry_id, fields)
-                self.pipeline.append(pipe, outcome)
-                self.stats.deliveries += 1
-                self.stats.events += len(outcome.events)
-                self.stats.quarantined += len(outcome.quarantine)
-                for item in outcome.quarantine:
-                    self.log.warning(
-                        "delivery.quarantined",
-                        source=source,
-                        delivery_id=item["delivery_id"],
-                        stage=item["stage"],
-                        reason=item["reason"],
-                    )
-                for problem in outcome.warnings:
-                    self.log.warning("event.off_plan", source=source, problem=problem)
-            await pipe.execute()
-        # Acknowledge only after the events are in: a crash in between means a redo
-        # (same messageIds), never a loss.
+        writes: list[tuple[Any, ...]] = []
+        for source, entry_id, fields in entries:
+            outcome = self.pipeline.run(source, entry_id, fields)
+            writes += self.pipeline.commands(outcome)
+            self.stats.deliveries += 1
+            self.stats.events += len(outcome.events)
+            self.stats.quarantined += len(outcome.quarantine)
+            for item in outcome.quarantine:
+                self.log.warning(
+                    "delivery.quarantined",
+                    source=source,
+                    delivery_id=item["delivery_id"],
+                    stage=item["stage"],
+                    reason=item["reason"],
+                )
+            for problem in outcome.warnings:
+                self.log.warning("event.off_plan", source=source, problem=problem)
+        if writes:
+            await self.store.execute(writes)
+        # Acknowledge only after the events are in (execute raised otherwise): a crash in
+        # between means a redo (same messageIds), never a loss.
         by_stream: dict[str, list[str]] = {}
         for source, entry_id, _ in entries:
             by_stream.setdefault(self.store.keys.raw(source), []).append(entry_id)
-        async with self.store.client.pipeline(transaction=False) as pipe:
-            for key, ids in by_stream.items():
-                pipe.xack(key, GROUP, *ids)
-            await pipe.execute()
+        await self.store.execute([("XACK", key, GROUP, *ids) for key, ids in by_stream.items()])
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

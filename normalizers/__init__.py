@@ -32,15 +32,15 @@ __all__ = [
 def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
     """The events a delivery becomes; NormalizeError (with the reason) if it cannot."""
     try:
+        if mapper is None:
+            return finish(delivery, _builtin(delivery))
         payload = delivery.payload
-        headers = delivery.headers
-        rule = mapper.match(payload, headers) if mapper is not None and mapper.rules else None
-        drafts: list[Draft] = []
-        if rule is None or rule.builtin:
-            drafts = NORMALIZERS.get(delivery.source_type, generic.normalize)(delivery)
-        if rule is not None:
-            drafts += mapper.drafts(rule, payload, headers, vendor_event_type(delivery))
-        own = mapper.own_user_id(payload, headers) if mapper is not None else None
+        with mapper.context(payload, delivery.headers):
+            rule = mapper.match(payload) if mapper.rules else None
+            drafts = _builtin(delivery) if rule is None or rule.builtin else []
+            if rule is not None:
+                drafts += mapper.drafts(rule, payload, vendor_event_type(delivery))
+            own = mapper.own_user_id(payload)
         return finish(delivery, drafts, own)
     except NormalizeError:
         raise
@@ -48,6 +48,10 @@ def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
         raise NormalizeError(
             f"{delivery.source_type} normalizer failed: {type(e).__name__}: {e}"
         ) from e
+
+
+def _builtin(delivery: Delivery) -> list[Draft]:
+    return NORMALIZERS.get(delivery.source_type, generic.normalize)(delivery)
 
 
 def vendor_event_type(delivery: Delivery) -> str | None:

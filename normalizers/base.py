@@ -13,6 +13,7 @@ The vendor's id always also goes to `context.externalIds`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ class Delivery:
             return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
         raise NormalizeError("the body is not JSON")
 
-    @property
+    @cached_property
     def received_at(self) -> str:
         return iso_time(self.received_at_ms) or ""
 
@@ -170,6 +171,7 @@ _WORD = re.compile(r"[A-Za-z0-9]+")
 _SMALL = {"and", "or", "of", "to", "for", "a", "an", "the", "in", "on", "by", "with"}
 
 
+@functools.lru_cache(maxsize=4096)  # event names repeat; building them is regex work
 def title(*parts: str) -> str:
     """`checkout.session`, `completed` -> `Checkout Session Completed` (Segment's style)."""
     words = [w for part in parts for w in _WORD.findall(part.replace("_", " "))]

@@ -7,6 +7,8 @@ once; the same delivery always gives byte-identical events (see `message_id`).
 
 from __future__ import annotations
 
+import hashlib
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -78,9 +80,21 @@ class Event(msgspec.Struct, rename="camel", omit_defaults=True):
     traits: dict[str, Any] = {}
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def message_id(source: str, delivery_id: str, index: int) -> str:
-    """The event's idempotency key: the same delivery always yields the same ids."""
-    return str(uuid.uuid5(NAMESPACE, f"{source}\n{delivery_id}\n{index}"))
+    """The event's idempotency key: the same delivery always yields the same ids.
+
+    Exactly str(uuid.uuid5(NAMESPACE, "source\\ndelivery\\nindex")), built without the UUID
+    object (this runs for every event).
+    """
+    name = f"{source}\n{delivery_id}\n{index}".encode()
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def iso_time(value: Any) -> str | None:
@@ -88,12 +102,13 @@ def iso_time(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        seconds = value / 1000 if abs(value) >= 1e11 else value
         try:
-            moment = datetime.fromtimestamp(seconds, UTC)
+            millis = round(value if abs(value) >= 1e11 else value * 1000)
+            seconds, millis = divmod(millis, 1000)
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
         except (OverflowError, OSError, ValueError):
             return None
-    elif isinstance(value, str):
+    if isinstance(value, str):
         text = value.strip()
         if not text:
             return None
@@ -107,13 +122,16 @@ def iso_time(value: Any) -> str | None:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         moment = moment.astimezone(UTC)
-    else:
-        return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return None
+
+
+_LIBRARY = Library(LIBRARY_NAME, __version__)
 
 
 def library() -> Library:
-    return Library(LIBRARY_NAME, __version__)
+    """context.library (one shared instance: events never change it)."""
+    return _LIBRARY
 
 
 def event_schema() -> dict[str, Any]:
