@@ -179,3 +179,23 @@ json_values = st.recursive(
 )
 def test_dotted_fast_path_agrees_with_jmespath(data, path):
     assert compile_expression(path, "p")(data) == jmespath.search(path, data)
+
+
+FAST_SHAPES = [
+    "a", "a.b", "a == b", "a != `1`", "a == `true`", "a.b == 'x'", "a && b", "a || b.c",
+    "!a", "!(a == b)", "a && !b || c", "coalesce(a, b.c, c)", "coalesce(a.b, `3`)", "@",
+    "a == `[1, 2]`", "a == b.c",
+]
+
+
+@pytest.mark.parametrize("expression", FAST_SHAPES)
+@given(data=json_values)
+def test_fast_evaluator_agrees_with_jmespath(expression, data):
+    from normalizers.mapping import _OPTIONS
+
+    expected = jmespath.search(expression, data, options=_OPTIONS)
+    fast = compile_expression(expression, "p")
+    assert "search" not in fast.__code__.co_names  # the plain-Python path, not jmespath's
+    assert fast(data) == expected
+    if isinstance(expected, bool):  # and not 1 or 0 by accident
+        assert isinstance(compile_expression(expression, "p")(data), bool)
