@@ -255,6 +255,13 @@ class NormalizeWorker:
                 )
             for problem in outcome.warnings:
                 self.log.warning("event.off_plan", source=source, problem=problem)
+            if outcome.events or not outcome.quarantine:
+                self.log.info(
+                    "delivery.normalized",
+                    source=source,
+                    delivery_id=fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
+                    events=[e.event or e.type for e in outcome.events],
+                )
         if writes:
             await self.store.execute(writes)
         # Acknowledge only after the events are in (execute raised otherwise): a crash in

@@ -359,3 +359,41 @@ def test_test_command_passes_and_fails_with_a_diff(tmp_path):
     assert bad.returncode == 1
     assert "FAIL  forms: submission" in bad.stdout
     assert '-      "form_id": "f9"' in bad.stdout and '+      "form_id": "f1"' in bad.stdout
+
+
+def test_serve_runs_the_worker_and_events_tail_shows_the_event(tmp_path, redis_url):
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "PREFIX": prefix,
+        "STRIPE_WEBHOOK_SECRET": "whsec_cli",
+        "LOG_LEVEL": "info",
+    }
+    server = Server(tmp_path, env)  # with workers (the default)
+    try:
+        body = (Path(__file__).parent / "fixtures/stripe/charge.succeeded.json").read_text()
+        header = stripe.WebhookSignature.generate_signature_header(body, "whsec_cli")
+        r = httpx.post(
+            server.url + "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+        assert r.json()["status"] == "accepted"
+        deadline = time.monotonic() + 10
+        tail = None
+        while time.monotonic() < deadline:
+            tail = cli(
+                "events", "tail", "-n", "1", "--config", str(tmp_path / "config.yaml"), env=env
+            )
+            if tail.stdout.strip():
+                break
+            time.sleep(0.2)
+        assert tail is not None and tail.returncode == 0, tail.stderr if tail else None
+        event = json.loads(tail.stdout)
+        assert event["event"] == "Charge Succeeded"
+        assert event["context"]["source"]["deliveryId"] == "evt_3OkLmN2eZvKYlo2C0charge1"
+    finally:
+        log = server.stop()
+        client = sync_redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    assert '"delivery.normalized"' in log and "Charge Succeeded" in log

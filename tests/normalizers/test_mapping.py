@@ -182,9 +182,22 @@ def test_dotted_fast_path_agrees_with_jmespath(data, path):
 
 
 FAST_SHAPES = [
-    "a", "a.b", "a == b", "a != `1`", "a == `true`", "a.b == 'x'", "a && b", "a || b.c",
-    "!a", "!(a == b)", "a && !b || c", "coalesce(a, b.c, c)", "coalesce(a.b, `3`)", "@",
-    "a == `[1, 2]`", "a == b.c",
+    "a",
+    "a.b",
+    "a == b",
+    "a != `1`",
+    "a == `true`",
+    "a.b == 'x'",
+    "a && b",
+    "a || b.c",
+    "!a",
+    "!(a == b)",
+    "a && !b || c",
+    "coalesce(a, b.c, c)",
+    "coalesce(a.b, `3`)",
+    "@",
+    "a == `[1, 2]`",
+    "a == b.c",
 ]
 
 

@@ -198,3 +198,24 @@ def test_slack_event_callback_is_named_after_the_inner_event():
         },
         out,
     ), out
+
+
+def test_clerk_user_created_fixture():
+    [out] = run(
+        "standard-webhooks", fixture("standard-webhooks", "clerk-user.created"), source="clerk"
+    )
+    assert subset(
+        {
+            "event": "User Created",
+            "timestamp": "2022-05-31T15:56:31.835Z",
+            "properties": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "external_id": "567772"},
+        },
+        out,
+    ), out
+
+
+def test_slack_app_mention_fixture():
+    [out] = run("slack", fixture("slack", "app_mention"))
+    assert out["event"] == "App Mention"
+    assert out["properties"]["channel"] == "C123ABC456"
+    assert out["context"]["source"]["eventType"] == "app_mention"
