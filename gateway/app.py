@@ -87,7 +87,9 @@ def create_app(
         finally:
             stop.set()
             if tasks:
-                await asyncio.wait(tasks, timeout=10)
+                _, late = await asyncio.wait(tasks, timeout=10)
+                for task in late:  # its entries stay pending and are reclaimed later
+                    task.cancel()
             await store.close()
 
     app = GatewayApp(

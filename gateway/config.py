@@ -235,6 +235,12 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
         raise doc.error("must be a mapping of event name to its properties", ("events",))
     top = _convert(doc, {**data, "sources": {}, "destinations": {}, "events": {}}, Config, ())
     _check_store(doc, top)
+    for path, value in (
+        (("events_retention",), top.events_retention),
+        (("worker", "batch"), top.worker.batch),
+    ):
+        if value < 1:
+            raise doc.error("must be at least 1", path)
     return msgspec.structs.replace(
         top,
         sources={name: _source(doc, name, raw) for name, raw in sources.items()},

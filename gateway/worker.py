@@ -74,13 +74,22 @@ class Pipeline:
         )
 
     def run(self, source: str, entry_id: str, fields: dict[bytes, bytes]) -> Outcome:
-        outcome = Outcome()
-        delivery = self.delivery(source, fields)
+        """Normalize one stored delivery; whatever goes wrong lands in the quarantine."""
         base = {
             "source": source,
             "raw_id": entry_id,
             "delivery_id": fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
         }
+        try:
+            return self._run(source, fields, base)
+        except Exception as e:  # a stored entry this code did not expect: never fatal
+            self.log.exception("delivery.unexpected_error", **base)
+            reason = f"unexpected {type(e).__name__}: {e}"
+            return Outcome(quarantine=[{**base, "stage": "normalize", "reason": reason}])
+
+    def _run(self, source: str, fields: dict[bytes, bytes], base: dict[str, str]) -> Outcome:
+        outcome = Outcome()
+        delivery = self.delivery(source, fields)
         if delivery is None:
             outcome.quarantine.append(
                 {**base, "stage": "normalize", "reason": f"source {source!r} is not in the config"}
@@ -146,6 +155,7 @@ class NormalizeWorker:
         # A blocking read must end before the socket timeout would cut it.
         self.block_ms = max(10, min(1000, int(store.timeout * 500)))
         self.stats = Stats()
+        self._reported: dict[str, int] = {}
         self.log = structlog.get_logger("gateway.worker").bind(consumer=self.consumer)
 
     async def ensure_groups(self) -> None:
@@ -171,7 +181,7 @@ class NormalizeWorker:
                     await self.ensure_groups()
                     ready = True
                 if time.monotonic() >= next_claim:
-                    await self.reclaim()
+                    await self.reclaim(stop)
                     next_claim = time.monotonic() + min(self.claim_idle_ms / 1000, 30)
                 handled = await self.read_once()
                 if not handled and self.store.embedded:
@@ -179,6 +189,12 @@ class NormalizeWorker:
             except (RedisError, OSError) as e:
                 self.log.warning("worker.redis_unavailable", error=type(e).__name__)
                 ready = False
+                await _sleep_or_stop(stop, 1.0)
+            except Exception:
+                # A bug must not silently stop normalization while the front door keeps
+                # accepting: log it, wait a little, go on (entries stay pending, then are
+                # reclaimed).
+                self.log.exception("worker.error")
                 await _sleep_or_stop(stop, 1.0)
         self.log.info("worker.stopped", **vars(self.stats))
 
@@ -199,13 +215,14 @@ class NormalizeWorker:
         await self.handle(entries)
         return len(entries)
 
-    async def reclaim(self) -> int:
+    async def reclaim(self, stop: asyncio.Event | None = None) -> int:
         """Take over deliveries a crashed worker read but never finished."""
         total = 0
         for key, source in self.streams.items():
+            await self.check_trimmed(key, source)
             start = "0-0"
-            while True:
-                next_start, items, deleted = await self.store.client.xautoclaim(
+            while stop is None or not stop.is_set():
+                reply = await self.store.client.xautoclaim(
                     key,
                     GROUP,
                     self.consumer,
@@ -213,6 +230,9 @@ class NormalizeWorker:
                     start_id=start,
                     count=self.config.worker.batch,
                 )
+                # Redis 7 adds the ids of trimmed entries; Redis 6.2 replies with two items.
+                next_start, items = reply[0], reply[1]
+                deleted = reply[2] if len(reply) > 2 else []
                 if deleted:
                     # Trimmed from the raw stream before anyone normalized them.
                     await self.store.client.xack(key, GROUP, *deleted)
@@ -232,6 +252,37 @@ class NormalizeWorker:
                 if start == "0-0":
                     break
         return total
+
+    async def check_trimmed(self, key: str, source: str) -> None:
+        """Log when raw deliveries were trimmed before this group read them (Redis 7+).
+
+        Trimming drops the oldest entries and the group reads in order, so deliveries were
+        lost when more entries were trimmed than the group had read.
+        """
+        try:
+            stream = await self.store.client.xinfo_stream(key)
+            groups = await self.store.client.xinfo_groups(key)
+        except ResponseError:
+            return
+        group = next((g for g in groups if g.get("name") in (GROUP, GROUP.encode())), None)
+        added = stream.get("entries-added")
+        if group is None or not isinstance(added, int):
+            return
+        trimmed = added - int(stream.get("length", 0))
+        read = group.get("entries-read")
+        if read is None:
+            if _stream_id(group.get("last-delivered-id", b"0-0")) != (0, 0):
+                return  # Redis could not count what was read: no reliable answer
+            read = 0
+        if trimmed > read and trimmed > self._reported.get(key, 0):
+            self._reported[key] = trimmed
+            self.log.error(
+                "worker.deliveries_lost",
+                source=source,
+                count=trimmed - read,
+                reason="raw deliveries were trimmed before they were normalized; raise "
+                "raw_retention or add workers",
+            )
 
     async def handle(self, entries: Iterable[tuple[str, str, dict[bytes, bytes]]]) -> None:
         """Normalize entries, append their events, then acknowledge them (in that order)."""
@@ -270,6 +321,12 @@ class NormalizeWorker:
         for source, entry_id, _ in entries:
             by_stream.setdefault(self.store.keys.raw(source), []).append(entry_id)
         await self.store.execute([("XACK", key, GROUP, *ids) for key, ids in by_stream.items()])
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

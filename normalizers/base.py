@@ -145,7 +145,7 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
                 anonymous_id=anonymous,
                 group_id=_text(draft.group_id),
                 previous_id=_text(draft.previous_id),
-                name=draft.name,
+                name=_text(draft.name),
                 properties=_clean(draft.properties),
                 traits=_clean(draft.traits),
             )

@@ -57,14 +57,39 @@ _ENVELOPE = {
     "enterprise",
     "changes",
 }
+# Where an event's object lives when not under the event's own name.
+_OBJECT_KEYS = {
+    "issue_comment": "comment",
+    "commit_comment": "comment",
+    "discussion_comment": "comment",
+    "pull_request_review_comment": "comment",
+    "pull_request_review": "review",
+    "pull_request_review_thread": "thread",
+    "membership": "team",
+    "org_block": "blocked_user",
+    "code_scanning_alert": "alert",
+    "dependabot_alert": "alert",
+    "secret_scanning_alert": "alert",
+    "repository_vulnerability_alert": "alert",
+}
+# The time an action happened at, most specific first.
+_ACTION_TIMES = {
+    "published": ("published_at",),
+    "released": ("published_at",),
+    "prereleased": ("published_at",),
+    "closed": ("merged_at", "closed_at"),
+    "submitted": ("submitted_at",),
+    "completed": ("completed_at",),
+    "created": ("created_at",),
+    "opened": ("created_at",),
+    "started": ("started_at",),
+}
 _TIME_KEYS = (
-    "submitted_at",
-    "merged_at",
-    "closed_at",
-    "completed_at",
     "updated_at",
+    "submitted_at",
+    "completed_at",
+    "started_at",
     "created_at",
-    "published_at",
     "starred_at",
     "timestamp",
 )
@@ -103,8 +128,9 @@ def normalize(delivery: Delivery) -> list[Draft]:
         props.update(
             scalars({k: v for k, v in payload.items() if k not in _ENVELOPE}, skip=("body",))
         )
-        when = next((main[k] for k in _TIME_KEYS if main.get(k)), None)
-        when = when or next((payload[k] for k in _TIME_KEYS if payload.get(k)), None)
+        keys = (*_ACTION_TIMES.get(action or "", ()), *_TIME_KEYS)
+        when = next((main[k] for k in keys if main.get(k)), None)
+        when = when or next((payload[k] for k in keys if payload.get(k)), None)
     sender = payload.get("sender") if isinstance(payload.get("sender"), dict) else {}
     person = Person(vendor_id=sender.get("id"), id_type="github_user_id")
     return [
@@ -134,7 +160,14 @@ def _name(kind: str, action: str | None, payload: dict[str, Any]) -> str:
 
 def _main_object(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The object the event is about: payload[kind] (`pull_request`, `release`, ...)."""
-    for key in (kind, kind.removesuffix("s"), "check_run", "workflow_run", "workflow_job"):
+    for key in (
+        _OBJECT_KEYS.get(kind, kind),
+        kind,
+        kind.removesuffix("s"),
+        "check_run",
+        "workflow_run",
+        "workflow_job",
+    ):
         value = payload.get(key)
         if isinstance(value, dict):
             return value

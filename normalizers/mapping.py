@@ -22,7 +22,7 @@ import msgspec
 from jmespath import exceptions as jmespath_errors
 from jmespath import functions
 
-from .base import Draft, Person, title
+from .base import Draft, NormalizeError, Person, title
 from .event import iso_time
 from .money import currency_code, stripe_amount, to_major
 
@@ -80,56 +80,63 @@ _HEADERS: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Context
 
 
 class Functions(functions.Functions):
-    """The custom functions mappings may call (besides JMESPath's own)."""
+    """The custom functions mappings may call (besides JMESPath's own).
 
-    @functions.signature({"types": ["number", "string", "null"]}, {"types": ["string", "null"]})
+    They take arguments of any type and answer null for ones they cannot use (rather than
+    failing the whole delivery), and the plain-Python evaluator calls them directly.
+    """
+
+    @functions.signature({"types": []}, {"types": []})
     def _func_money(self, amount: Any, currency: Any) -> Any:
         """money(amount, currency): minor units -> major units with ISO 4217's exponent."""
         return to_major(amount, currency)
 
-    @functions.signature({"types": ["number", "string", "null"]}, {"types": ["string", "null"]})
+    @functions.signature({"types": []}, {"types": []})
     def _func_stripe_money(self, amount: Any, currency: Any) -> Any:
         """stripe_money(amount, currency): as money(), with Stripe's exceptions (ISK, HUF...)."""
         return stripe_amount(amount, currency)
 
-    @functions.signature({"types": ["string", "null"]})
+    @functions.signature({"types": []})
     def _func_currency(self, value: Any) -> Any:
         """currency(code): upper-case ISO 4217 (`usd` -> `USD`)."""
         return currency_code(value)
 
-    @functions.signature({"types": ["number", "string", "null"]})
+    @functions.signature({"types": []})
     def _func_iso_time(self, value: Any) -> Any:
         """iso_time(t): ISO 8601 UTC from unix seconds, milliseconds or ISO text."""
         return iso_time(value)
 
-    @functions.signature({"types": ["string", "null"]})
+    @functions.signature({"types": []})
     def _func_lower(self, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else None
 
-    @functions.signature({"types": ["string", "null"]})
+    @functions.signature({"types": []})
     def _func_upper(self, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else None
 
-    @functions.signature({"types": ["string", "null"]})
+    @functions.signature({"types": []})
     def _func_title(self, value: Any) -> Any:
         """title(text): `invoice.paid` -> `Invoice Paid`."""
         return title(value) if isinstance(value, str) else None
 
-    @functions.signature({"types": ["string", "number", "null"]})
+    @functions.signature({"types": []})
     def _func_sha256(self, value: Any) -> Any:
-        """sha256(text): hex digest of the text (UTF-8); numbers are hashed as text."""
+        """sha256(text): hex digest of the text (UTF-8); other values as their JSON text."""
         if value is None:
             return None
-        return hashlib.sha256(str(value).encode()).hexdigest()
+        data = value.encode() if isinstance(value, str) else msgspec.json.encode(value)
+        return hashlib.sha256(data).hexdigest()
 
     @functions.signature({"types": [], "variadic": True})
     def _func_coalesce(self, *values: Any) -> Any:
         """coalesce(a, b, ...): the first value that is not null or an empty string."""
         return next((v for v in values if v is not None and v != ""), None)
 
-    @functions.signature({"types": ["string"]})
-    def _func_header(self, name: str) -> Any:
+    @functions.signature({"types": []})
+    def _func_header(self, name: Any) -> Any:
         """header(name): a request header of the delivery (any case), or null."""
+        if not isinstance(name, str):
+            return None
         return (_HEADERS.get() or {}).get(name.lower())
 
     @functions.signature()
@@ -159,7 +166,8 @@ def compile_expression(text: str, path: str) -> Expression:
     """A callable evaluating `text`; MappingError (with `path`) for a bad expression."""
     if not isinstance(text, str):
         return lambda _data, value=text: value  # a YAML number or boolean: a constant
-    if _DOTTED.match(text):
+    text = text.strip()  # YAML block scalars end with a newline
+    if _DOTTED.fullmatch(text):
         keys = tuple(text.split("."))
         return lambda data: _walk(data, keys)
     try:
@@ -236,8 +244,8 @@ def _fast(node: dict[str, Any]) -> Expression | None:
     if kind == "comparator" and node["value"] in ("eq", "ne"):
         left, right = parts
         if node["value"] == "eq":
-            return lambda data: _json_equal(left(data), right(data))  # type: ignore[misc]
-        return lambda data: not _json_equal(left(data), right(data))  # type: ignore[misc]
+            return lambda data: _equal(left(data), right(data))  # type: ignore[misc]
+        return lambda data: not _equal(left(data), right(data))  # type: ignore[misc]
     if kind == "and_expression":
         left, right = parts
 
@@ -260,15 +268,18 @@ def _fast(node: dict[str, Any]) -> Expression | None:
     return None
 
 
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: true is not 1 (Python's == says it is)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return a == b
+def _equal(x: Any, y: Any) -> bool:
+    """Equality exactly as the jmespath package has it: 0 and 1 are not false and true
+    (deeper inside lists and objects it is Python's ==, as there)."""
+    if _number(x) and x in (0, 1):
+        return not isinstance(y, bool) and x == y
+    if _number(y) and y in (0, 1):
+        return not isinstance(x, bool) and x == y
+    return bool(x == y)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _walk(data: Any, keys: tuple[str, ...]) -> Any:
@@ -311,6 +322,12 @@ class CompiledEvent:
         self.type = spec.type
         if spec.type == "track" and not spec.event:
             raise MappingError("a track event needs `event:` (its name)", path)
+        if spec.type != "track" and spec.event:
+            raise MappingError(
+                f"`event:` names track events; a {spec.type} event has none "
+                "(remove it, or use type: track)",
+                path,
+            )
         self.for_each = (
             compile_expression(spec.for_each, f"{path}.for_each") if spec.for_each else None
         )
@@ -327,7 +344,9 @@ class CompiledEvent:
             return [self._draft(payload, event_type)]
         items = self.for_each(payload)
         if not isinstance(items, list):
-            return []
+            # Null is most often a typo in the path: say so rather than emit nothing.
+            found = "nothing" if items is None else f"a {type(items).__name__}"
+            raise NormalizeError(f"for_each found {found}, not a list")
         return [self._draft(item, event_type) for item in items]
 
     def _draft(self, data: Any, event_type: str | None) -> Draft:
@@ -376,9 +395,27 @@ class CompiledRule:
         self.drop = rule.drop
         if rule.drop and (rule.events or rule.event):
             raise MappingError("a `drop: true` rule emits nothing: remove its events", path)
-        if rule.events and (rule.event or rule.properties or rule.traits):
+        inline = [
+            k
+            for k in (
+                "event",
+                "for_each",
+                "timestamp",
+                "user_id",
+                "anonymous_id",
+                "group_id",
+                "previous_id",
+                "name",
+                "properties",
+                "traits",
+            )
+            if getattr(rule, k)
+        ]
+        if rule.events and inline:
             raise MappingError(
-                "write the event either in the rule or under `events:`, not both", path
+                f"write the event either in the rule or under `events:`, not both "
+                f"(move {', '.join(inline)} into the events)",
+                path,
             )
         specs: list[EventSpec]
         if rule.events:

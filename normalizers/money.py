@@ -8,6 +8,7 @@ amounts are sent as two-decimal values; MGA has no minor unit at Stripe).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 _ISO_ZERO = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF"
@@ -40,7 +41,9 @@ def to_major(amount: Any, currency: Any, table: dict[str, int] = ISO_EXPONENTS) 
         return None
     try:
         minor = float(amount)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(minor):
         return None
     exp = exponent(currency, table)
     if exp == 0:

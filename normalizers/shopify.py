@@ -18,7 +18,7 @@ from typing import Any
 
 from .base import Delivery, Draft, NormalizeError, Person, dig, register, scalars, title
 from .event import iso_time
-from .money import currency_code
+from .money import currency_code, exponent
 
 NAMES = {
     "orders/paid": "Order Completed",
@@ -48,7 +48,7 @@ def normalize(delivery: Delivery) -> list[Draft]:
     resource, _, verb = topic.partition("/")
     customer = obj if resource == "customers" else obj.get("customer")
     person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")
-    when = obj.get("processed_at") or obj.get("updated_at") or obj.get("created_at")
+    when = _when(obj, verb)
     if resource == "customers" and verb in ("create", "update", "enable", "disable"):
         return [
             Draft(
@@ -65,10 +65,38 @@ def normalize(delivery: Delivery) -> list[Draft]:
             props["revenue"] = _number(obj.get("current_subtotal_price", obj.get("subtotal_price")))
     elif resource == "refunds":
         props = _refund(obj)
+        if person.vendor_id is None and obj.get("order_id"):
+            # Refunds carry no customer: keep them on their order, not on a catch-all.
+            return [
+                Draft(
+                    event=NAMES[topic],
+                    properties=props,
+                    timestamp=when,
+                    event_type=topic,
+                    anonymous_id=f"shopify:order-{obj['order_id']}",
+                )
+            ]
     else:
         props = scalars(obj, skip=("body_html",))
     name = NAMES.get(topic) or title(_singular(resource), _VERBS.get(verb, verb))
     return [Draft(event=name, properties=props, timestamp=when, event_type=topic, person=person)]
+
+
+# The time a topic is about: a cancellation happened at cancelled_at, not when the
+# order was first processed.
+_TIMES = {
+    "create": ("created_at", "processed_at"),
+    "paid": ("processed_at", "updated_at", "created_at"),
+    "cancelled": ("cancelled_at", "updated_at"),
+    "delete": ("updated_at",),
+}
+
+
+def _when(obj: dict[str, Any], verb: str) -> Any:
+    for key in (*_TIMES.get(verb, ("updated_at",)), "processed_at", "created_at"):
+        if obj.get(key):
+            return obj[key]
+    return None
 
 
 def _singular(resource: str) -> str:
@@ -135,8 +163,8 @@ def _refund(r: dict[str, Any]) -> dict[str, Any]:
         and t.get("kind") == "refund"
         and t.get("status") in ("success", None)
     ]
-    amount = sum(_number(t.get("amount")) or 0 for t in refunded)
     currency = next((t.get("currency") for t in refunded if t.get("currency")), None)
+    amount = round(sum(_number(t.get("amount")) or 0 for t in refunded), exponent(currency))
     items = [
         i.get("line_item")
         for i in r.get("refund_line_items") or []
@@ -145,8 +173,8 @@ def _refund(r: dict[str, Any]) -> dict[str, Any]:
     return {
         "order_id": str(r["order_id"]) if r.get("order_id") else None,
         "refund_id": str(r["id"]) if r.get("id") else None,
-        "total": round(amount, 2),
-        "revenue": -round(amount, 2) if amount else None,
+        "total": amount,
+        "revenue": -amount if amount else None,
         "currency": currency_code(currency),
         "reason": r.get("note"),
         "products": [_product(i) for i in items],

@@ -62,10 +62,7 @@ def _drafts(kind: str, obj: dict[str, Any], previous: dict[str, Any]) -> list[Dr
     if revenue is not None:
         props["revenue"] = revenue
     if kind == "charge.refunded":
-        refunded = _amount(obj, "amount_refunded")
-        before = stripe_amount(previous.get("amount_refunded", 0), obj.get("currency"))
-        if refunded is not None and before is not None:
-            props["total"] = round(refunded - before, 3)
+        props["total"] = stripe_amount(_refunded_now(obj, previous), obj.get("currency"))
     drafts = [Draft(event=name, properties=props)]
     # Segment's B2B SaaS events, beside the subscription's own.
     if kind == "customer.subscription.created" and obj.get("status") == "trialing":
@@ -99,13 +96,31 @@ def _revenue(kind: str, obj: dict[str, Any], previous: dict[str, Any]) -> Any:
         before = previous.get("amount_captured", 0) or 0
         return stripe_amount((captured or 0) - before, currency)
     if kind == "charge.refunded":
-        delta = (obj.get("amount_refunded") or 0) - (previous.get("amount_refunded") or 0)
+        delta = _refunded_now(obj, previous)
         return -stripe_amount(delta, currency) if delta > 0 else None
     if kind == "charge.dispute.funds_withdrawn":
         return -(_amount(obj, "amount") or 0)
     if kind == "charge.dispute.funds_reinstated":
         return _amount(obj, "amount")
     return None
+
+
+def _refunded_now(charge: dict[str, Any], previous: dict[str, Any]) -> int:
+    """Minor units given back by this refund, out of money that was captured.
+
+    Before API version 2025-03-31 Stripe also reports an uncaptured authorization that is
+    released, and the uncaptured rest of a partial capture, as `amount_refunded`: money
+    that was never earned is not refunded revenue.
+    """
+    captured = charge.get("amount_captured") if charge.get("captured") else 0
+    captured = captured if isinstance(captured, int) else 0
+
+    def capped(value: Any) -> int:
+        return min(value if isinstance(value, int) else 0, captured)
+
+    return max(
+        0, capped(charge.get("amount_refunded")) - capped(previous.get("amount_refunded", 0))
+    )
 
 
 def _amount(obj: dict[str, Any], key: str) -> Any:
@@ -120,9 +135,18 @@ def _id(value: Any) -> str | None:
 
 
 def _person(obj: dict[str, Any]) -> Person:
-    customer = obj.get("id") if obj.get("object") == "customer" else _id(obj.get("customer"))
+    """The customer; for a guest payment (no customer), the payment it belongs to, so a
+    guest's charge, refund and dispute share one id instead of a catch-all."""
     user_id = dig(obj, "metadata", "user_id")
-    return Person(vendor_id=customer, id_type="stripe_customer_id", user_id=user_id)
+    customer = obj.get("id") if obj.get("object") == "customer" else _id(obj.get("customer"))
+    if customer:
+        return Person(vendor_id=customer, id_type="stripe_customer_id", user_id=user_id)
+    payment = (
+        obj.get("id") if obj.get("object") == "payment_intent" else _id(obj.get("payment_intent"))
+    )
+    if payment:
+        return Person(vendor_id=payment, id_type="stripe_payment_intent_id", user_id=user_id)
+    return Person(user_id=user_id)
 
 
 def _customer_traits(c: dict[str, Any]) -> dict[str, Any]:

@@ -282,3 +282,66 @@ def test_kill_dash_9_mid_batch_loses_nothing(redis_url, tmp_path):
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:
             client.delete(*keys)
+
+
+async def test_a_poison_entry_is_quarantined_and_the_batch_goes_on(redis_store):
+    config = make_config(redis_store.keys.prefix)
+    worker = NormalizeWorker(config, redis_store, "w1")
+    await worker.ensure_groups()
+    raw = redis_store.keys.raw("forms")
+    await redis_store.client.xadd(
+        raw,
+        {
+            "source": "forms",
+            "delivery_id": "bad",
+            "received_at": "abc",
+            "headers": "{}",
+            "body": "{}",
+        },
+    )
+    await put(redis_store, "forms", "good", b'{"kind": "submit", "form": "x"}')
+    assert await worker.read_once() == 2
+    assert [e["delivery_id"] for e in await events(redis_store)] == [b"good"]
+    [(_, q)] = await redis_store.client.xrange(redis_store.keys.quarantine())
+    assert q[b"delivery_id"] == b"bad" and b"unexpected ValueError" in q[b"reason"]
+    assert await pending(redis_store, "forms") == 0
+
+
+async def test_a_worker_survives_an_unexpected_error(redis_store, monkeypatch):
+    config = make_config(redis_store.keys.prefix)
+    worker = NormalizeWorker(config, redis_store, "w1")
+    calls = []
+
+    async def broken_once() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return 0
+
+    monkeypatch.setattr(worker, "read_once", broken_once)
+    monkeypatch.setattr("gateway.worker._sleep_or_stop", lambda stop, s: asyncio.sleep(0))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    while len(calls) < 3:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)  # still alive after the error, and stops when told
+
+
+async def test_trimmed_before_read_is_reported(redis_store):
+    from structlog.testing import capture_logs
+
+    config = make_config(redis_store.keys.prefix)
+    raw = redis_store.keys.raw("forms")
+    with capture_logs() as logged:
+        worker = NormalizeWorker(config, redis_store, "w1")
+        await worker.ensure_groups()
+        for i in range(5):
+            await put(redis_store, "forms", f"f{i}", b'{"kind": "submit", "form": "x"}')
+        await worker.reclaim()
+        assert not [e for e in logged if e["event"] == "worker.deliveries_lost"]
+        await redis_store.client.xtrim(raw, maxlen=2, approximate=False)
+        await worker.reclaim()
+    [lost] = [e for e in logged if e["event"] == "worker.deliveries_lost"]
+    assert lost["source"] == "forms" and lost["count"] == 3
+    assert "raise raw_retention" in lost["reason"]

@@ -164,7 +164,12 @@ def test_user_id_expression_applies_to_every_event_of_the_source():
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.sampled_from([0, 1, 0.0, 1.0, "", "0"])
+    | st.text(max_size=5),
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.dictionaries(st.sampled_from(["a", "b", "c"]), inner, max_size=3)
@@ -198,7 +203,30 @@ FAST_SHAPES = [
     "@",
     "a == `[1, 2]`",
     "a == b.c",
+    "a == `0`",
+    "a == `false`",
+    "lower(a)",
+    "upper(a.b)",
+    "title(a)",
+    "sha256(a)",
+    "money(a, 'USD')",
+    "money(a, b)",
+    "stripe_money(a, 'JPY')",
+    "currency(a)",
+    "iso_time(a)",
+    "coalesce(lower(a), b)",
+    "a\n",
+    " a.b ",
 ]
+
+
+def same(x, y) -> bool:
+    """Equal and of the same JSON types all the way down (True is not 1 here)."""
+    if isinstance(x, dict):
+        return isinstance(y, dict) and x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+    if isinstance(x, list):
+        return isinstance(y, list) and len(x) == len(y) and all(map(same, x, y))
+    return type(x) is type(y) and x == y
 
 
 @pytest.mark.parametrize("expression", FAST_SHAPES)
@@ -209,6 +237,25 @@ def test_fast_evaluator_agrees_with_jmespath(expression, data):
     expected = jmespath.search(expression, data, options=_OPTIONS)
     fast = compile_expression(expression, "p")
     assert "search" not in fast.__code__.co_names  # the plain-Python path, not jmespath's
-    assert fast(data) == expected
-    if isinstance(expected, bool):  # and not 1 or 0 by accident
-        assert isinstance(compile_expression(expression, "p")(data), bool)
+    assert same(fast(data), expected)
+
+
+def test_for_each_that_finds_nothing_is_an_error_not_a_silent_drop():
+    from normalizers import NormalizeError
+
+    cfg = source("      - event: Item\n        for_each: itemz\n")
+    with pytest.raises(NormalizeError, match="for_each found nothing"):
+        events(cfg, {"items": [1]})
+    assert events(cfg, {"itemz": []}) == []  # an empty list is a real "none"
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ("      - timestamp: t\n        events: [{event: X}]\n", "move timestamp into the events"),
+        ("      - type: identify\n        event: X\n", "`event:` names track events"),
+    ],
+)
+def test_rule_shapes_that_would_be_ignored_are_refused(rules, message):
+    with pytest.raises(ConfigError, match=message):
+        source(rules)

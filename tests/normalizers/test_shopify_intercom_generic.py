@@ -219,3 +219,34 @@ def test_slack_app_mention_fixture():
     assert out["event"] == "App Mention"
     assert out["properties"]["channel"] == "C123ABC456"
     assert out["context"]["source"]["eventType"] == "app_mention"
+
+
+@pytest.mark.parametrize(
+    ("topic", "extra", "timestamp"),
+    [
+        (
+            "orders/cancelled",
+            {"cancelled_at": "2024-06-01T10:00:00Z", "updated_at": "2024-06-01T10:00:05Z"},
+            "2024-06-01T10:00:00.000Z",
+        ),
+        ("orders/updated", {"updated_at": "2024-06-02T10:00:00Z"}, "2024-06-02T10:00:00.000Z"),
+        ("orders/paid", {"updated_at": "2024-06-02T10:00:00Z"}, "2022-01-01T00:00:00.000Z"),
+        ("orders/create", {"updated_at": "2024-06-02T10:00:00Z"}, "2022-01-01T00:00:00.000Z"),
+    ],
+)
+def test_shopify_time_is_when_the_topic_happened(topic, extra, timestamp):
+    import json
+
+    order = json.loads(fixture("shopify", "orders-paid")) | extra
+    [out] = run("shopify", order, {"x-shopify-topic": topic})
+    assert out["timestamp"] == timestamp
+
+
+def test_shopify_refund_rounds_with_the_currency_exponent_and_stays_on_its_order():
+    import json
+
+    refund = json.loads(fixture("shopify", "refunds-create"))
+    refund["transactions"][0].update(amount="1.235", currency="KWD")
+    [out] = run("shopify", refund, {"x-shopify-topic": "refunds/create"})
+    assert out["properties"]["revenue"] == -1.235
+    assert out["anonymousId"] == "shopify:order-450789469"

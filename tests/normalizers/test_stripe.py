@@ -227,3 +227,39 @@ def test_currency_in_events_is_upper_case_iso():
 def test_broken_payloads_raise_normalize_error(body):
     with pytest.raises(NormalizeError):
         run("stripe", body)
+
+
+@pytest.mark.parametrize(
+    ("charge", "previous", "revenue"),
+    [
+        ({"captured": False, "amount_captured": 0, "amount_refunded": 5000}, {}, None),
+        ({"captured": True, "amount_captured": 3000, "amount_refunded": 2000}, {}, -20.0),
+        (
+            {"captured": True, "amount_captured": 3000, "amount_refunded": 5000},
+            {"amount_refunded": 0},
+            -30.0,
+        ),  # the released uncaptured rest is not a refund
+        (
+            {"captured": True, "amount_captured": 5450, "amount_refunded": 5450},
+            {"amount_refunded": 3000},
+            -24.5,
+        ),
+    ],
+    ids=["released-authorization", "partial", "capped-at-captured", "second-refund"],
+)
+def test_refund_revenue_counts_only_captured_money(charge, previous, revenue):
+    event = json.loads(fixture("stripe", "charge.refunded"))
+    event["data"]["object"].update(charge)
+    event["data"]["previous_attributes"] = previous
+    [out] = run("stripe", event)
+    assert out["properties"].get("revenue") == revenue
+
+
+def test_guest_payment_is_attributed_to_its_payment_not_a_catch_all():
+    event = json.loads(fixture("stripe", "charge.succeeded"))
+    event["data"]["object"].update(customer=None, metadata={})
+    [out] = run("stripe", event)
+    assert out["anonymousId"] == "stripe:pi_3OkLmN2eZvKYlo2C1abcdefg"
+    assert out["context"]["externalIds"] == [
+        {"id": "pi_3OkLmN2eZvKYlo2C1abcdefg", "type": "stripe_payment_intent_id"}
+    ]
