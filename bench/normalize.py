@@ -22,7 +22,7 @@ import msgspec
 
 from gateway.config import parse_config
 from gateway.store import Store
-from gateway.worker import GROUP, NormalizeWorker
+from gateway.worker import NormalizeWorker
 from normalizers import Delivery, Mapper, normalize
 
 HERE = Path(__file__).resolve().parent
@@ -157,6 +157,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def main() -> None:
+    from gateway import logs
+
+    logs.configure("info", json=True)  # as in production: the worker's log lines count
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000)
     args = parser.parse_args()
@@ -164,7 +167,6 @@ def main() -> None:
     asyncio.run(
         through_worker(args.events, os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     )
-    _ = GROUP
 
 
 if __name__ == "__main__":

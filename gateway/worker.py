@@ -11,6 +11,7 @@ its events carry the same messageIds, and destinations dedupe on them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -290,6 +291,8 @@ class NormalizeWorker:
         if not entries:
             return
         writes: list[tuple[Any, ...]] = []
+        names: collections.Counter[str] = collections.Counter()
+        quarantined = self.stats.quarantined
         for source, entry_id, fields in entries:
             outcome = self.pipeline.run(source, entry_id, fields)
             writes += self.pipeline.commands(outcome)
@@ -307,12 +310,13 @@ class NormalizeWorker:
             for problem in outcome.warnings:
                 self.log.warning("event.off_plan", source=source, problem=problem)
             if outcome.events or not outcome.quarantine:
-                self.log.info(
+                self.log.debug(
                     "delivery.normalized",
                     source=source,
                     delivery_id=fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
                     events=[e.event or e.type for e in outcome.events],
                 )
+            names.update(e.event or e.type for e in outcome.events)
         if writes:
             await self.store.execute(writes)
         # Acknowledge only after the events are in (execute raised otherwise): a crash in
@@ -321,6 +325,13 @@ class NormalizeWorker:
         for source, entry_id, _ in entries:
             by_stream.setdefault(self.store.keys.raw(source), []).append(entry_id)
         await self.store.execute([("XACK", key, GROUP, *ids) for key, ids in by_stream.items()])
+        # One line per batch (per delivery at debug): the worker is a hot path too.
+        self.log.info(
+            "normalize.batch",
+            deliveries=len(entries),
+            events=dict(names),
+            quarantined=self.stats.quarantined - quarantined,
+        )
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:

@@ -396,4 +396,4 @@ def test_serve_runs_the_worker_and_events_tail_shows_the_event(tmp_path, redis_u
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:
             client.delete(*keys)
-    assert '"delivery.normalized"' in log and "Charge Succeeded" in log
+    assert '"normalize.batch"' in log and '"Charge Succeeded":1' in log
