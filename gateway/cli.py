@@ -130,11 +130,7 @@ def _worker(args: argparse.Namespace) -> int:
     from .store import Store
     from .worker import NormalizeWorker
 
-    try:
-        logs.configure()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    logs.configure()
     config = load_config(args.config)
     if not config.redis_url:
         print(
@@ -390,11 +386,7 @@ def _serve(args: argparse.Namespace) -> int:
     from . import logs
     from .app import create_app
 
-    try:
-        logs.configure()
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    logs.configure()
     config = load_config(args.config)
     app = create_app(config, workers=not args.no_workers)
     log = structlog.get_logger("gateway")

@@ -13,6 +13,8 @@ from typing import Any, BinaryIO
 import msgspec
 import structlog
 
+from .errors import ConfigError
+
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
 
@@ -80,7 +82,7 @@ def configure(level: str | None = None, json: bool | None = None) -> None:
     """Set up structlog; `level` defaults to $LOG_LEVEL (info), `json` to "not a terminal"."""
     name = (level or os.environ.get("LOG_LEVEL") or "info").lower()
     if name not in _LEVELS:
-        raise ValueError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {name!r}")
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(_LEVELS)}, not {name!r}")
     if json is None:
         json = not sys.stderr.isatty()
     shared: list[Any] = [
