@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from . import __version__
 from .config import Config
+from .deliver import DeliverWorker
 from .ingest import WebhookEndpoint
 from .sources import build_sources
 from .store import Store
@@ -76,6 +77,8 @@ def create_app(
         if workers:
             worker = NormalizeWorker(config, store)
             tasks.append(asyncio.create_task(worker.run(stop), name="normalize-worker"))
+            deliver = DeliverWorker(config, store, worker.consumer)
+            tasks.append(asyncio.create_task(deliver.run(stop), name="deliver-worker"))
         log.info(
             "gateway.ready",
             sources=sorted(sources),

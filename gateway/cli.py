@@ -127,6 +127,7 @@ def _worker(args: argparse.Namespace) -> int:
     import structlog
 
     from . import logs
+    from .deliver import DeliverWorker
     from .store import Store
     from .worker import NormalizeWorker
 
@@ -149,8 +150,10 @@ def _worker(args: argparse.Namespace) -> int:
         structlog.get_logger("gateway").info(
             "worker.starting", version=__version__, config=args.config
         )
+        normalize = NormalizeWorker(config, store, args.name)
+        deliver = DeliverWorker(config, store, normalize.consumer)
         try:
-            await NormalizeWorker(config, store, args.name).run(stop)
+            await asyncio.gather(normalize.run(stop), deliver.run(stop))
         finally:
             await store.close()
 
@@ -395,7 +398,7 @@ def _serve(args: argparse.Namespace) -> int:
         version=__version__,
         url=f"http://{args.host}:{args.port}",
         config=args.config,
-        workers="off (--no-workers)" if args.no_workers else "normalize (in-process)",
+        workers="off (--no-workers)" if args.no_workers else "normalize, deliver (in-process)",
     )
     server = uvicorn.Server(
         uvicorn.Config(

@@ -186,14 +186,17 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long a request waits for Redis before answering 503 (the vendor retries)."""
     sources: dict[str, SourceConfig] = {}
     """Inbound webhook sources, served at POST /webhooks/{name}."""
-    destinations: dict[str, dict[str, Any]] = {}
-    """Where normalized events go; each needs a `type:`."""
+    destinations: dict[str, Any] = {}
+    """Where normalized events go (destinations/: posthog, segment, postgres, http, ...)."""
     events: dict[str, PlannedEvent] = {}
     """The tracking plan: allowed event names and their properties."""
     schema: SchemaMode = "off"
     """enforce: events breaking the plan go to the quarantine; warn: logged; off: no checks."""
     events_retention: int = 500_000
     """Events kept in the events stream (approximate); destinations read from it."""
+    delivery_log_retention: Duration = duration("7d")
+    """How long the delivery log keeps what a delivery became and each send attempt;
+    0 turns it off."""
     worker: WorkerConfig = msgspec.field(default_factory=lambda: WorkerConfig())
     """How the normalize worker reads the raw streams."""
 
@@ -230,6 +233,8 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
     if not isinstance(sources, dict):
         raise doc.error("must be a mapping of source name to settings", ("sources",))
     destinations = data.get("destinations") or {}
+    if not isinstance(destinations, dict):
+        raise doc.error("must be a mapping of destination name to settings", ("destinations",))
     plan = data.get("events") or {}
     if not isinstance(plan, dict):
         raise doc.error("must be a mapping of event name to its properties", ("events",))
@@ -243,8 +248,14 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
             raise doc.error("must be at least 1", path)
     return msgspec.structs.replace(
         top,
-        sources={name: _source(doc, name, raw) for name, raw in sources.items()},
-        destinations=_destinations(doc, destinations),
+        sources={
+            name: _component(doc, "sources", name, raw, source_types())
+            for name, raw in sources.items()
+        },
+        destinations={
+            name: _component(doc, "destinations", name, raw, destination_types())
+            for name, raw in destinations.items()
+        },
         # One by one, so that an error names the event it is about.
         events={
             name: _convert(doc, spec if spec is not None else {}, PlannedEvent, ("events", name))
@@ -273,16 +284,15 @@ def _check_store(doc: Document, config: Config) -> None:
         )
 
 
-def _source(doc: Document, name: Any, raw: Any) -> SourceConfig:
-    path: Path = ("sources", name)
+def _component(doc: Document, section: str, name: Any, raw: Any, types: Mapping[str, type]) -> Any:
+    """A source or destination: its settings decoded by the struct its `type:` registers."""
+    what = section.removesuffix("s")
+    path: Path = (section, name)
     if not isinstance(name, str) or not _SOURCE_NAME.match(name):
-        raise doc.error(
-            "a source name is used in the URL /webhooks/{name}: use letters, digits, '_', '-', '.'",
-            path,
-        )
+        used = "in the URL /webhooks/{name}" if section == "sources" else "in Redis and metrics"
+        raise doc.error(f"a {what} name is used {used}: use letters, digits, '_', '-', '.'", path)
     if not isinstance(raw, dict):
-        raise doc.error("must be a mapping with at least `type:` and `secrets:`", path)
-    types = source_types()
+        raise doc.error("must be a mapping of settings, with at least `type:`", path)
     kind = raw.get("type")
     if kind is None:
         raise doc.error(f"`type:` is required (one of: {', '.join(sorted(types))})", path)
@@ -290,7 +300,7 @@ def _source(doc: Document, name: Any, raw: Any) -> SourceConfig:
         hint = difflib.get_close_matches(str(kind), types, n=1)
         also = f"; did you mean {hint[0]!r}?" if hint else ""
         raise doc.error(
-            f"unknown source type {kind!r}{also} (valid: {', '.join(sorted(types))})",
+            f"unknown {what} type {kind!r}{also} (valid: {', '.join(sorted(types))})",
             (*path, "type"),
         )
     config = _convert(doc, raw, types[kind], path)
@@ -310,13 +320,10 @@ def _parse_path(text: str) -> list[str | int]:
     return parts
 
 
-def _destinations(doc: Document, raw: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(raw, dict):
-        raise doc.error("must be a mapping of destination name to settings", ("destinations",))
-    for name, dest in raw.items():
-        if not isinstance(dest, dict) or not isinstance(dest.get("type"), str):
-            raise doc.error("each destination needs a `type:`", ("destinations", name))
-    return raw
+def destination_types() -> dict[str, type]:
+    from destinations import DESTINATION_TYPES
+
+    return {name: cls.config_type for name, cls in DESTINATION_TYPES.items()}
 
 
 _MSGSPEC_PATH = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")

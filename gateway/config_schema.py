@@ -19,6 +19,7 @@ from .config import (
     Duration,
     Secret,
     SourceConfig,
+    destination_types,
     source_types,
 )
 
@@ -44,13 +45,18 @@ _SCHEMAS = {
 def config_schema() -> dict[str, Any]:
     """A JSON Schema of config.yaml, for editors (yaml-language-server, VS Code)."""
     types = tuple(source_types().values())
-    union = Union[types]  # noqa: UP007
-    (root, sources), defs = msgspec.json.schema_components(
-        [Config, dict[str, union]], schema_hook=_schema_hook, ref_template="#/$defs/{name}"
+    outputs = tuple(destination_types().values())
+    (root, sources, destinations), defs = msgspec.json.schema_components(
+        [Config, dict[str, Union[types]], dict[str, Union[outputs]]],  # noqa: UP007
+        schema_hook=_schema_hook,
+        ref_template="#/$defs/{name}",
     )
     defs.pop(SourceConfig.__name__, None)
-    defs[Config.__name__]["properties"]["sources"].update(sources)
-    for cls in (Config, *types):
+    properties = defs[Config.__name__]["properties"]
+    properties["sources"].update(sources)
+    properties["destinations"] = {**properties["destinations"], **destinations}
+    properties["destinations"]["additionalProperties"] = destinations["additionalProperties"]
+    for cls in (Config, *types, *outputs):
         _document(defs.get(cls.__name__), cls)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

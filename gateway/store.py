@@ -8,6 +8,11 @@ one slot and the accept script may touch them together):
     <prefix>:{events}:stream              normalized events (fields: message_id, source,
                                           delivery_id, type, event, data = the event JSON)
     <prefix>:{quarantine}:stream          what could not become events, with the reason
+    <prefix>:{dest:<name>}:retry          a destination's retries (zset: message id -> due)
+    <prefix>:{dest:<name>}:retry-data     their events, attempts and first attempt (hash)
+    <prefix>:{dlq}:stream                 dead letters: destination, message_id, reason, data
+    <prefix>:log:delivery:<source>:<id>   what a delivery became (message id -> event name)
+    <prefix>:log:event:<message id>       every attempt to send one event (JSON list)
 
 Raw stream entry fields: source, delivery_id, received_at (unix ms), headers (JSON object
 of the headers that matter), body (the bytes exactly as received).
@@ -111,6 +116,23 @@ class Keys:
     def quarantine(self) -> str:
         """Deliveries and events that could not be normalized or broke the plan."""
         return f"{self.prefix}:{{quarantine}}:stream"
+
+    def retries(self, destination: str) -> tuple[str, str]:
+        """A destination's retry set (message id -> due time) and retry data (hash)."""
+        tag = f"{self.prefix}:{{dest:{destination}}}"
+        return f"{tag}:retry", f"{tag}:retry-data"
+
+    def dead_letters(self) -> str:
+        """Events a destination will never take, with the reason."""
+        return f"{self.prefix}:{{dlq}}:stream"
+
+    def attempts(self, message_id: str) -> str:
+        """The delivery log of one event: every attempt at every destination."""
+        return f"{self.prefix}:log:event:{message_id}"
+
+    def delivery_log(self, source: str, delivery_id: str) -> str:
+        """The events one inbound delivery became (message id -> event name)."""
+        return f"{self.prefix}:log:delivery:{source}:{delivery_id}"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"

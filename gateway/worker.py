@@ -43,6 +43,8 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    delivery: tuple[str, str] | None = None
+    """(source, delivery id), for the delivery log."""
 
 
 class Pipeline:
@@ -82,11 +84,13 @@ class Pipeline:
             "delivery_id": fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
         }
         try:
-            return self._run(source, fields, base)
+            outcome = self._run(source, fields, base)
         except Exception as e:  # a stored entry this code did not expect: never fatal
             self.log.exception("delivery.unexpected_error", **base)
             reason = f"unexpected {type(e).__name__}: {e}"
-            return Outcome(quarantine=[{**base, "stage": "normalize", "reason": reason}])
+            outcome = Outcome(quarantine=[{**base, "stage": "normalize", "reason": reason}])
+        outcome.delivery = (source, base["delivery_id"])
+        return outcome
 
     def _run(self, source: str, fields: dict[bytes, bytes], base: dict[str, str]) -> Outcome:
         outcome = Outcome()
@@ -133,6 +137,18 @@ class Pipeline:
         for item in outcome.quarantine:
             fields = [x for pair in {**item, "at": int(time.time() * 1000)}.items() for x in pair]
             out.append(("XADD", keys.quarantine(), "MAXLEN", "~", 100_000, "*", *fields))
+        retention = int(self.config.delivery_log_retention)
+        if retention and outcome.delivery is not None:
+            # The delivery log: what this delivery became (`deliveries show`).
+            key = keys.delivery_log(outcome.delivery[0], outcome.delivery[1])
+            status = (
+                "quarantined: " + "; ".join(q["reason"] for q in outcome.quarantine)
+                if outcome.quarantine
+                else f"normalized into {len(outcome.events)} event(s)"
+            )
+            pairs = [x for e in outcome.events for x in (e.message_id, e.event or e.type)]
+            out.append(("HSET", key, "_status", status, *pairs))
+            out.append(("EXPIRE", key, retention))
         return out
 
 

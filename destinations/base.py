@@ -1,0 +1,306 @@
+"""What a destination is: a config struct, a route, and `send(batch) -> one result per event`.
+
+A destination type is one module that subclasses `Destination` (or `HttpDestination`,
+which does the HTTP mechanics once for every vendor API: pooled client, timeouts, retry
+classes, Retry-After, splitting a rejected batch), declares its config struct and
+registers itself with `@register`. Batching, retries with backoff, dead letters and
+acknowledgements live in gateway/deliver.py, the same for every type.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import fnmatch
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+import msgspec
+
+from gateway.config import ByteSize, Duration, duration
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What happened to one event: sent, worth retrying (maybe after), or never."""
+
+    outcome: str  # "ok" | "retry" | "fail"
+    reason: str = ""
+    retry_after: float | None = None
+    status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+OK = Result("ok")
+
+
+def retry(reason: str, after: float | None = None, status: int | None = None) -> Result:
+    return Result("retry", reason, after, status)
+
+
+def fail(reason: str, status: int | None = None) -> Result:
+    return Result("fail", reason, None, status)
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Settings every destination has. Each type subclasses this with `tag="<type>"`."""
+
+    events: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    """Event names (globs) this destination gets: `Order *`. identify & co. match their type."""
+    types: list[str] = []
+    """Only these event types (track, identify, ...); empty: all."""
+    sources: list[str] = []
+    """Only events from these sources; empty: all."""
+    rename_properties: dict[str, str] = {}
+    """Property renames, old name -> new name (also for traits)."""
+    allow_properties: list[str] | None = None
+    """Only these properties (after renaming) are sent; null: all."""
+    batch_size: int | None = None
+    """Events per request (default: the vendor's own limit)."""
+    batch_bytes: ByteSize | None = None
+    """Bytes per request (default: the vendor's own limit)."""
+    linger: Duration = duration("200ms")
+    """How long a batch may wait to fill up."""
+    max_attempts: int = 10
+    """After this many failed attempts an event goes to the dead letters."""
+    max_age: Duration = duration("24h")
+    """An event older than this (since the first attempt) goes to the dead letters."""
+    backoff: Duration = duration("1s")
+    """First retry delay; doubled each time, with full jitter."""
+    backoff_max: Duration = duration("10m")
+    concurrency: int = 4
+    """Batches in flight at once."""
+    timeout: Duration = duration("10s")
+    start: str = "latest"
+    """Where a new destination starts reading: latest (new events) or earliest (all kept)."""
+
+    def check(self) -> None:
+        """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
+        from gateway.errors import ConfigError
+
+        for name in ("max_attempts", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ConfigError("must be at least 1", path=name)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError("must be at least 1", path="batch_size")
+        if self.start not in ("latest", "earliest"):
+            raise ConfigError("must be latest or earliest", path="start")
+        bad = [
+            t
+            for t in self.types
+            if t not in ("track", "identify", "group", "page", "screen", "alias")
+        ]
+        if bad:
+            raise ConfigError(f"unknown event type {bad[0]!r}", path="types")
+
+
+# --- registry --------------------------------------------------------------------------------
+
+DESTINATION_TYPES: dict[str, type[Destination]] = {}
+
+
+def register(cls: type[Destination]) -> type[Destination]:
+    tag = cls.config_type.__struct_config__.tag
+    if not isinstance(tag, str):
+        raise TypeError(f"{cls.__name__}.config_type needs a string tag")
+    DESTINATION_TYPES[tag] = cls
+    return cls
+
+
+# --- routing and shaping ---------------------------------------------------------------------
+
+
+class Route:
+    """Which events a destination gets, decided from the stream entry's plain fields."""
+
+    def __init__(self, config: DestinationConfig) -> None:
+        self.types = frozenset(config.types)
+        self.sources = frozenset(config.sources)
+        patterns = config.events or ["*"]
+        self.match_all = "*" in patterns
+        self.names = re.compile("|".join(fnmatch.translate(p) for p in patterns))
+
+    def wants(self, source: str, kind: str, name: str) -> bool:
+        if self.sources and source not in self.sources:
+            return False
+        if self.types and kind not in self.types:
+            return False
+        if self.match_all:
+            return True
+        return bool(self.names.match(name if kind == "track" else kind))
+
+
+class Shaper:
+    """Renames and allow-lists properties (and traits) of an event dict."""
+
+    def __init__(self, config: DestinationConfig) -> None:
+        self.rename = dict(config.rename_properties)
+        self.allow = set(config.allow_properties) if config.allow_properties is not None else None
+
+    @property
+    def noop(self) -> bool:
+        return not self.rename and self.allow is None
+
+    def __call__(self, event: dict[str, Any]) -> dict[str, Any]:
+        if self.noop:
+            return event
+        out = dict(event)
+        for key in ("properties", "traits"):
+            values = event.get(key)
+            if not values:
+                continue
+            renamed = {self.rename.get(k, k): v for k, v in values.items()}
+            if self.allow is not None:
+                renamed = {k: v for k, v in renamed.items() if k in self.allow}
+            out[key] = renamed
+        return out
+
+
+# --- destinations -----------------------------------------------------------------------------
+
+
+class Destination:
+    """One configured destination (`destinations.<name>` in config.yaml)."""
+
+    config_type: ClassVar[type[DestinationConfig]]
+    max_batch: ClassVar[int] = 100
+    """The vendor's limit of events per request."""
+    max_bytes: ClassVar[int] = 1024 * 1024
+    """The vendor's limit of bytes per request."""
+
+    def __init__(self, name: str, config: DestinationConfig) -> None:
+        self.name = name
+        self.config = config
+        self.batch_size = min(config.batch_size or self.max_batch, self.max_batch)
+        self.batch_bytes = min(int(config.batch_bytes or self.max_bytes), self.max_bytes)
+
+    async def start(self) -> None:
+        """Open connections (called once before the first send)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        """Send events (Segment-shaped dicts); one Result per event, in order."""
+        raise NotImplementedError
+
+
+class HttpDestination(Destination):
+    """A destination behind an HTTP API: subclasses say what to send and what came back."""
+
+    split_rejected: ClassVar[bool] = True
+    """Whether a batch the vendor refuses as a whole (4xx) is split to find the bad events."""
+
+    def __init__(self, name: str, config: DestinationConfig) -> None:
+        super().__init__(name, config)
+        self.client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        if self.client is None:
+            limit = max(1, self.config.concurrency)
+            self.client = httpx.AsyncClient(
+                timeout=float(self.config.timeout),
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                headers={"user-agent": "webhook-gateway"},
+            )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    def request(self, batch: list[dict[str, Any]], now: float) -> tuple[str, dict[str, str], bytes]:
+        """(url, headers, body) for a batch. Pure: no I/O."""
+        raise NotImplementedError
+
+    def results(self, response: httpx.Response, batch: list[dict[str, Any]]) -> list[Result]:
+        """Per-event results of a 2xx or 4xx reply (vendors with partial failures override)."""
+        if response.is_success:
+            return [OK] * len(batch)
+        return [fail(_why(response), response.status_code)] * len(batch)
+
+    def precheck(self, event: dict[str, Any], now: float) -> Result | None:
+        """A reason never to send this event (e.g. older than the vendor's backfill limit)."""
+        return None
+
+    async def send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        results: list[Result | None] = [self.precheck(e, now) for e in batch]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            for index, result in zip(
+                todo, await self._send([batch[i] for i in todo], now), strict=True
+            ):
+                results[index] = result
+        return [r or OK for r in results]
+
+    async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        assert self.client is not None, "start() first"
+        url, headers, body = self.request(batch, now)
+        try:
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException:
+            return [retry(f"timed out after {float(self.config.timeout):g} s")] * len(batch)
+        except httpx.TransportError as e:
+            return [retry(f"connection failed: {type(e).__name__}")] * len(batch)
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            after = retry_after(response.headers.get("retry-after"), now)
+            return [retry(_why(response), after, status)] * len(batch)
+        results = self.results(response, batch)
+        rejected_whole = not response.is_success and all(r.outcome == "fail" for r in results)
+        if rejected_whole and self.split_rejected and len(batch) > 1:
+            # One bad event fails the whole request at some vendors: bisect to find it,
+            # so that the good ones still go through.
+            half = len(batch) // 2
+            return await self._send(batch[:half], now) + await self._send(batch[half:], now)
+        return results
+
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _why(response: httpx.Response) -> str:
+    """`HTTP 400: <first 200 characters of the reply>`."""
+    text = response.text.strip().replace("\n", " ")
+    return f"HTTP {response.status_code}: {text[:200]}" if text else f"HTTP {response.status_code}"
+
+
+def encode_json(value: Any) -> bytes:
+    return msgspec.json.encode(value)
+
+
+def unix_seconds(iso: str | None, default: float) -> float:
+    """Unix seconds from the event's ISO timestamp."""
+    if not iso:
+        return default
+    try:
+        from datetime import datetime
+
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return default

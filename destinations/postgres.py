@@ -1,0 +1,153 @@
+"""`postgres`: a warehouse table, one row per event, deduplicated on message_id.
+
+The table is created if missing:
+
+    message_id   text primary key        -- the event's messageId
+    type         text not null           -- track, identify, ...
+    event        text                    -- the event name (track)
+    user_id      text
+    anonymous_id text
+    timestamp    timestamptz not null    -- when it happened at the vendor
+    received_at  timestamptz not null    -- when the gateway accepted it
+    source       text                    -- the source's name
+    delivery_id  text                    -- the vendor's delivery id
+    properties   jsonb
+    traits       jsonb
+    context      jsonb
+    loaded_at    timestamptz not null default now()
+
+Rows are inserted in batches with ON CONFLICT (message_id) DO NOTHING, so redeliveries
+and replays never duplicate a row.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, ClassVar
+
+import asyncpg
+
+from gateway.config import Secret
+from gateway.errors import ConfigError
+
+from .base import OK, Destination, DestinationConfig, Result, encode_json, fail, register, retry
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
+
+CREATE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    message_id   text PRIMARY KEY,
+    type         text NOT NULL,
+    event        text,
+    user_id      text,
+    anonymous_id text,
+    timestamp    timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    source       text,
+    delivery_id  text,
+    properties   jsonb,
+    traits       jsonb,
+    context      jsonb,
+    loaded_at    timestamptz NOT NULL DEFAULT now()
+)
+"""
+INSERT = """
+INSERT INTO {table} (message_id, type, event, user_id, anonymous_id, timestamp, received_at,
+                     source, delivery_id, properties, traits, context)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
+                     $10::text[]::jsonb[], $11::text[]::jsonb[], $12::text[]::jsonb[])
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+
+class PostgresConfig(DestinationConfig, tag="postgres", kw_only=True):
+    dsn: Secret
+    """postgresql://user:password@host:5432/database"""
+    table: str = "events"
+    """The table (optionally schema.table); created if missing."""
+
+    def check(self) -> None:
+        super().check()
+        if not _IDENTIFIER.match(self.table):
+            raise ConfigError(
+                "must be a plain table name (letters, digits, _; schema.table)", path="table"
+            )
+
+
+@register
+class PostgresDestination(Destination):
+    config_type = PostgresConfig
+    max_batch: ClassVar[int] = 1000
+    max_bytes: ClassVar[int] = 16 * 1024 * 1024
+
+    def __init__(self, name: str, config: PostgresConfig) -> None:
+        super().__init__(name, config)
+        self.pool: asyncpg.Pool | None = None
+        self.insert = INSERT.format(table=config.table)
+        self.created = False
+
+    async def start(self) -> None:
+        config: PostgresConfig = self.config  # type: ignore[assignment]
+        if self.pool is None:
+            self.pool = await asyncpg.create_pool(
+                config.dsn.reveal(),
+                min_size=0,
+                max_size=config.concurrency,
+                timeout=float(config.timeout),
+                command_timeout=float(config.timeout),
+            )
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    async def send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        try:
+            await self.start()
+            assert self.pool is not None
+            async with self.pool.acquire() as conn:
+                if not self.created:
+                    config: PostgresConfig = self.config  # type: ignore[assignment]
+                    await conn.execute(CREATE.format(table=config.table))
+                    self.created = True
+                await conn.execute(self.insert, *_columns(batch))
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.CannotConnectNowError,
+            asyncpg.exceptions.TooManyConnectionsError,
+        ) as e:
+            return [retry(f"PostgreSQL unreachable: {type(e).__name__}: {e}")] * len(batch)
+        except asyncpg.exceptions.InterfaceError as e:
+            return [retry(f"PostgreSQL: {e}")] * len(batch)
+        except asyncpg.PostgresError as e:
+            return [fail(f"PostgreSQL refused the rows: {e.sqlstate}: {e}")] * len(batch)
+        return [OK] * len(batch)
+
+
+def _columns(batch: list[dict[str, Any]]) -> list[list[Any]]:
+    def time(value: Any) -> datetime | None:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+    def jsonb(value: Any) -> str | None:
+        return encode_json(value).decode() if value else None
+
+    source = [e.get("context", {}).get("source", {}) for e in batch]
+    return [
+        [e["messageId"] for e in batch],
+        [e["type"] for e in batch],
+        [e.get("event") for e in batch],
+        [e.get("userId") for e in batch],
+        [e.get("anonymousId") for e in batch],
+        [time(e.get("timestamp")) for e in batch],
+        [time(e.get("receivedAt")) for e in batch],
+        [s.get("name") for s in source],
+        [s.get("deliveryId") for s in source],
+        [jsonb(e.get("properties")) for e in batch],
+        [jsonb(e.get("traits")) for e in batch],
+        [jsonb(e.get("context")) for e in batch],
+    ]

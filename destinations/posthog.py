@@ -1,0 +1,86 @@
+"""`posthog`: PostHog's batch capture API.
+
+track -> the event by name; identify -> `$identify` with `$set` (the traits); group ->
+`$groupidentify`; page -> `$pageview`; screen -> `$screen`; alias -> `$create_alias`.
+`uuid` is the messageId (PostHog drops copies), `distinct_id` the userId or anonymousId,
+`timestamp` the event's own time. `historical_migration: true` marks backfills.
+https://posthog.com/docs/api/capture
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from gateway.config import Secret
+
+from .base import DestinationConfig, HttpDestination, encode_json, register
+
+
+class PostHogConfig(DestinationConfig, tag="posthog", kw_only=True):
+    api_key: Secret
+    """The project API key (phc_...)."""
+    host: str = "https://us.i.posthog.com"
+    """https://eu.i.posthog.com in the EU, or your own instance."""
+    historical_migration: bool = False
+    """Mark the events as a backfill (PostHog ingests them apart from live traffic)."""
+
+
+_NAMES = {
+    "identify": "$identify",
+    "group": "$groupidentify",
+    "page": "$pageview",
+    "screen": "$screen",
+    "alias": "$create_alias",
+}
+
+
+def to_posthog(event: dict[str, Any]) -> dict[str, Any]:
+    kind = event["type"]
+    properties: dict[str, Any] = dict(event.get("properties") or {})
+    if kind == "identify":
+        properties["$set"] = event.get("traits") or {}
+    elif kind == "group":
+        properties.update(
+            {
+                "$group_type": "company",
+                "$group_key": event.get("groupId"),
+                "$group_set": event.get("traits") or {},
+            }
+        )
+    elif kind == "alias":
+        properties["alias"] = event.get("previousId")
+    elif kind in ("page", "screen") and event.get("name"):
+        properties["$screen_name" if kind == "screen" else "title"] = event["name"]
+    source = event.get("context", {}).get("source", {})
+    properties.update(
+        {
+            "$lib": "webhook-gateway",
+            "source": source.get("name"),
+            "source_event_type": source.get("eventType"),
+        }
+    )
+    return {
+        "event": event.get("event") if kind == "track" else _NAMES[kind],
+        "distinct_id": event.get("userId") or event.get("anonymousId"),
+        "properties": properties,
+        "timestamp": event["timestamp"],
+        "uuid": event["messageId"],
+    }
+
+
+@register
+class PostHogDestination(HttpDestination):
+    config_type = PostHogConfig
+    max_batch: ClassVar[int] = 1000
+    max_bytes: ClassVar[int] = 10 * 1024 * 1024
+
+    def request(self, batch: list[dict[str, Any]], now: float) -> tuple[str, dict[str, str], bytes]:
+        config: PostHogConfig = self.config  # type: ignore[assignment]
+        body: dict[str, Any] = {
+            "api_key": config.api_key.reveal(),
+            "batch": [to_posthog(e) for e in batch],
+        }
+        if config.historical_migration:
+            body["historical_migration"] = True
+        url = config.host.rstrip("/") + "/batch/"
+        return url, {"content-type": "application/json"}, encode_json(body)

@@ -1,0 +1,428 @@
+"""The deliver worker: the events stream -> each destination, batched, retried, dead-lettered.
+
+Each destination reads the events stream through its own consumer group
+(`deliver:<name>`), so a slow or failing destination never holds up another. Events its
+route does not want are acknowledged at once; the others are batched (count, bytes,
+linger) and sent. Per event, the destination answers ok, retry (maybe after a
+Retry-After) or fail:
+
+- ok: acknowledged.
+- fail (the vendor will never take it): dead-lettered with the reason, acknowledged.
+- retry: kept in the destination's retry set in Redis (due time, attempts, first
+  attempt), acknowledged; sent again after an exponential backoff with full jitter,
+  until it succeeds, fails, or passes `max_attempts` / `max_age` (then dead-lettered).
+
+Retry state lives in Redis, so it survives restarts; a retry being sent is leased, not
+removed, so a kill -9 mid-send means it is sent again (with the same messageId).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from destinations import DESTINATION_TYPES, Destination, Result, Route, Shaper
+
+from .config import Config
+from .store import Store
+from .worker import _sleep_or_stop
+
+LEASE_SECONDS = 60.0  # a retry being sent is not handed out again before this
+DLQ_RETENTION = 100_000
+
+# Hand out due retries: move their due time past a lease, return them with their data.
+# KEYS[1] retry set (zset: message id -> due time), KEYS[2] retry data (hash).
+LEASE_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for i, id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+end
+return out
+"""
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class RetryState(msgspec.Struct):
+    event: dict[str, Any]
+    attempts: int
+    first_at: float
+    reason: str = ""
+
+
+@dataclass
+class Item:
+    """An event on its way to a destination."""
+
+    event: dict[str, Any]
+    entry_id: str | None  # the events stream entry (None: it came from the retry set)
+    attempts: int = 0
+    first_at: float = 0.0
+    size: int = 0
+
+
+@dataclass
+class DestStats:
+    sent: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class Runner:
+    """One destination's reader, sender and retry loop."""
+
+    name: str
+    destination: Destination
+    store: Store
+    consumer: str
+    claim_idle_ms: int
+    log_retention: int
+    stats: DestStats = field(default_factory=DestStats)
+
+    def __post_init__(self) -> None:
+        config = self.destination.config
+        self.route = Route(config)
+        self.shape = Shaper(config)
+        self.group = f"deliver:{self.name}"
+        keys = self.store.keys
+        self.events_key = keys.events()
+        self.retry_key, self.retry_data = keys.retries(self.name)
+        self.slots = asyncio.Semaphore(config.concurrency)
+        self.inflight: set[asyncio.Task[None]] = set()
+        self.log = structlog.get_logger("gateway.deliver").bind(destination=self.name)
+        # A blocking read must end before the socket timeout would cut it.
+        self.block_ms = max(
+            10, min(int(float(config.linger) * 1000) or 10, int(self.store.timeout * 500))
+        )
+
+    # --- the events stream -------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        start = "0" if self.destination.config.start == "earliest" else "$"
+        try:
+            await self.store.client.xgroup_create(
+                self.events_key, self.group, id=start, mkstream=True
+            )
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    async def read(self, count: int, block_ms: int) -> list[Item]:
+        """New entries: those the route does not want are acknowledged right away."""
+        kwargs: dict[str, Any] = {"count": count}
+        if block_ms > 0:
+            kwargs["block"] = block_ms
+        reply = await self.store.client.xreadgroup(
+            self.group, self.consumer, {self.events_key: ">"}, **kwargs
+        )
+        entries = [(eid.decode(), f) for _, items in reply or [] for eid, f in items]
+        return await self.admit(entries)
+
+    async def admit(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> list[Item]:
+        items, skip = [], []
+        for entry_id, fields in entries:
+            if not fields or not self.route.wants(
+                fields.get(b"source", b"").decode(),
+                fields.get(b"type", b"").decode(),
+                fields.get(b"event", b"").decode(),
+            ):
+                skip.append(entry_id)
+                continue
+            data = fields.get(b"data", b"{}")
+            event = self.shape(_decode(data))
+            items.append(Item(event, entry_id, size=len(data)))
+        if skip:
+            self.stats.skipped += len(skip)
+            await self.store.execute([("XACK", self.events_key, self.group, *skip)])
+        return items
+
+    async def reclaim(self) -> list[Item]:
+        """Entries a crashed process of this destination read but never finished."""
+        reply = await self.store.client.xautoclaim(
+            self.events_key,
+            self.group,
+            self.consumer,
+            self.claim_idle_ms,
+            start_id="0-0",
+            count=self.destination.batch_size,
+        )
+        entries = [(eid.decode(), f) for eid, f in reply[1] if f]
+        deleted = reply[2] if len(reply) > 2 else []
+        if deleted:
+            await self.store.execute([("XACK", self.events_key, self.group, *deleted)])
+            self.log.error(
+                "deliver.events_lost",
+                count=len(deleted),
+                reason="trimmed from the events stream before delivery; raise events_retention",
+            )
+        return await self.admit(entries)
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def dispatch(self, items: list[Item]) -> None:
+        """Send a batch when a slot is free (up to `concurrency` batches in flight)."""
+        await self.slots.acquire()
+        task = asyncio.create_task(self._deliver(items))
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+        task.add_done_callback(lambda _t: self.slots.release())
+
+    async def _deliver(self, items: list[Item]) -> None:
+        now = time.time()
+        started = time.perf_counter()
+        try:
+            results = await self.destination.send([i.event for i in items], now)
+        except Exception as e:  # a destination bug must not lose the batch
+            self.log.exception("deliver.send_failed")
+            results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        try:
+            await self.settle(items, results, now, latency_ms)
+        except (RedisError, OSError) as e:
+            # Unacknowledged entries stay pending and are reclaimed; leased retries come
+            # back when their lease ends. Either way they are sent again, not lost.
+            self.log.warning("deliver.settle_failed", error=type(e).__name__)
+
+    async def settle(
+        self, items: list[Item], results: list[Result], now: float, latency_ms: float
+    ) -> None:
+        """Record what happened to each event, then acknowledge it (in that order)."""
+        config = self.destination.config
+        writes: list[tuple[Any, ...]] = []
+        acks: list[str] = []
+        done: list[str] = []  # retry-set members finished (sent or dead-lettered)
+        counts = {"ok": 0, "retry": 0, "fail": 0}
+        for item, result in zip(items, results, strict=True):
+            message_id = item.event.get("messageId", "")
+            attempts = item.attempts + 1
+            first_at = item.first_at or now
+            outcome = result.outcome
+            reason = result.reason
+            if outcome == "retry":
+                if attempts >= config.max_attempts:
+                    outcome, reason = "fail", f"gave up after {attempts} attempts: {reason}"
+                elif now - first_at >= float(config.max_age):
+                    outcome = "fail"
+                    reason = f"gave up after {float(config.max_age):g} s: {reason}"
+            counts[outcome] += 1
+            if outcome == "retry":
+                delay = self.backoff(attempts, result.retry_after)
+                state = RetryState(item.event, attempts, first_at, reason)
+                writes.append(("HSET", self.retry_data, message_id, _encode(state)))
+                writes.append(("ZADD", self.retry_key, now + delay, message_id))
+            elif outcome == "fail":
+                writes.append(self.dead_letter(item.event, attempts, reason, now))
+            if outcome != "retry" and item.entry_id is None:
+                done.append(message_id)
+            if item.entry_id is not None:
+                acks.append(item.entry_id)
+            if self.log_retention:
+                attempt = {
+                    "destination": self.name,
+                    "at": round(now, 3),
+                    "attempt": attempts,
+                    "outcome": outcome,
+                    "status": result.status,
+                    "latency_ms": latency_ms,
+                    "reason": reason[:300],
+                }
+                key = self.store.keys.attempts(message_id)
+                writes.append(("RPUSH", key, _encode(attempt)))
+                writes.append(("EXPIRE", key, self.log_retention))
+        if writes:
+            await self.store.execute(writes)
+        after: list[tuple[Any, ...]] = []
+        if acks:
+            after.append(("XACK", self.events_key, self.group, *acks))
+        if done:
+            after.append(("ZREM", self.retry_key, *done))
+            after.append(("HDEL", self.retry_data, *done))
+        if after:
+            await self.store.execute(after)
+        self.stats.sent += counts["ok"]
+        self.stats.retried += counts["retry"]
+        self.stats.dead_lettered += counts["fail"]
+        log = self.log.warning if counts["fail"] or counts["retry"] else self.log.info
+        log(
+            "deliver.batch",
+            sent=counts["ok"],
+            retrying=counts["retry"],
+            dead_lettered=counts["fail"],
+            latency_ms=latency_ms,
+            reason=next((r.reason for r in results if not r.ok), None),
+        )
+
+    def backoff(self, attempts: int, retry_after: float | None) -> float:
+        """Full jitter (AWS's), capped, and never sooner than a Retry-After."""
+        config = self.destination.config
+        cap = float(config.backoff_max)
+        delay = random.uniform(0, min(cap, float(config.backoff) * 2 ** (attempts - 1)))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, cap))
+        return delay
+
+    def dead_letter(
+        self, event: dict[str, Any], attempts: int, reason: str, now: float
+    ) -> tuple[Any, ...]:
+        source = event.get("context", {}).get("source", {})
+        return (
+            "XADD",
+            self.store.keys.dead_letters(),
+            "MAXLEN",
+            "~",
+            DLQ_RETENTION,
+            "*",
+            "destination",
+            self.name,
+            "message_id",
+            event.get("messageId", ""),
+            "source",
+            source.get("name", ""),
+            "delivery_id",
+            source.get("deliveryId", ""),
+            "event",
+            event.get("event") or event.get("type", ""),
+            "attempts",
+            attempts,
+            "reason",
+            reason,
+            "at",
+            int(now * 1000),
+            "data",
+            _encode(event),
+        )
+
+    # --- the retry set ---------------------------------------------------------------------
+
+    async def due_retries(self, now: float) -> list[Item]:
+        """Retries that are due, leased to this process for LEASE_SECONDS."""
+        reply = await self.store.client.eval(
+            LEASE_SCRIPT,
+            2,
+            self.retry_key,
+            self.retry_data,
+            now,
+            self.destination.batch_size,
+            now + LEASE_SECONDS,
+        )
+        items, orphans = [], []
+        for member, data in zip(reply[::2], reply[1::2], strict=True):
+            if not data:
+                orphans.append(member)
+                continue
+            state = msgspec.json.decode(data, type=RetryState)
+            items.append(Item(state.event, None, state.attempts, state.first_at, len(data)))
+        if orphans:
+            await self.store.execute([("ZREM", self.retry_key, *orphans)])
+        return items
+
+    # --- the loops ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.destination.start()
+        self.log.info("deliver.started", type=self.destination.config.__struct_config__.tag)
+        ready = False
+        next_claim = next_retry = 0.0
+        batch: list[Item] = []
+        size = 0
+        deadline = 0.0
+        linger = float(self.destination.config.linger)
+        try:
+            while not stop.is_set():
+                try:
+                    if not ready:
+                        await self.ensure_group()
+                        ready = True
+                    now = time.monotonic()
+                    if now >= next_retry:
+                        retries = await self.due_retries(time.time())
+                        next_retry = now + (
+                            0.0 if len(retries) >= self.destination.batch_size else 0.5
+                        )
+                        if retries:
+                            await self.dispatch(retries)
+                    if now >= next_claim:
+                        claimed = await self.reclaim()
+                        next_claim = now + min(self.claim_idle_ms / 1000, 30)
+                        if claimed:
+                            self.log.warning("deliver.reclaimed", count=len(claimed))
+                            await self.dispatch(claimed)
+                    wait_ms = (
+                        self.block_ms
+                        if not batch
+                        else int(max(0.0, deadline - time.monotonic()) * 1000)
+                    )
+                    new = await self.read(self.destination.batch_size - len(batch), wait_ms)
+                    if not new and self.store.embedded and not batch:
+                        await asyncio.sleep(0.05)
+                    for item in new:
+                        if not batch:
+                            deadline = time.monotonic() + linger
+                        batch.append(item)
+                        size += item.size
+                        if (
+                            len(batch) >= self.destination.batch_size
+                            or size >= self.destination.batch_bytes
+                        ):
+                            await self.dispatch(batch)
+                            batch, size = [], 0
+                    if batch and time.monotonic() >= deadline:
+                        await self.dispatch(batch)
+                        batch, size = [], 0
+                except (RedisError, OSError) as e:
+                    self.log.warning("deliver.redis_unavailable", error=type(e).__name__)
+                    ready = False
+                    await _sleep_or_stop(stop, 1.0)
+                except Exception:
+                    self.log.exception("deliver.error")
+                    await _sleep_or_stop(stop, 1.0)
+            if batch:
+                await self.dispatch(batch)
+        finally:
+            if self.inflight:
+                await asyncio.wait(
+                    self.inflight, timeout=float(self.destination.config.timeout) + 5
+                )
+            await self.destination.close()
+            self.log.info("deliver.stopped", **vars(self.stats))
+
+
+class DeliverWorker:
+    """Every configured destination's runner, in one process."""
+
+    def __init__(self, config: Config, store: Store, consumer: str | None = None) -> None:
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        claim_idle_ms = max(1, int(config.worker.claim_idle * 1000))
+        self.runners = [
+            Runner(
+                name,
+                DESTINATION_TYPES[dest.__struct_config__.tag](name, dest),
+                store,
+                self.consumer,
+                claim_idle_ms,
+                int(config.delivery_log_retention),
+            )
+            for name, dest in config.destinations.items()
+        ]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if not self.runners:
+            await stop.wait()
+            return
+        await asyncio.gather(*(r.run(stop) for r in self.runners))

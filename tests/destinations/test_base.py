@@ -1,0 +1,136 @@
+"""Shared destination mechanics: routing, shaping, retry classes, Retry-After, splitting."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+
+from destinations.base import Route, Shaper, retry_after
+from destinations.http import HttpEventsDestination
+from gateway.config import parse_config
+from tests.destinations.conftest import HANG, event
+
+
+def dest_config(text: str):
+    return parse_config(f"destinations:\n  d:\n{text}", "d.yaml", {}).destinations["d"]
+
+
+@pytest.mark.parametrize(
+    ("settings", "wanted"),
+    [
+        ("    events: ['Order *']\n", {"Order Completed", "Order Refunded"}),
+        ("    events: ['*']\n    types: [identify]\n", {"identify"}),
+        ("    events: ['Order Completed', identify]\n", {"Order Completed", "identify"}),
+        ("    sources: [shopify]\n", set()),
+    ],
+)
+def test_route(settings, wanted):
+    route = Route(dest_config("    type: file\n    path: x\n" + settings))
+    candidates = {
+        ("stripe", "track", "Order Completed"),
+        ("stripe", "track", "Order Refunded"),
+        ("stripe", "track", "Charge Succeeded"),
+        ("stripe", "identify", ""),
+    }
+    got = {name or kind for source, kind, name in candidates if route.wants(source, kind, name)}
+    assert got == wanted
+
+
+def test_shaper_renames_then_allow_lists():
+    shape = Shaper(
+        dest_config(
+            "    type: file\n    path: x\n"
+            "    rename_properties: {revenue: value}\n"
+            "    allow_properties: [value, currency]\n"
+        )
+    )
+    assert shape(event(1))["properties"] == {"value": 11.0, "currency": "USD"}
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("7", 7.0), ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0), ("soon", None), (None, None)],
+)
+def test_retry_after(header, seconds):
+    now = 1445412480.0  # 10 s before that HTTP date
+    assert retry_after(header, now) == seconds
+
+
+def http_dest(vendor, extra: str = "") -> HttpEventsDestination:
+    cfg = dest_config(
+        f"    type: http\n    url: {vendor.url}/hook\n    batch: true\n    timeout: 1s\n{extra}"
+    )
+    return HttpEventsDestination("d", cfg)
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        ((200, {}, b"{}"), "ok"),
+        ((202, {}, b""), "ok"),
+        ((500, {}, b"oops"), "retry"),
+        ((503, {}, b""), "retry"),
+        ((408, {}, b""), "retry"),
+        ((401, {}, b'{"error": "bad key"}'), "fail"),
+        ((404, {}, b""), "fail"),
+    ],
+)
+async def test_retry_classes(vendor, answer, outcome):
+    dest = http_dest(vendor)
+    await dest.start()
+    vendor.reply(*[answer] * 4)
+    results = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert [r.outcome for r in results] == [outcome]
+    if outcome == "fail":
+        assert results[0].reason.startswith(f"HTTP {answer[0]}")
+
+
+async def test_429_retry_after_is_honoured(vendor):
+    dest = http_dest(vendor)
+    await dest.start()
+    vendor.reply((429, {"retry-after": "30"}, b"slow down"))
+    [result] = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert result.outcome == "retry" and result.retry_after == 30.0 and result.status == 429
+
+
+async def test_timeouts_and_refused_connections_are_retried(vendor):
+    dest = http_dest(vendor)
+    await dest.start()
+    vendor.reply(HANG)
+    [hung] = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert hung.outcome == "retry" and "timed out" in hung.reason
+    closed = http_dest(vendor)
+    closed.config = msgspec.structs.replace(closed.config, url="http://127.0.0.1:9/")
+    await closed.start()
+    [refused] = await closed.send([event(1)], time.time())
+    await closed.close()
+    assert refused.outcome == "retry" and "connection failed" in refused.reason
+
+
+async def test_a_batch_rejected_whole_is_split_to_find_the_bad_event(vendor):
+    def judge(seen):
+        bad = any(e["properties"].get("bad") for e in seen.json())
+        return (400, {}, b'{"error": "invalid event"}') if bad else (200, {}, b"{}")
+
+    vendor.default = judge
+    dest = http_dest(vendor)
+    await dest.start()
+    batch = [event(i) for i in range(8)]
+    batch[5]["properties"]["bad"] = True
+    results = await dest.send(batch, time.time())
+    await dest.close()
+    assert [r.outcome for r in results] == ["ok"] * 5 + ["fail"] + ["ok"] * 2
+    assert "invalid event" in results[5].reason
+    delivered = [
+        e["messageId"]
+        for r in vendor.requests
+        if r.json()
+        for e in r.json()
+        if not any(x["properties"].get("bad") for x in r.json())
+    ]
+    assert sorted(delivered) == sorted(e["messageId"] for i, e in enumerate(batch) if i != 5)

@@ -1,0 +1,159 @@
+"""Each destination type against a local server (or the real PostgreSQL / Redis)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import uuid
+
+import asyncpg
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+from standardwebhooks.webhooks import Webhook
+
+from destinations import DESTINATION_TYPES
+from gateway.config import parse_config
+from tests.destinations.conftest import event
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+PG_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def make(text: str, **env: str):
+    cfg = parse_config(f"destinations:\n  d:\n{text}", "d.yaml", env).destinations["d"]
+    return DESTINATION_TYPES[cfg.__struct_config__.tag]("d", cfg)
+
+
+async def test_http_signs_per_standard_webhooks(vendor):
+    dest = make(
+        f"    type: http\n    url: {vendor.url}/in\n    secret: {SECRET}\n"
+        "    headers: {Authorization: 'Bearer ${TOKEN}'}\n",
+        TOKEN="t0k",
+    )
+    await dest.start()
+    [result] = await dest.send([event(7)], time.time())
+    await dest.close()
+    assert result.ok
+    [seen] = vendor.requests
+    assert seen.path == "/in" and seen.headers["authorization"] == "Bearer t0k"
+    assert seen.headers["webhook-id"] == event(7)["messageId"]
+    # The receiver's own library accepts it.
+    Webhook(SECRET).verify(seen.body, seen.headers)
+    assert seen.json()["messageId"] == event(7)["messageId"]
+
+
+async def test_http_batch_has_a_stable_id(vendor):
+    dest = make(f"    type: http\n    url: {vendor.url}/in\n    batch: true\n")
+    await dest.start()
+    for _ in range(2):
+        await dest.send([event(1), event(2)], time.time())
+    await dest.close()
+    first, second = vendor.requests
+    assert len(first.json()) == 2
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]  # a retry is the same
+
+
+async def test_posthog_batch_capture_shape(vendor):
+    dest = make(f"    type: posthog\n    api_key: phc_test\n    host: {vendor.url}\n")
+    await dest.start()
+    results = await dest.send([event(1), event(2, kind="identify", userId="u_2")], time.time())
+    await dest.close()
+    assert all(r.ok for r in results)
+    [seen] = vendor.requests
+    assert seen.path == "/batch/"
+    body = seen.json()
+    assert body["api_key"] == "phc_test"
+    track, identify = body["batch"]
+    assert track["event"] == "Order Completed" and track["uuid"] == event(1)["messageId"]
+    assert track["distinct_id"] == "stripe:cus_1"
+    assert track["timestamp"] == "2024-05-01T12:00:00.000Z"
+    assert track["properties"]["revenue"] == 11.0
+    assert identify["event"] == "$identify" and identify["distinct_id"] == "u_2"
+    assert identify["properties"]["$set"] == {"email": "u2@example.com"}
+
+
+async def test_segment_batch_with_basic_auth_and_the_32kb_limit(vendor):
+    dest = make(f"    type: segment\n    write_key: wk_123\n    endpoint: {vendor.url}/v1/batch\n")
+    await dest.start()
+    huge = event(3)
+    huge["properties"]["blob"] = "x" * 40_000
+    results = await dest.send([event(1), huge, event(2)], time.time())
+    await dest.close()
+    assert [r.outcome for r in results] == ["ok", "fail", "ok"]
+    assert "32 KB" in results[1].reason
+    [seen] = vendor.requests
+    assert seen.headers["authorization"] == "Basic " + base64.b64encode(b"wk_123:").decode()
+    assert [e["messageId"] for e in seen.json()["batch"]] == [
+        event(1)["messageId"],
+        event(2)["messageId"],
+    ]
+
+
+async def test_file_appends_json_lines(tmp_path):
+    path = tmp_path / "out" / "events.jsonl"
+    dest = make(f"    type: file\n    path: {path}\n")
+    await dest.start()
+    await dest.send([event(1)], time.time())
+    await dest.send([event(2), event(3)], time.time())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["messageId"] for e in lines] == [event(i)["messageId"] for i in (1, 2, 3)]
+
+
+async def test_redis_stream(redis_url):
+    key = f"test-{uuid.uuid4().hex[:8]}:out"
+    dest = make(f"    type: redis-stream\n    url: {redis_url}\n    stream: {key}\n")
+    await dest.start()
+    await dest.send([event(1), event(2, kind="identify")], time.time())
+    await dest.close()
+    client = aioredis.Redis.from_url(redis_url)
+    entries = await client.xrange(key)
+    await client.delete(key)
+    await client.aclose()
+    assert [f[b"type"] for _, f in entries] == [b"track", b"identify"]
+    assert msgspec.json.decode(entries[0][1][b"data"])["messageId"] == event(1)["messageId"]
+
+
+@pytest.fixture
+async def pg_table():
+    try:
+        conn = await asyncpg.connect(PG_DSN, timeout=3)
+    except (OSError, asyncpg.PostgresError) as e:
+        pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
+    table = f"events_test_{uuid.uuid4().hex[:8]}"
+    yield conn, table
+    await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    await conn.close()
+
+
+async def test_postgres_creates_the_table_and_never_duplicates_a_row(pg_table):
+    conn, table = pg_table
+    dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n")
+    await dest.start()
+    assert all(
+        r.ok
+        for r in await dest.send([event(1), event(2, kind="identify", userId="u2")], time.time())
+    )
+    assert all(r.ok for r in await dest.send([event(1), event(3)], time.time()))  # a redo
+    await dest.close()
+    rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY message_id")
+    assert [r["message_id"] for r in rows] == [event(i)["messageId"] for i in (1, 2, 3)]
+    first = rows[0]
+    assert first["type"] == "track" and first["event"] == "Order Completed"
+    assert first["anonymous_id"] == "stripe:cus_1" and first["source"] == "stripe"
+    assert first["delivery_id"] == "evt_1"
+    assert first["timestamp"].isoformat() == "2024-05-01T12:00:00+00:00"
+    assert json.loads(first["properties"])["revenue"] == 11.0
+    assert json.loads(rows[1]["traits"]) == {"email": "u2@example.com"}
+    assert rows[1]["user_id"] == "u2"
+
+
+async def test_postgres_unreachable_is_retried():
+    dest = make(
+        "    type: postgres\n    dsn: postgresql://postgres@127.0.0.1:9/test\n    timeout: 1s\n"
+    )
+    [result] = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert result.outcome == "retry"
