@@ -104,6 +104,7 @@ class Runner:
         self.events_key = keys.events()
         self.retry_key, self.retry_data = keys.retries(self.name)
         self.slots = asyncio.Semaphore(config.concurrency)
+        self.holding: set[str] = set()  # entries read by this process and not yet settled
         self.inflight: set[asyncio.Task[None]] = set()
         self.log = structlog.get_logger("gateway.deliver").bind(destination=self.name)
         # A blocking read must end before the socket timeout would cut it.
@@ -147,6 +148,7 @@ class Runner:
             data = fields.get(b"data", b"{}")
             event = self.shape(_decode(data))
             items.append(Item(event, entry_id, size=len(data)))
+            self.holding.add(entry_id)
         if skip:
             self.stats.skipped += len(skip)
             await self.store.execute([("XACK", self.events_key, self.group, *skip)])
@@ -162,7 +164,11 @@ class Runner:
             start_id="0-0",
             count=self.destination.batch_size,
         )
-        entries = [(eid.decode(), f) for eid, f in reply[1] if f]
+        # XAUTOCLAIM also hands back this process's own entries that are still waiting in
+        # a batch or for a slow vendor: those are not lost, leave them be.
+        entries = [
+            (eid.decode(), f) for eid, f in reply[1] if f and eid.decode() not in self.holding
+        ]
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:
             await self.store.execute([("XACK", self.events_key, self.group, *deleted)])
@@ -197,6 +203,7 @@ class Runner:
         except (RedisError, OSError) as e:
             # Unacknowledged entries stay pending and are reclaimed; leased retries come
             # back when their lease ends. Either way they are sent again, not lost.
+            self.holding.difference_update(i.entry_id for i in items if i.entry_id)
             self.log.warning("deliver.settle_failed", error=type(e).__name__)
 
     async def settle(
@@ -250,6 +257,7 @@ class Runner:
         after: list[tuple[Any, ...]] = []
         if acks:
             after.append(("XACK", self.events_key, self.group, *acks))
+            self.holding.difference_update(acks)
         if done:
             after.append(("ZREM", self.retry_key, *done))
             after.append(("HDEL", self.retry_data, *done))

@@ -323,5 +323,7 @@ def pack_command(args: tuple[Any, ...]) -> bytes:
             arg = arg.encode()
         elif isinstance(arg, int):
             arg = b"%d" % arg
+        elif isinstance(arg, float):
+            arg = repr(arg).encode()
         out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
     return b"".join(out)

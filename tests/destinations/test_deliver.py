@@ -1,0 +1,250 @@
+"""The deliver worker on real Redis: routing, batching, retries, dead letters, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+from gateway.config import parse_config
+from gateway.deliver import DeliverWorker
+from gateway.store import Store
+from tests.destinations.conftest import event
+
+_encode = msgspec.json.encode
+
+
+def config(prefix: str, destinations: str):
+    return parse_config(
+        f"key_prefix: {prefix}\nworker: {{claim_idle: 300ms}}\ndestinations:\n{destinations}",
+        "d.yaml",
+        {},
+    )
+
+
+async def publish(store: Store, *events: dict) -> None:
+    for e in events:
+        await store.client.xadd(
+            store.keys.events(),
+            {
+                "message_id": e["messageId"],
+                "source": e["context"]["source"]["name"],
+                "delivery_id": e["context"]["source"]["deliveryId"],
+                "type": e["type"],
+                "event": e.get("event") or "",
+                "data": _encode(e),
+            },
+        )
+
+
+async def until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def running(cfg, store: Store):
+    worker = DeliverWorker(cfg, store, "t")
+    for runner in worker.runners:
+        await runner.ensure_group()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    return worker, stop, task
+
+
+async def dead_letters(store: Store) -> list[dict]:
+    return [
+        {k.decode(): v.decode() for k, v in f.items() if k != b"data"}
+        for _, f in await store.client.xrange(store.keys.dead_letters())
+    ]
+
+
+async def test_routed_batched_and_acknowledged(redis_store, vendor):
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  orders:\n    type: http\n    url: {vendor.url}/o\n    batch: true\n"
+        f"    batch_size: 3\n    linger: 300ms\n    events: ['Order *']\n"
+        f"  people:\n    type: http\n    url: {vendor.url}/p\n    types: [identify]\n",
+    )
+    worker, stop, task = await running(cfg, redis_store)
+    await publish(
+        redis_store,
+        *[event(i) for i in range(7)],
+        event(90, name="Charge Succeeded"),
+        event(91, kind="identify"),
+    )
+
+    def paths():
+        return [r.path for r in vendor.requests]
+
+    await until(
+        lambda: _true(
+            sum(len(r.json()) if r.path == "/o" else 0 for r in vendor.requests) == 7
+            and "/p" in paths()
+        )
+    )
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    order_batches = [r.json() for r in vendor.requests if r.path == "/o"]
+    assert [len(b) for b in order_batches] == [3, 3, 1]  # batch_size, then linger
+    assert {e["event"] for b in order_batches for e in b} == {"Order Completed"}
+    [person] = [r.json() for r in vendor.requests if r.path == "/p"]
+    assert person["type"] == "identify"
+    for runner in worker.runners:
+        pending = await redis_store.client.xpending(redis_store.keys.events(), runner.group)
+        assert pending["pending"] == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_retries_with_backoff_then_success(redis_store, vendor):
+    vendor.reply((500, {}, b"down"), (503, {}, b"down"))
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    backoff: 50ms\n"
+        f"    backoff_max: 100ms\n",
+    )
+    worker, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(1))
+    await until(lambda: _true(len(vendor.requests) == 3), 15)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len({r.headers["webhook-id"] for r in vendor.requests}) == 1  # the same event
+    runner = worker.runners[0]
+    assert (runner.stats.sent, runner.stats.retried) == (1, 2)
+    assert await redis_store.client.zcard(runner.retry_key) == 0
+    assert await dead_letters(redis_store) == []
+    log = [
+        msgspec.json.decode(x)
+        for x in await redis_store.client.lrange(
+            redis_store.keys.attempts(event(1)["messageId"]), 0, -1
+        )
+    ]
+    assert [(a["attempt"], a["outcome"], a["status"]) for a in log] == [
+        (1, "retry", 500),
+        (2, "retry", 503),
+        (3, "ok", None),
+    ]
+
+
+async def test_retry_after_is_honoured(redis_store, vendor):
+    vendor.reply((429, {"retry-after": "1"}, b"slow down"))
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    backoff: 10ms\n",
+    )
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(1))
+    await until(lambda: _true(len(vendor.requests) == 2), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    first, second = vendor.requests
+    assert second.at - first.at >= 0.95
+
+
+async def test_permanent_failures_and_exhausted_retries_are_dead_lettered(redis_store, vendor):
+    def judge(seen):
+        return (400, {}, b'{"error": "bad"}') if "/bad" in seen.path else (500, {}, b"down")
+
+    vendor.default = judge
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  bad:\n    type: http\n    url: {vendor.url}/bad\n"
+        f"  flaky:\n    type: http\n    url: {vendor.url}/flaky\n    max_attempts: 3\n"
+        f"    backoff: 10ms\n    backoff_max: 20ms\n",
+    )
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(1))
+
+    async def both() -> bool:
+        return len(await dead_letters(redis_store)) == 2
+
+    await until(both, 15)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    letters = {d["destination"]: d for d in await dead_letters(redis_store)}
+    assert letters["bad"]["attempts"] == "1"
+    assert letters["bad"]["reason"] == 'HTTP 400: {"error": "bad"}'
+    assert letters["flaky"]["attempts"] == "3"
+    assert letters["flaky"]["reason"].startswith("gave up after 3 attempts: HTTP 500")
+    assert letters["bad"]["message_id"] == event(1)["messageId"]
+    assert letters["bad"]["delivery_id"] == "evt_1"
+    assert sum(1 for r in vendor.requests if r.path == "/flaky") == 3
+
+
+async def test_one_failing_destination_does_not_hold_up_another(redis_store, vendor):
+    vendor.default = lambda seen: (500, {}, b"") if seen.path == "/down" else (200, {}, b"{}")
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  down:\n    type: http\n    url: {vendor.url}/down\n    backoff: 1s\n"
+        f"  up:\n    type: http\n    url: {vendor.url}/up\n",
+    )
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, *[event(i) for i in range(20)])
+    await until(lambda: _true(sum(r.path == "/up" for r in vendor.requests) == 20), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_retries_survive_a_restart_and_a_lost_lease(redis_store, vendor):
+    """Retry state lives in Redis; a send that died mid-way is handed out again."""
+    vendor.reply((500, {}, b"down"))
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    backoff: 10ms\n"
+        f"    backoff_max: 20ms\n",
+    )
+    worker, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(1))
+    runner = worker.runners[0]
+
+    async def scheduled() -> bool:
+        return await redis_store.client.zcard(runner.retry_key) == 1
+
+    await until(scheduled)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    # A process leases the retry and dies before sending it.
+    leased = await runner.due_retries(time.time() + 1)
+    assert len(leased) == 1
+    assert await runner.due_retries(time.time() + 1) == []  # leased: not handed out twice
+    worker2, stop2, task2 = await running(cfg, redis_store)
+    await asyncio.sleep(0.3)
+    assert len(vendor.requests) == 1  # still leased
+    # After the lease it comes back.
+    await redis_store.client.zadd(runner.retry_key, {event(1)["messageId"]: time.time()})
+    await until(lambda: _true(len(vendor.requests) == 2))
+    stop2.set()
+    await asyncio.wait_for(task2, 10)
+    assert worker2.runners[0].stats.sent == 1
+
+
+@pytest.mark.parametrize("start", ["latest", "earliest"])
+async def test_a_new_destination_starts_where_told(redis_store, vendor, start):
+    await publish(redis_store, event(1))
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    start: {start}\n",
+    )
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(2))
+    await until(
+        lambda: _true(any(r.json()["messageId"] == event(2)["messageId"] for r in vendor.requests))
+    )
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    got = [r.json()["messageId"] for r in vendor.requests]
+    expected = (
+        [event(1)["messageId"], event(2)["messageId"]]
+        if start == "earliest"
+        else [event(2)["messageId"]]
+    )
+    assert got == expected
