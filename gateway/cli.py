@@ -71,6 +71,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     tail.add_argument("-n", type=int, default=10, help="how many (default: %(default)s)")
     tail.set_defaults(run=_events_tail)
 
+    show = events_sub.add_parser("show", help="one event's delivery attempts")
+    _config_option(show)
+    show.add_argument("message_id")
+    show.set_defaults(run=_events_show)
+
+    deliveries = sub.add_parser("deliveries", help="what an inbound delivery became")
+    d_sub = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
+    d_show = d_sub.add_parser("show", help="its events and every attempt to deliver them")
+    _config_option(d_show)
+    d_show.add_argument("delivery_id")
+    d_show.add_argument("--source", help="the source (default: look in every source)")
+    d_show.add_argument("--json", action="store_true")
+    d_show.set_defaults(run=_deliveries_show)
+
+    dlq = sub.add_parser("dlq", help="dead letters: events a destination will never take")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dlq_list = dlq_sub.add_parser("list", help="list dead letters with their reasons")
+    _config_option(dlq_list)
+    dlq_list.add_argument("--destination")
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dlq_list.set_defaults(run=_dlq_list)
+    dlq_replay = dlq_sub.add_parser("replay", help="send dead letters again")
+    _config_option(dlq_replay)
+    dlq_replay.add_argument("--destination")
+    dlq_replay.add_argument("--since", help="ISO 8601, unix seconds, or a duration ago")
+    dlq_replay.add_argument(
+        "--id", action="append", default=[], help="a dead letter's id or messageId (repeatable)"
+    )
+    dlq_replay.set_defaults(run=_dlq_replay)
+    dlq_purge = dlq_sub.add_parser("purge", help="delete dead letters")
+    _config_option(dlq_purge)
+    dlq_purge.add_argument("--destination")
+    dlq_purge.set_defaults(run=_dlq_purge)
+
     quarantine = sub.add_parser("quarantine", help="what could not become events, and why")
     q_sub = quarantine.add_subparsers(dest="action", required=True, metavar="ACTION")
     q_list = q_sub.add_parser("list", help="list quarantined deliveries with their reasons")
@@ -265,6 +299,118 @@ def _quarantine_rerun(args: argparse.Namespace) -> int:
             print(f"  still failing: {reason}", file=sys.stderr)
         print(f"{fixed} now normalized, {failing} still in the quarantine")
         return 1 if failing else 0
+
+    return _with_store(args, work)
+
+
+def _events_show(args: argparse.Namespace) -> int:
+    from .dlq import event_attempts
+
+    async def work(config: Config, store: Any) -> int:
+        attempts = await event_attempts(store, args.message_id)
+        if not attempts:
+            print(
+                f"no delivery attempts recorded for {args.message_id} (not sent yet, or "
+                f"older than delivery_log_retention)",
+                file=sys.stderr,
+            )
+            return 1
+        for a in attempts:
+            print(_attempt_line(a))
+        return 0
+
+    return _with_store(args, work)
+
+
+def _attempt_line(a: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.get("at", 0)))
+    status = a.get("status") or "-"
+    reason = f"  {a['reason']}" if a.get("reason") else ""
+    return (
+        f"{when}  {a.get('destination')}  attempt {a.get('attempt')}  {a.get('outcome')}  "
+        f"HTTP {status}  {a.get('latency_ms')} ms{reason}"
+    )
+
+
+def _deliveries_show(args: argparse.Namespace) -> int:
+    from .dlq import delivery_report
+
+    async def work(config: Config, store: Any) -> int:
+        report = await delivery_report(config, store, args.delivery_id, args.source)
+        if not report:
+            print(
+                f"no delivery {args.delivery_id!r} in the delivery log (not normalized yet, "
+                f"or older than delivery_log_retention)",
+                file=sys.stderr,
+            )
+            return 1
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        for item in report:
+            print(f"{item['source']} {item['delivery_id']}: {item['status']}")
+            for event in item["events"]:
+                print(f"  {event['message_id']}  {event['event']}")
+                for attempt in event["attempts"] or [{"outcome": "not sent yet"}]:
+                    print(
+                        "    " + (_attempt_line(attempt) if "at" in attempt else attempt["outcome"])
+                    )
+        return 0
+
+    return _with_store(args, work)
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    from .dlq import dead_letters
+
+    async def work(config: Config, store: Any) -> int:
+        items = await dead_letters(store, args.destination)
+        for item in items:
+            item.pop("_data", None)
+            if args.json:
+                print(json.dumps(item))
+                continue
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(item.get("at", "0")) / 1000))
+            print(
+                f"{item['id']}  {when}  {item.get('destination')}  {item.get('message_id')}  "
+                f"{item.get('source')}/{item.get('delivery_id')}  {item.get('event')}  "
+                f"attempts={item.get('attempts')}  {item.get('reason')}"
+            )
+        if not args.json:
+            print(f"{len(items)} dead letter(s)", file=sys.stderr)
+        return 0
+
+    return _with_store(args, work)
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from .dlq import replay_dead_letters
+    from .replay import parse_time
+
+    try:
+        since = parse_time(args.since) if args.since else None
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    async def work(config: Config, store: Any) -> int:
+        done, problems = await replay_dead_letters(
+            config, store, args.destination, since, args.id or None
+        )
+        for problem in problems:
+            print(f"  skipped: {problem}", file=sys.stderr)
+        print(f"{done} dead letter(s) queued to be sent again (by the running workers)")
+        return 1 if problems else 0
+
+    return _with_store(args, work)
+
+
+def _dlq_purge(args: argparse.Namespace) -> int:
+    from .dlq import purge_dead_letters
+
+    async def work(config: Config, store: Any) -> int:
+        print(f"{await purge_dead_letters(store, args.destination)} dead letter(s) deleted")
+        return 0
 
     return _with_store(args, work)
 

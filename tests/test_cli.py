@@ -88,11 +88,20 @@ def test_config_schema_is_json():
 
 
 class Server:
-    def __init__(self, tmp_path: Path, env: dict[str, str], *args: str) -> None:
-        self.port = free_port()
+    """`webhook-gateway serve` in a subprocess, on a free port (or the given one)."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str],
+        *args: str,
+        config: str = CONFIG,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         path = tmp_path / "config.yaml"
-        path.write_text(CONFIG)
-        self.log = tmp_path / "server.log"
+        path.write_text(config)
+        self.log = tmp_path / f"server-{self.port}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -122,8 +131,12 @@ class Server:
 
     def stop(self) -> str:
         self.proc.terminate()
-        self.proc.wait(timeout=10)
+        self.proc.wait(timeout=15)
         return self.log.read_text()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture
