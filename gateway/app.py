@@ -9,9 +9,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -19,6 +20,7 @@ from . import __version__
 from .config import Config
 from .deliver import DeliverWorker
 from .ingest import WebhookEndpoint
+from .metrics import Metrics
 from .sources import build_sources
 from .store import Store
 from .worker import NormalizeWorker
@@ -39,7 +41,8 @@ def create_app(
     sources = build_sources(config.sources)
     if store is None:
         store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
-    webhooks = WebhookEndpoint(sources, store, clock)
+    metrics = Metrics()
+    webhooks = WebhookEndpoint(sources, store, clock, metrics)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -53,6 +56,12 @@ def create_app(
             status_code=503,
             headers={"retry-after": "5"},
         )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        streams = {store.keys.raw(name): f"raw:{name}" for name in config.sources}
+        streams[store.keys.events()] = "events"
+        await metrics.update_lag(store, streams)
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -75,9 +84,9 @@ def create_app(
         stop = asyncio.Event()
         tasks = []
         if workers:
-            worker = NormalizeWorker(config, store)
+            worker = NormalizeWorker(config, store, metrics=metrics)
             tasks.append(asyncio.create_task(worker.run(stop), name="normalize-worker"))
-            deliver = DeliverWorker(config, store, worker.consumer)
+            deliver = DeliverWorker(config, store, worker.consumer, metrics)
             tasks.append(asyncio.create_task(deliver.run(stop), name="deliver-worker"))
         log.info(
             "gateway.ready",
@@ -97,10 +106,16 @@ def create_app(
 
     app = GatewayApp(
         webhooks,
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz)],
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+        ],
         lifespan=lifespan,
     )
     app.state.store = store
+    app.state.metrics = metrics
+    app.state.config = config
     app.state.sources = sources
     return app
 

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run only the workers (no HTTP), to scale them apart")
     _config_option(worker)
     worker.add_argument("--name", help="this worker's consumer name (default: host-pid-random)")
+    worker.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics on this port (GET /metrics)"
+    )
     worker.set_defaults(run=_worker)
 
     replay = sub.add_parser("replay", help="normalize stored raw deliveries again")
@@ -162,6 +165,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     from . import logs
     from .deliver import DeliverWorker
+    from .metrics import Metrics
     from .store import Store
     from .worker import NormalizeWorker
 
@@ -184,8 +188,13 @@ def _worker(args: argparse.Namespace) -> int:
         structlog.get_logger("gateway").info(
             "worker.starting", version=__version__, config=args.config
         )
-        normalize = NormalizeWorker(config, store, args.name)
-        deliver = DeliverWorker(config, store, normalize.consumer)
+        metrics = Metrics()
+        if args.metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(args.metrics_port, registry=metrics.registry)
+        normalize = NormalizeWorker(config, store, args.name, metrics)
+        deliver = DeliverWorker(config, store, normalize.consumer, metrics)
         try:
             await asyncio.gather(normalize.run(stop), deliver.run(stop))
         finally:

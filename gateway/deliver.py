@@ -34,6 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 from destinations import DESTINATION_TYPES, Destination, Result, Route, Shaper
 
 from .config import Config
+from .metrics import Metrics
 from .store import Store
 from .worker import _sleep_or_stop
 
@@ -93,6 +94,7 @@ class Runner:
     consumer: str
     claim_idle_ms: int
     log_retention: int
+    metrics: Metrics
     stats: DestStats = field(default_factory=DestStats)
 
     def __post_init__(self) -> None:
@@ -266,6 +268,10 @@ class Runner:
         self.stats.sent += counts["ok"]
         self.stats.retried += counts["retry"]
         self.stats.dead_lettered += counts["fail"]
+        for outcome, label in (("ok", "sent"), ("retry", "retried"), ("fail", "dead_lettered")):
+            if counts[outcome]:
+                self.metrics.destination_events.labels(self.name, label).inc(counts[outcome])
+        self.metrics.batch_seconds.labels(self.name).observe(latency_ms / 1000)
         log = self.log.warning if counts["fail"] or counts["retry"] else self.log.info
         log(
             "deliver.batch",
@@ -414,9 +420,16 @@ class Runner:
 class DeliverWorker:
     """Every configured destination's runner, in one process."""
 
-    def __init__(self, config: Config, store: Store, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        consumer: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         claim_idle_ms = max(1, int(config.worker.claim_idle * 1000))
+        metrics = metrics or Metrics()
         self.runners = [
             Runner(
                 name,
@@ -425,6 +438,7 @@ class DeliverWorker:
                 self.consumer,
                 claim_idle_ms,
                 int(config.delivery_log_retention),
+                metrics,
             )
             for name, dest in config.destinations.items()
         ]

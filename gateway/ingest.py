@@ -22,6 +22,7 @@ from .errors import (
     StoreUnavailable,
     UnknownSource,
 )
+from .metrics import Metrics
 from .sources import Source
 from .store import RawDelivery, Store
 
@@ -46,10 +47,12 @@ class WebhookEndpoint:
         sources: Mapping[str, Source],
         store: Store,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sources = sources
         self.store = store
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self.log = structlog.get_logger("gateway.ingest")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
@@ -113,6 +116,8 @@ class WebhookEndpoint:
     ) -> None:
         """The one log line per request: `delivery.<outcome>` with source, id and duration."""
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        # Unknown names are not labels: a scan of random URLs must not grow the metrics.
+        self.metrics.delivery(source if source in self.sources else "_unknown", outcome)
         log = self.log.warning if fields.get("status", 200) >= 500 else self.log.info
         log(
             f"delivery.{outcome}",

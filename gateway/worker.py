@@ -28,6 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 from normalizers import Delivery, Event, Mapper, NormalizeError, normalize
 
 from .config import Config
+from .metrics import Metrics
 from .store import Store
 from .tracking import violations
 
@@ -162,9 +163,16 @@ class Stats:
 class NormalizeWorker:
     """Reads the raw streams of every configured source until told to stop."""
 
-    def __init__(self, config: Config, store: Store, consumer: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        consumer: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics or Metrics()
         self.pipeline = Pipeline(config, store)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.streams = {store.keys.raw(name): name for name in config.sources}
@@ -315,7 +323,10 @@ class NormalizeWorker:
             self.stats.deliveries += 1
             self.stats.events += len(outcome.events)
             self.stats.quarantined += len(outcome.quarantine)
+            if outcome.events:
+                self.metrics.events.labels(source).inc(len(outcome.events))
             for item in outcome.quarantine:
+                self.metrics.quarantined.labels(source, item["stage"]).inc()
                 self.log.warning(
                     "delivery.quarantined",
                     source=source,
