@@ -6,7 +6,20 @@ for HTTP APIs: say what to send and how to read the reply), import it below, and
 it against a local server that behaves like the vendor, failures included.
 """
 
-from . import file, http, postgres, posthog, redis_stream, segment  # noqa: F401
+from . import (  # noqa: F401  (registers them)
+    amplitude,
+    file,
+    ga4,
+    http,
+    meta_capi,
+    mixpanel,
+    nats,
+    postgres,
+    posthog,
+    redis_stream,
+    segment,
+    tiktok,
+)
 from .base import DESTINATION_TYPES, Destination, DestinationConfig, Result, Route, Shaper
 
 __all__ = ["DESTINATION_TYPES", "Destination", "DestinationConfig", "Result", "Route", "Shaper"]

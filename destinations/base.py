@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import fnmatch
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -243,8 +244,23 @@ class HttpDestination(Destination):
         return [r or OK for r in results]
 
     async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
-        assert self.client is not None, "start() first"
         url, headers, body = self.request(batch, now)
+        return await self.post(url, headers, body, batch, now, self._send)
+
+    async def post(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+        batch: list[dict[str, Any]],
+        now: float,
+        resend: Callable[[list[dict[str, Any]], float], Awaitable[list[Result]]],
+    ) -> list[Result]:
+        """POST one request for `batch` and classify the reply, event by event.
+
+        `resend` sends a part of the batch again: a batch refused whole is bisected with it.
+        """
+        assert self.client is not None, "start() first"
         try:
             response = await self.client.post(url, content=body, headers=headers)
         except httpx.TimeoutException:
@@ -261,7 +277,7 @@ class HttpDestination(Destination):
             # One bad event fails the whole request at some vendors: bisect to find it,
             # so that the good ones still go through.
             half = len(batch) // 2
-            return await self._send(batch[:half], now) + await self._send(batch[half:], now)
+            return await resend(batch[:half], now) + await resend(batch[half:], now)
         return results
 
 

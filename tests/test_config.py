@@ -104,7 +104,7 @@ def test_secrets_do_not_show_in_reprs():
         (
             "destinations:\n  ph: {api_key: x}\n",
             {},
-            "c.yaml:2: destinations.ph: `type:` is required (one of: file, http, postgres,",
+            "c.yaml:2: destinations.ph: `type:` is required (one of: amplitude, file, ga4,",
         ),
         (
             "sources:\n  p:\n    type: hmac\n    secrets: [x]\n    signature_header: S\n"

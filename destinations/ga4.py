@@ -1,0 +1,126 @@
+"""`ga4`: Google Analytics 4 Measurement Protocol.
+
+Event names become GA4's (recommended events where one fits: `Order Completed` ->
+`purchase`; otherwise snake case, at most 40 letters, digits and underscores). Each
+request carries one `client_id` (the anonymousId, or a hash of the userId) and
+`user_id`, so a batch is sent as one request per person, at most 25 events each.
+`timestamp_micros` is the event's own time; events older than GA4's 72 hours are
+dead-lettered. GA4 answers 2xx even to invalid events (its /debug endpoint validates):
+GA4 does not dedupe, the gateway's messageIds are sent as `event_id`.
+https://developers.google.com/analytics/devguides/collection/protocol/ga4
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, ClassVar
+
+from gateway.config import Secret
+
+from .base import (
+    OK,
+    DestinationConfig,
+    HttpDestination,
+    Result,
+    encode_json,
+    fail,
+    register,
+    unix_seconds,
+)
+
+MAX_AGE = 72 * 3600
+MAX_EVENTS = 25
+RECOMMENDED = {
+    "Order Completed": "purchase",
+    "Order Refunded": "refund",
+    "Checkout Started": "begin_checkout",
+    "Payment Info Entered": "add_payment_info",
+    "Product Added": "add_to_cart",
+    "Product Removed": "remove_from_cart",
+    "Product Viewed": "view_item",
+    "Product List Viewed": "view_item_list",
+    "Products Searched": "search",
+    "Signed Up": "sign_up",
+    "Signed In": "login",
+    "Form Submitted": "generate_lead",
+}
+
+
+class Ga4Config(DestinationConfig, tag="ga4", kw_only=True):
+    measurement_id: str
+    api_secret: Secret
+    event_names: dict[str, str] = {}
+    endpoint: str = "https://www.google-analytics.com/mp/collect"
+
+
+def ga4_name(name: str) -> str:
+    snake = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+    if not snake or not snake[0].isalpha():
+        snake = "event_" + snake
+    return snake[:40]
+
+
+@register
+class Ga4Destination(HttpDestination):
+    config_type = Ga4Config
+    max_batch: ClassVar[int] = 500
+    max_bytes: ClassVar[int] = 130 * 1024 * 20
+
+    def __init__(self, name: str, config: Ga4Config) -> None:
+        super().__init__(name, config)
+        self.names = {**RECOMMENDED, **config.event_names}
+
+    def precheck(self, event: dict[str, Any], now: float) -> Result | None:
+        if now - unix_seconds(event.get("timestamp"), now) > MAX_AGE:
+            return fail("older than the 72 hours GA4 accepts (timestamp_micros)")
+        return None
+
+    async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        """One request per person (client_id), 25 events at most."""
+        groups: dict[str, list[int]] = {}
+        for i, event in enumerate(batch):
+            groups.setdefault(self.client_id(event), []).append(i)
+        results: list[Result] = [OK] * len(batch)
+        for indexes in groups.values():
+            for start in range(0, len(indexes), MAX_EVENTS):
+                part = indexes[start : start + MAX_EVENTS]
+                url, headers, body = self.request([batch[i] for i in part], now)
+                sent = await self.post(
+                    url, headers, body, [batch[i] for i in part], now, self._send
+                )
+                for i, result in zip(part, sent, strict=True):
+                    results[i] = result
+        return results
+
+    def client_id(self, event: dict[str, Any]) -> str:
+        anonymous = event.get("anonymousId")
+        if anonymous:
+            return str(anonymous)
+        return hashlib.sha256(str(event.get("userId", "")).encode()).hexdigest()[:32]
+
+    def request(self, batch: list[dict[str, Any]], now: float) -> tuple[str, dict[str, str], bytes]:
+        config: Ga4Config = self.config  # type: ignore[assignment]
+        first = batch[0]
+        body: dict[str, Any] = {"client_id": self.client_id(first), "events": []}
+        if first.get("userId"):
+            body["user_id"] = str(first["userId"])
+        for event in batch:
+            name = event.get("event") or event["type"]
+            params = {
+                k: v
+                for k, v in (event.get("properties") or event.get("traits") or {}).items()
+                if isinstance(v, str | int | float | bool)
+            }
+            if "revenue" in params and "value" not in params:
+                params["value"] = params["revenue"]
+            params["event_id"] = event["messageId"]
+            body["events"].append(
+                {
+                    "name": self.names.get(name, ga4_name(name)),
+                    "params": params,
+                    "timestamp_micros": int(unix_seconds(event.get("timestamp"), now) * 1e6),
+                }
+            )
+        query = f"?measurement_id={config.measurement_id}&api_secret={config.api_secret.reveal()}"
+        return config.endpoint + query, {"content-type": "application/json"}, encode_json(body)

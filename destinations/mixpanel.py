@@ -1,0 +1,146 @@
+"""`mixpanel`: the /import API in strict mode, and people profiles through /engage.
+
+track -> an event with `time` (ms) and `$insert_id` (the messageId without dashes: 32
+characters of [0-9a-f], within Mixpanel's 36 of [A-Za-z0-9-]), so Mixpanel drops copies;
+identify -> a profile `$set`. In strict mode Mixpanel imports the valid records of a
+batch and answers 400 with `failed_records` for the others: only those are
+dead-lettered, the rest count as sent (they are in).
+https://developer.mixpanel.com/reference/import-events
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, ClassVar
+
+import httpx
+
+from gateway.config import Secret
+from gateway.errors import ConfigError
+
+from .base import (
+    OK,
+    DestinationConfig,
+    HttpDestination,
+    Result,
+    encode_json,
+    fail,
+    register,
+    unix_seconds,
+)
+
+
+class MixpanelConfig(DestinationConfig, tag="mixpanel", kw_only=True):
+    project_token: Secret
+    """The project token (for profiles, and the import's project)."""
+    service_account: str | None = None
+    """A service account's username (with `secret` and `project_id`)."""
+    secret: Secret | None = None
+    """The service account's secret, or the project's API secret alone."""
+    project_id: str | None = None
+    host: str = "https://api.mixpanel.com"
+    """https://api-eu.mixpanel.com for EU data residency."""
+
+    def check(self) -> None:
+        super().check()
+        if self.secret is None:
+            raise ConfigError(
+                "/import needs `secret` (a service account's, with "
+                "service_account and project_id, or the project's API secret)",
+                path="secret",
+            )
+        if self.service_account and not self.project_id:
+            raise ConfigError("a service account needs project_id", path="project_id")
+
+
+def insert_id(message_id: str) -> str:
+    return message_id.replace("-", "")[:36]
+
+
+def to_mixpanel(event: dict[str, Any], now: float) -> dict[str, Any]:
+    properties = dict(event.get("properties") or {})
+    properties.update(
+        {
+            "time": int(unix_seconds(event.get("timestamp"), now) * 1000),
+            "distinct_id": event.get("userId") or event.get("anonymousId"),
+            "$insert_id": insert_id(event["messageId"]),
+            "$source": "webhook-gateway",
+            "source": event.get("context", {}).get("source", {}).get("name"),
+        }
+    )
+    return {"event": event.get("event") or event["type"], "properties": properties}
+
+
+@register
+class MixpanelDestination(HttpDestination):
+    config_type = MixpanelConfig
+    max_batch: ClassVar[int] = 2000
+    max_bytes: ClassVar[int] = 10 * 1024 * 1024
+
+    def __init__(self, name: str, config: MixpanelConfig) -> None:
+        super().__init__(name, config)
+        user = config.service_account or (config.secret.reveal() if config.secret else "")
+        password = config.secret.reveal() if config.service_account and config.secret else ""
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self.auth = {"authorization": f"Basic {token}", "content-type": "application/json"}
+
+    async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        # Profiles and events go to two endpoints; results keep the batch's order.
+        people = [i for i, e in enumerate(batch) if e["type"] == "identify"]
+        events = [i for i, e in enumerate(batch) if e["type"] != "identify"]
+        results: list[Result] = [OK] * len(batch)
+        for indexes, send in ((events, self._import), (people, self._engage)):
+            if indexes:
+                part = await send([batch[i] for i in indexes], now)
+                for i, result in zip(indexes, part, strict=True):
+                    results[i] = result
+        return results
+
+    async def _import(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        config: MixpanelConfig = self.config  # type: ignore[assignment]
+        query = "strict=1" + (f"&project_id={config.project_id}" if config.project_id else "")
+        body = encode_json([to_mixpanel(e, now) for e in batch])
+        return await self.post(
+            f"{config.host}/import?{query}", self.auth, body, batch, now, self._import
+        )
+
+    async def _engage(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
+        config: MixpanelConfig = self.config  # type: ignore[assignment]
+        body = encode_json(
+            [
+                {
+                    "$token": config.project_token.reveal(),
+                    "$distinct_id": e.get("userId") or e.get("anonymousId"),
+                    "$set": e.get("traits") or {},
+                }
+                for e in batch
+            ]
+        )
+        return await self.post(
+            f"{config.host}/engage#profile-set",
+            {"content-type": "application/json"},
+            body,
+            batch,
+            now,
+            self._engage,
+        )
+
+    def results(self, response: httpx.Response, batch: list[dict[str, Any]]) -> list[Result]:
+        if response.status_code != 400:
+            return super().results(response, batch)
+        try:
+            body = response.json()
+        except ValueError:
+            return super().results(response, batch)
+        failed = body.get("failed_records") if isinstance(body, dict) else None
+        if not isinstance(failed, list):
+            return super().results(response, batch)
+        # The valid records were imported: only the named ones failed.
+        results: list[Result] = [OK] * len(batch)
+        for record in failed:
+            index = record.get("index")
+            if isinstance(index, int) and 0 <= index < len(batch):
+                results[index] = fail(
+                    f"Mixpanel: {record.get('field')}: {record.get('message')}", 400
+                )
+        return results

@@ -1,0 +1,254 @@
+"""Ad and analytics vendors against local servers that answer like them, and real NATS."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+
+import msgspec
+import pytest
+
+from destinations import DESTINATION_TYPES
+from gateway.config import parse_config
+from tests.destinations.conftest import event
+
+NOW = 1714564900.0  # 2024-05-01T12:01:40Z, 100 s after the events' timestamp
+
+
+def make(text: str):
+    cfg = parse_config(f"destinations:\n  d:\n{text}", "d.yaml", {}).destinations["d"]
+    return DESTINATION_TYPES[cfg.__struct_config__.tag]("d", cfg)
+
+
+async def send(dest, batch, now=NOW):
+    await dest.start()
+    try:
+        return await dest.send(batch, now)
+    finally:
+        await dest.close()
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_mixpanel_import_and_profiles(vendor):
+    dest = make(
+        f"    type: mixpanel\n    project_token: tok\n    service_account: sa.user\n"
+        f"    secret: sa-secret\n    project_id: '123'\n    host: {vendor.url}\n"
+    )
+    results = await send(dest, [event(1), event(2, kind="identify", userId="u2")])
+    assert [r.outcome for r in results] == ["ok", "ok"]
+    imp, engage = vendor.requests
+    assert imp.path == "/import" and imp.query == "strict=1&project_id=123"
+    assert imp.headers["authorization"] == "Basic c2EudXNlcjpzYS1zZWNyZXQ="  # sa.user:sa-secret
+    [record] = imp.json()
+    props = record["properties"]
+    assert record["event"] == "Order Completed"
+    assert props["time"] == 1714564800000 and props["distinct_id"] == "stripe:cus_1"
+    assert props["$insert_id"] == event(1)["messageId"].replace("-", "")
+    assert len(props["$insert_id"]) <= 36 and props["revenue"] == 11.0
+    assert engage.path == "/engage"
+    assert engage.json() == [
+        {"$token": "tok", "$distinct_id": "u2", "$set": {"email": "u2@example.com"}}
+    ]
+
+
+async def test_mixpanel_partial_failure_dead_letters_only_the_named_records(vendor):
+    vendor.reply(
+        (
+            400,
+            {},
+            {
+                "code": 400,
+                "num_records_imported": 2,
+                "status": "Bad Request",
+                "error": "some data points in the request failed validation",
+                "failed_records": [
+                    {
+                        "index": 1,
+                        "$insert_id": "x",
+                        "field": "properties.time",
+                        "message": "'properties.time' is invalid",
+                    }
+                ],
+            },
+        )
+    )
+    dest = make(
+        f"    type: mixpanel\n    project_token: t\n    secret: s\n    host: {vendor.url}\n"
+    )
+    results = await send(dest, [event(1), event(2), event(3)])
+    assert [r.outcome for r in results] == ["ok", "fail", "ok"]
+    assert "properties.time" in results[1].reason
+    assert len(vendor.requests) == 1  # the imported ones are not sent again
+
+
+async def test_amplitude_shape_and_invalid_indexes(vendor):
+    dest = make(f"    type: amplitude\n    api_key: amp\n    endpoint: {vendor.url}/2/httpapi\n")
+    results = await send(dest, [event(1), event(2, kind="identify", userId="u2")])
+    assert all(r.ok for r in results)
+    body = vendor.requests[0].json()
+    assert body["api_key"] == "amp" and body["options"] == {"min_id_length": 1}
+    track, identify = body["events"]
+    assert track == {
+        "event_type": "Order Completed",
+        "time": 1714564800000,
+        "insert_id": event(1)["messageId"],
+        "platform": "webhook-gateway",
+        "device_id": "stripe:cus_1",
+        "event_properties": {"order_id": "o1", "revenue": 11.0, "currency": "USD"},
+    }
+    assert identify["event_type"] == "$identify" and identify["user_id"] == "u2"
+    assert identify["user_properties"] == {"$set": {"email": "u2@example.com"}}
+    vendor.reply(
+        (
+            400,
+            {},
+            {
+                "code": 400,
+                "error": "Invalid field values on some events",
+                "events_with_invalid_fields": {"time": [1]},
+            },
+        )
+    )
+    results = await send(dest, [event(1), event(2), event(3)])
+    assert [r.outcome for r in results] == ["retry", "fail", "retry"]
+    assert results[1].reason == "Amplitude: invalid field time"
+
+
+async def test_meta_capi_hashes_maps_and_dedupes_on_event_id(vendor):
+    dest = make(
+        f"    type: meta-capi\n    pixel_id: '777'\n    access_token: EAAB\n"
+        f"    test_event_code: TEST123\n    host: {vendor.url}\n"
+    )
+    purchase = event(
+        1,
+        properties={
+            "revenue": 54.5,
+            "currency": "USD",
+            "order_id": "o1",
+            "email": "  Jenny.Rosen@Example.COM ",
+            "phone": "+1 (650) 555-0100",
+            "fbc": "fb.1.1714564800000.AbCd",
+        },
+    )
+    purchase["context"]["ip"] = "203.0.113.9"
+    results = await send(dest, [purchase])
+    assert results[0].ok
+    [seen] = vendor.requests
+    assert seen.path == "/v21.0/777/events"
+    body = seen.json()
+    assert body["access_token"] == "EAAB" and body["test_event_code"] == "TEST123"
+    [data] = body["data"]
+    assert data["event_name"] == "Purchase" and data["event_id"] == purchase["messageId"]
+    assert data["event_time"] == 1714564800 and data["action_source"] == "system_generated"
+    user = data["user_data"]
+    assert user["em"] == [sha("jenny.rosen@example.com")]
+    assert user["ph"] == [sha("16505550100")]
+    assert user["external_id"] == [sha("stripe:cus_1")]
+    assert user["client_ip_address"] == "203.0.113.9" and user["fbc"] == "fb.1.1714564800000.AbCd"
+    assert data["custom_data"] == {"value": 54.5, "currency": "USD", "order_id": "o1"}
+
+
+async def test_meta_capi_backfill_limit_and_bisecting_a_refused_batch(vendor):
+    def judge(seen):
+        names = [d["event_name"] for d in seen.json()["data"]]
+        if "Bad" in names:
+            return (400, {}, {"error": {"message": "Invalid parameter", "code": 100}})
+        return (200, {}, {"events_received": len(names)})
+
+    vendor.default = judge
+    dest = make(
+        f"    type: meta-capi\n    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n"
+    )
+    old = event(9, timestamp="2024-04-20T00:00:00.000Z")
+    batch = [event(1), event(2, name="Bad"), event(3), old]
+    results = await send(dest, batch)
+    assert [r.outcome for r in results] == ["ok", "fail", "ok", "fail"]
+    assert "7 days" in results[3].reason and "Invalid parameter" in results[1].reason
+    sent_ids = {d["event_id"] for r in vendor.requests for d in r.json()["data"]}
+    assert old["messageId"] not in sent_ids  # never sent: it would be refused forever
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"), [(0, "ok"), (40100, "retry"), (50000, "retry"), (40002, "fail")]
+)
+async def test_tiktok_reads_the_code_inside_200(vendor, code, outcome):
+    vendor.reply((200, {}, {"code": code, "message": "msg", "data": {}}))
+    dest = make(
+        f"    type: tiktok\n    pixel_code: PX1\n    access_token: tt\n"
+        f"    endpoint: {vendor.url}/open_api/v1.3/event/track/\n"
+    )
+    [result] = await send(
+        dest, [event(1, properties={"revenue": 5, "currency": "EUR", "email": "A@b.co"})]
+    )
+    assert result.outcome == outcome
+    [seen] = vendor.requests
+    assert seen.headers["access-token"] == "tt"
+    body = seen.json()
+    assert body["event_source_id"] == "PX1" and body["event_source"] == "web"
+    [data] = body["data"]
+    assert data["event"] == "CompletePayment" and data["event_id"] == event(1)["messageId"]
+    assert data["user"]["email"] == sha("a@b.co")
+    assert data["properties"] == {"value": 5, "currency": "EUR"}
+
+
+async def test_ga4_one_request_per_person_and_recommended_names(vendor):
+    dest = make(
+        f"    type: ga4\n    measurement_id: G-ABC\n    api_secret: sec\n"
+        f"    endpoint: {vendor.url}/mp/collect\n"
+    )
+    batch = [event(i, anonymousId="stripe:cus_a") for i in range(30)] + [
+        event(99, name="Subscription Created", anonymousId="stripe:cus_b", userId="u_b")
+    ]
+    old = event(100, timestamp="2024-04-25T00:00:00.000Z")
+    results = await send(dest, [*batch, old])
+    assert [r.outcome for r in results] == ["ok"] * 31 + ["fail"]
+    assert "72 hours" in results[-1].reason
+    assert all(r.query == "measurement_id=G-ABC&api_secret=sec" for r in vendor.requests)
+    bodies = [r.json() for r in vendor.requests]
+    assert sorted(len(b["events"]) for b in bodies) == [1, 5, 25]
+    a = next(b for b in bodies if len(b["events"]) == 25)
+    assert a["client_id"] == "stripe:cus_a" and "user_id" not in a
+    assert a["events"][0]["name"] == "purchase"
+    assert a["events"][0]["timestamp_micros"] == 1714564800000000
+    assert a["events"][0]["params"]["value"] == 10.0
+    b = next(b for b in bodies if len(b["events"]) == 1)
+    assert b["user_id"] == "u_b" and b["events"][0]["name"] == "subscription_created"
+
+
+async def test_nats_jetstream_dedupes_on_message_id():
+    import nats
+
+    name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
+    subject = f"t{uuid.uuid4().hex[:8]}.{{type}}"
+    try:
+        nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=2)
+    except Exception as e:
+        pytest.skip(f"no NATS at 127.0.0.1:4222: {e}")
+    js = nc.jetstream()
+    try:
+        dest = make(
+            f"    type: nats\n    url: nats://127.0.0.1:4222\n    subject: '{subject}'\n"
+            f"    create_stream: {name}\n"
+        )
+        assert all(r.ok for r in await send(dest, [event(1), event(2)], time.time()))
+        assert all(r.ok for r in await send(dest, [event(1)], time.time()))  # a redo
+        info = await js.stream_info(name)
+        assert info.state.messages == 2
+        msg = await js.get_msg(name, 1)
+        assert msgspec.json.decode(msg.data)["messageId"] == event(1)["messageId"]
+        assert msg.headers["Nats-Msg-Id"] == event(1)["messageId"]
+        missing = make(
+            "    type: nats\n    url: nats://127.0.0.1:4222\n"
+            "    subject: nowhere.at.all\n    timeout: 2s\n"
+        )
+        [result] = await send(missing, [event(1)], time.time())
+        assert result.outcome == "fail" and "no JetStream stream" in result.reason
+    finally:
+        try:
+            await js.delete_stream(name)
+        finally:
+            await nc.close()
