@@ -22,6 +22,7 @@ and replays never duplicate a row.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import datetime
 from typing import Any, ClassVar
@@ -87,6 +88,7 @@ class PostgresDestination(Destination):
         self.pool: asyncpg.Pool | None = None
         self.insert = INSERT.format(table=config.table)
         self.created = False
+        self.creating = asyncio.Lock()
 
     async def start(self) -> None:
         config: PostgresConfig = self.config  # type: ignore[assignment]
@@ -104,15 +106,30 @@ class PostgresDestination(Destination):
             await self.pool.close()
             self.pool = None
 
+    async def ensure_table(self) -> None:
+        """CREATE TABLE IF NOT EXISTS, once: run concurrently, PostgreSQL can fail it with a
+        unique violation on pg_type (it checks before it locks)."""
+        async with self.creating:
+            if self.created:
+                return
+            assert self.pool is not None
+            config: PostgresConfig = self.config  # type: ignore[assignment]
+            async with self.pool.acquire() as conn:
+                await conn.execute(CREATE.format(table=config.table))
+            self.created = True
+
     async def send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         try:
             await self.start()
+            await self.ensure_table()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            # Not the events' fault: they wait for the table (or the server), never fail.
+            return [retry(f"PostgreSQL: cannot prepare the table: {type(e).__name__}: {e}")] * len(
+                batch
+            )
+        try:
             assert self.pool is not None
             async with self.pool.acquire() as conn:
-                if not self.created:
-                    config: PostgresConfig = self.config  # type: ignore[assignment]
-                    await conn.execute(CREATE.format(table=config.table))
-                    self.created = True
                 await conn.execute(self.insert, *_columns(batch))
         except (
             OSError,

@@ -217,6 +217,7 @@ class Runner:
         acks: list[str] = []
         done: list[str] = []  # retry-set members finished (sent or dead-lettered)
         counts = {"ok": 0, "retry": 0, "fail": 0}
+        records: dict[tuple[Any, ...], bytes] = {}
         for item, result in zip(items, results, strict=True):
             message_id = item.event.get("messageId", "")
             attempts = item.attempts + 1
@@ -242,17 +243,23 @@ class Runner:
             if item.entry_id is not None:
                 acks.append(item.entry_id)
             if self.log_retention:
-                attempt = {
-                    "destination": self.name,
-                    "at": round(now, 3),
-                    "attempt": attempts,
-                    "outcome": outcome,
-                    "status": result.status,
-                    "latency_ms": latency_ms,
-                    "reason": reason[:300],
-                }
+                # The events of a batch mostly share one record: encode each kind once.
+                shape = (attempts, outcome, result.status, reason)
+                record = records.get(shape)
+                if record is None:
+                    record = records[shape] = _encode(
+                        {
+                            "destination": self.name,
+                            "at": round(now, 3),
+                            "attempt": attempts,
+                            "outcome": outcome,
+                            "status": result.status,
+                            "latency_ms": latency_ms,
+                            "reason": reason[:300],
+                        }
+                    )
                 key = self.store.keys.attempts(message_id)
-                writes.append(("RPUSH", key, _encode(attempt)))
+                writes.append(("RPUSH", key, record))
                 writes.append(("EXPIRE", key, self.log_retention))
         if writes:
             await self.store.execute(writes)

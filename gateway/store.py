@@ -33,7 +33,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
@@ -295,7 +295,7 @@ class Store:
             conn = await pool.get_connection()
             try:
                 await conn.send_packed_command(b"".join(map(pack_command, calls)), False)
-                replies = [await conn.read_response() for _ in calls]
+                replies = await _read_replies(conn, len(calls), self.timeout)
             except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
                 await conn.disconnect()
                 # A pooled connection can be dead after a Redis restart: one fresh try.
@@ -313,6 +313,26 @@ class Store:
                 raise errors[0]
             return replies
         raise AssertionError("unreachable")
+
+
+async def _read_replies(conn: Any, count: int, timeout: float) -> list[Any]:
+    """`count` replies, error replies as exception objects (not raised).
+
+    One deadline for them all, straight from the connection's parser: redis-py's
+    read_response() sets up a timeout and push-message handling for each reply, which
+    cost more than parsing it when a pipeline has hundreds.
+    """
+    parser = getattr(conn, "_parser", None)
+    if parser is None or not hasattr(parser, "read_response"):  # another redis-py layout
+        out = []
+        for _ in range(count):
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as e:
+                out.append(e)
+        return out
+    async with asyncio.timeout(timeout):
+        return [await parser.read_response() for _ in range(count)]
 
 
 def pack_command(args: tuple[Any, ...]) -> bytes:

@@ -157,3 +157,17 @@ async def test_postgres_unreachable_is_retried():
     [result] = await dest.send([event(1)], time.time())
     await dest.close()
     assert result.outcome == "retry"
+
+
+async def test_postgres_concurrent_first_batches_all_land(pg_table):
+    """Batches in flight at once must not race to create the table (and dead-letter)."""
+    import asyncio
+
+    conn, table = pg_table
+    dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n    concurrency: 8\n")
+    await dest.start()
+    batches = [[event(i * 10 + j) for j in range(10)] for i in range(8)]
+    results = await asyncio.gather(*(dest.send(b, time.time()) for b in batches))
+    await dest.close()
+    assert all(r.ok for batch in results for r in batch)
+    assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 80
