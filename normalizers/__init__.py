@@ -35,12 +35,15 @@ def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
         if mapper is None:
             return finish(delivery, _builtin(delivery))
         payload = delivery.payload
-        with mapper.context(payload, delivery.headers):
+        tokens = mapper.enter(payload, delivery.headers)
+        try:
             rule = mapper.match(payload) if mapper.rules else None
             drafts = _builtin(delivery) if rule is None or rule.builtin else []
             if rule is not None:
                 drafts += mapper.drafts(rule, payload, vendor_event_type(delivery))
             own = mapper.own_user_id(payload)
+        finally:
+            mapper.leave(tokens)
         return finish(delivery, drafts, own)
     except NormalizeError:
         raise
