@@ -92,7 +92,7 @@ def create_app(
             "gateway.ready",
             sources=sorted(sources),
             store=_describe(store),
-            workers="normalize" if workers else "off",
+            workers="normalize, deliver" if workers else "off",
         )
         try:
             yield

@@ -249,6 +249,8 @@ def test_readme_quick_start_works_as_written(tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.endswith("_WEBHOOK_SECRET")}
     env.pop("REDIS_URL", None)
+    events_file = tmp_path / "events.jsonl"
+    env["EVENTS_FILE"] = str(events_file)
     log = (tmp_path / "log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],
@@ -268,12 +270,19 @@ def test_readme_quick_start_works_as_written(tmp_path):
         script = snippet.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
         first = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
         again = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            events_file.exists() and events_file.read_text().strip()
+        ):
+            time.sleep(0.1)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     assert "HTTP/1.1 200 OK" in first.stdout
     assert '{"status":"accepted","delivery_id":"evt_test_1"}' in first.stdout
     assert '{"status":"duplicate","delivery_id":"evt_test_1"}' in again.stdout
+    [line] = events_file.read_text().splitlines()  # the example's file destination
+    assert json.loads(line)["context"]["source"]["deliveryId"] == "evt_test_1"
 
 
 def test_serve_with_a_bad_log_level_says_which_are_valid(tmp_path):
