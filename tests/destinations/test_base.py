@@ -134,3 +134,25 @@ async def test_a_batch_rejected_whole_is_split_to_find_the_bad_event(vendor):
         if not any(x["properties"].get("bad") for x in r.json())
     ]
     assert sorted(delivered) == sorted(e["messageId"] for i, e in enumerate(batch) if i != 5)
+
+
+async def test_413_is_split_down_until_it_fits(vendor):
+    vendor.default = lambda seen: (
+        (413, {}, b"too large") if len(seen.json()) > 2 else (200, {}, b"{}")
+    )
+    dest = http_dest(vendor)
+    await dest.start()
+    results = await dest.send([event(i) for i in range(7)], time.time())
+    await dest.close()
+    assert all(r.ok for r in results)
+    delivered = [e["messageId"] for r in vendor.requests if len(r.json()) <= 2 for e in r.json()]
+    assert sorted(delivered) == sorted(event(i)["messageId"] for i in range(7))
+
+
+async def test_one_event_too_large_for_the_vendor_is_dead_lettered(vendor):
+    vendor.default = (413, {}, b"payload too large")
+    dest = http_dest(vendor)
+    await dest.start()
+    [result] = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert result.outcome == "fail" and "413" in result.reason

@@ -248,3 +248,18 @@ async def test_a_new_destination_starts_where_told(redis_store, vendor, start):
         else [event(2)["messageId"]]
     )
     assert got == expected
+
+
+async def test_batches_respect_batch_bytes(redis_store, vendor):
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    batch: true\n"
+        f"    batch_bytes: 2KiB\n    linger: 300ms\n",
+    )
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, *[event(i) for i in range(10)])
+    await until(lambda: _true(sum(len(r.json()) for r in vendor.requests) == 10))
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert len(vendor.requests) > 1
+    assert all(len(r.body) <= 2048 + 600 for r in vendor.requests)  # at most one event over
