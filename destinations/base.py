@@ -71,10 +71,11 @@ class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Bytes per request (default: the vendor's own limit)."""
     linger: Duration = duration("200ms")
     """How long a batch may wait to fill up."""
-    max_attempts: int = 10
-    """After this many failed attempts an event goes to the dead letters."""
+    max_attempts: int | None = None
+    """After this many failed attempts an event goes to the dead letters (null: no limit,
+    only max_age)."""
     max_age: Duration = duration("24h")
-    """An event older than this (since the first attempt) goes to the dead letters."""
+    """An event still failing this long after its first attempt goes to the dead letters."""
     backoff: Duration = duration("1s")
     """First retry delay; doubled each time, with full jitter."""
     backoff_max: Duration = duration("10m")
@@ -89,7 +90,7 @@ class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         from gateway.errors import ConfigError
 
         for name in ("max_attempts", "concurrency"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError("must be at least 1", path=name)
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError("must be at least 1", path="batch_size")
@@ -198,8 +199,9 @@ class Destination:
 class HttpDestination(Destination):
     """A destination behind an HTTP API: subclasses say what to send and what came back."""
 
-    split_rejected: ClassVar[bool] = True
-    """Whether a batch the vendor refuses as a whole (4xx) is split to find the bad events."""
+    split_statuses: ClassVar[frozenset[int]] = frozenset({400, 413, 422})
+    """Refusals of a whole batch that may be about one event in it: the batch is bisected
+    to find it (401, 403, 404 are about the destination, not the events: never split)."""
 
     def __init__(self, name: str, config: DestinationConfig) -> None:
         super().__init__(name, config)
@@ -228,6 +230,12 @@ class HttpDestination(Destination):
         if response.is_success:
             return [OK] * len(batch)
         return [fail(_why(response), response.status_code)] * len(batch)
+
+    def splittable(self, response: httpx.Response, results: list[Result]) -> bool:
+        """Whether a batch refused whole should be bisected to find the bad events."""
+        return response.status_code in self.split_statuses and all(
+            r.outcome == "fail" for r in results
+        )
 
     def precheck(self, event: dict[str, Any], now: float) -> Result | None:
         """A reason never to send this event (e.g. older than the vendor's backfill limit)."""
@@ -272,8 +280,7 @@ class HttpDestination(Destination):
             after = retry_after(response.headers.get("retry-after"), now)
             return [retry(_why(response), after, status)] * len(batch)
         results = self.results(response, batch)
-        rejected_whole = not response.is_success and all(r.outcome == "fail" for r in results)
-        if rejected_whole and self.split_rejected and len(batch) > 1:
+        if self.splittable(response, results) and len(batch) > 1:
             # One bad event fails the whole request at some vendors: bisect to find it,
             # so that the good ones still go through.
             half = len(batch) // 2
@@ -303,7 +310,10 @@ def retry_after(value: str | None, now: float) -> float | None:
 def _why(response: httpx.Response) -> str:
     """`HTTP 400: <first 200 characters of the reply>`."""
     text = response.text.strip().replace("\n", " ")
-    return f"HTTP {response.status_code}: {text[:200]}" if text else f"HTTP {response.status_code}"
+    why = f"HTTP {response.status_code}: {text[:200]}" if text else f"HTTP {response.status_code}"
+    if response.status_code in (401, 403):
+        why += " (check this destination's credentials: every event will fail the same way)"
+    return why
 
 
 def encode_json(value: Any) -> bytes:

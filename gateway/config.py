@@ -194,6 +194,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """enforce: events breaking the plan go to the quarantine; warn: logged; off: no checks."""
     events_retention: int = 500_000
     """Events kept in the events stream (approximate); destinations read from it."""
+    dead_letter_retention: int = 1_000_000
+    """Dead letters kept (all destinations together, approximate): size it so that a
+    destination failing everything cannot push out the others' before you look."""
     delivery_log_retention: Duration = duration("7d")
     """How long the delivery log keeps what a delivery became and each send attempt;
     0 turns it off."""
@@ -242,6 +245,7 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
     _check_store(doc, top)
     for path, value in (
         (("events_retention",), top.events_retention),
+        (("dead_letter_retention",), top.dead_letter_retention),
         (("worker", "batch"), top.worker.batch),
     ):
         if value < 1:

@@ -19,6 +19,7 @@ removed, so a kill -9 mid-send means it is sent again (with the same messageId).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -36,10 +37,9 @@ from destinations import DESTINATION_TYPES, Destination, Result, Route, Shaper
 from .config import Config
 from .metrics import Metrics
 from .store import Store
-from .worker import _sleep_or_stop
+from .worker import _sleep_or_stop, trimmed_unread
 
 LEASE_SECONDS = 60.0  # a retry being sent is not handed out again before this
-DLQ_RETENTION = 100_000
 
 # Hand out due retries: move their due time past a lease, return them with their data.
 # KEYS[1] retry set (zset: message id -> due time), KEYS[2] retry data (hash).
@@ -95,6 +95,7 @@ class Runner:
     claim_idle_ms: int
     log_retention: int
     metrics: Metrics
+    dlq_retention: int = 1_000_000
     stats: DestStats = field(default_factory=DestStats)
 
     def __post_init__(self) -> None:
@@ -107,6 +108,7 @@ class Runner:
         self.retry_key, self.retry_data = keys.retries(self.name)
         self.slots = asyncio.Semaphore(config.concurrency)
         self.holding: set[str] = set()  # entries read by this process and not yet settled
+        self._reported: dict[str, int] = {}
         self.inflight: set[asyncio.Task[None]] = set()
         self.log = structlog.get_logger("gateway.deliver").bind(destination=self.name)
         # A blocking read must end before the socket timeout would cut it.
@@ -138,22 +140,44 @@ class Runner:
         return await self.admit(entries)
 
     async def admit(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> list[Item]:
-        items, skip = [], []
+        """Entries this destination wants, as items; the others are acknowledged."""
+        items, skip, broken = [], [], []
         for entry_id, fields in entries:
             if not fields or not self.route.wants(
-                fields.get(b"source", b"").decode(),
-                fields.get(b"type", b"").decode(),
-                fields.get(b"event", b"").decode(),
+                fields.get(b"source", b"").decode("utf-8", "replace"),
+                fields.get(b"type", b"").decode("utf-8", "replace"),
+                fields.get(b"event", b"").decode("utf-8", "replace"),
             ):
                 skip.append(entry_id)
                 continue
             data = fields.get(b"data", b"{}")
-            event = self.shape(_decode(data))
+            try:
+                event = self.shape(_decode(data))
+            except (msgspec.DecodeError, AttributeError, TypeError) as e:
+                broken.append((entry_id, fields, f"the event in the stream is unreadable: {e}"))
+                continue
             items.append(Item(event, entry_id, size=len(data)))
-            self.holding.add(entry_id)
+        writes: list[tuple[Any, ...]] = []
+        for entry_id, fields, reason in broken:
+            writes.append(
+                self.dead_letter(
+                    {
+                        "messageId": fields.get(b"message_id", b"").decode("utf-8", "replace"),
+                        "type": "unknown",
+                    },
+                    0,
+                    reason,
+                    time.time(),
+                )
+            )
+            skip.append(entry_id)
+        if writes:
+            await self.store.execute(writes)
         if skip:
             self.stats.skipped += len(skip)
             await self.store.execute([("XACK", self.events_key, self.group, *skip)])
+        # Held from here on: reclaim() leaves them alone until they are settled.
+        self.holding.update(item.entry_id for item in items if item.entry_id)
         return items
 
     async def reclaim(self) -> list[Item]:
@@ -174,10 +198,16 @@ class Runner:
         deleted = reply[2] if len(reply) > 2 else []
         if deleted:
             await self.store.execute([("XACK", self.events_key, self.group, *deleted)])
+        lost = len(deleted) + await trimmed_unread(
+            self.store, self.events_key, self.group, self._reported
+        )
+        if lost:
+            self.metrics.destination_events.labels(self.name, "lost").inc(lost)
             self.log.error(
                 "deliver.events_lost",
-                count=len(deleted),
-                reason="trimmed from the events stream before delivery; raise events_retention",
+                count=lost,
+                reason="trimmed from the events stream before delivery; raise "
+                "events_retention, or look at why this destination is behind",
             )
         return await self.admit(entries)
 
@@ -194,11 +224,14 @@ class Runner:
     async def _deliver(self, items: list[Item]) -> None:
         now = time.time()
         started = time.perf_counter()
+        keepalive = asyncio.create_task(self.keep_claimed(items))
         try:
             results = await self.destination.send([i.event for i in items], now)
         except Exception as e:  # a destination bug must not lose the batch
             self.log.exception("deliver.send_failed")
             results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
+        finally:
+            keepalive.cancel()
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         try:
             await self.settle(items, results, now, latency_ms)
@@ -225,7 +258,7 @@ class Runner:
             outcome = result.outcome
             reason = result.reason
             if outcome == "retry":
-                if attempts >= config.max_attempts:
+                if config.max_attempts is not None and attempts >= config.max_attempts:
                     outcome, reason = "fail", f"gave up after {attempts} attempts: {reason}"
                 elif now - first_at >= float(config.max_age):
                     outcome = "fail"
@@ -289,6 +322,28 @@ class Runner:
             reason=next((r.reason for r in results if not r.ok), None),
         )
 
+    async def keep_claimed(self, items: list[Item]) -> None:
+        """While a batch is being sent, keep its entries and leases from looking abandoned:
+        a slow vendor must not make another worker (or the retry loop) send them again."""
+        every = max(0.5, min(self.claim_idle_ms / 1000, LEASE_SECONDS) / 3)
+        entries = [i.entry_id for i in items if i.entry_id]
+        leased = [i.event.get("messageId", "") for i in items if not i.entry_id]
+        while True:
+            await asyncio.sleep(every)
+            commands: list[tuple[Any, ...]] = []
+            if entries:  # resets their idle time, so XAUTOCLAIM leaves them be
+                commands.append(
+                    ("XCLAIM", self.events_key, self.group, self.consumer, 0, *entries, "JUSTID")
+                )
+            if leased:
+                until = time.time() + LEASE_SECONDS
+                commands.append(
+                    ("ZADD", self.retry_key, "XX", *[x for m in leased for x in (until, m)])
+                )
+            # On failure the next round tries again; at worst a copy goes (same messageId).
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.execute(commands)
+
     def backoff(self, attempts: int, retry_after: float | None) -> float:
         """Full jitter (AWS's), capped, and never sooner than a Retry-After."""
         config = self.destination.config
@@ -307,7 +362,7 @@ class Runner:
             self.store.keys.dead_letters(),
             "MAXLEN",
             "~",
-            DLQ_RETENTION,
+            self.dlq_retention,
             "*",
             "destination",
             self.name,
@@ -356,8 +411,8 @@ class Runner:
     # --- the loops ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.destination.start()
         self.log.info("deliver.started", type=self.destination.config.__struct_config__.tag)
+        started = False
         ready = False
         next_claim = next_retry = 0.0
         batch: list[Item] = []
@@ -367,6 +422,11 @@ class Runner:
         try:
             while not stop.is_set():
                 try:
+                    if not started:
+                        await asyncio.wait_for(
+                            self.destination.start(), float(self.destination.config.timeout)
+                        )
+                        started = True
                     if not ready:
                         await self.ensure_group()
                         ready = True
@@ -393,14 +453,14 @@ class Runner:
                     if not new and self.store.embedded and not batch:
                         await asyncio.sleep(0.05)
                     for item in new:
+                        if batch and size + item.size > self.destination.batch_bytes:
+                            await self.dispatch(batch)  # the next one would not fit
+                            batch, size = [], 0
                         if not batch:
                             deadline = time.monotonic() + linger
                         batch.append(item)
                         size += item.size
-                        if (
-                            len(batch) >= self.destination.batch_size
-                            or size >= self.destination.batch_bytes
-                        ):
+                        if len(batch) >= self.destination.batch_size:
                             await self.dispatch(batch)
                             batch, size = [], 0
                     if batch and time.monotonic() >= deadline:
@@ -410,7 +470,11 @@ class Runner:
                     self.log.warning("deliver.redis_unavailable", error=type(e).__name__)
                     ready = False
                     await _sleep_or_stop(stop, 1.0)
-                except Exception:
+                except Exception as e:
+                    if not started:  # the destination cannot connect yet: keep trying
+                        self.log.warning("deliver.cannot_start", error=f"{type(e).__name__}: {e}")
+                        await _sleep_or_stop(stop, 5.0)
+                        continue
                     self.log.exception("deliver.error")
                     await _sleep_or_stop(stop, 1.0)
             if batch:
@@ -446,6 +510,7 @@ class DeliverWorker:
                 claim_idle_ms,
                 int(config.delivery_log_retention),
                 metrics,
+                config.dead_letter_retention,
             )
             for name, dest in config.destinations.items()
         ]
@@ -454,4 +519,10 @@ class DeliverWorker:
         if not self.runners:
             await stop.wait()
             return
-        await asyncio.gather(*(r.run(stop) for r in self.runners))
+        # One destination's failure is its own: the others go on.
+        outcomes = await asyncio.gather(
+            *(r.run(stop) for r in self.runners), return_exceptions=True
+        )
+        for runner, outcome in zip(self.runners, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                runner.log.error("deliver.stopped", error=f"{type(outcome).__name__}: {outcome}")

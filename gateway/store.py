@@ -34,7 +34,6 @@ import redis.asyncio as redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
@@ -296,10 +295,11 @@ class Store:
             try:
                 await conn.send_packed_command(b"".join(map(pack_command, calls)), False)
                 replies = await _read_replies(conn, len(calls), self.timeout)
-            except (ConnectionError, TimeoutError, RedisConnectionError, RedisTimeoutError):
+            except (ConnectionError, RedisConnectionError):
                 await conn.disconnect()
                 # A pooled connection can be dead after a Redis restart: one fresh try.
-                # Running the script again is safe: what landed is reported as seen.
+                # (Not after a timeout: Redis may have run the commands, and not all are
+                # idempotent the way the accept script is.)
                 if attempt == 2:
                     raise
                 continue

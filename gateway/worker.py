@@ -279,32 +279,13 @@ class NormalizeWorker:
         return total
 
     async def check_trimmed(self, key: str, source: str) -> None:
-        """Log when raw deliveries were trimmed before this group read them (Redis 7+).
-
-        Trimming drops the oldest entries and the group reads in order, so deliveries were
-        lost when more entries were trimmed than the group had read.
-        """
-        try:
-            stream = await self.store.client.xinfo_stream(key)
-            groups = await self.store.client.xinfo_groups(key)
-        except ResponseError:
-            return
-        group = next((g for g in groups if g.get("name") in (GROUP, GROUP.encode())), None)
-        added = stream.get("entries-added")
-        if group is None or not isinstance(added, int):
-            return
-        trimmed = added - int(stream.get("length", 0))
-        read = group.get("entries-read")
-        if read is None:
-            if _stream_id(group.get("last-delivered-id", b"0-0")) != (0, 0):
-                return  # Redis could not count what was read: no reliable answer
-            read = 0
-        if trimmed > read and trimmed > self._reported.get(key, 0):
-            self._reported[key] = trimmed
+        """Log when raw deliveries were trimmed before this group read them."""
+        lost = await trimmed_unread(self.store, key, GROUP, self._reported)
+        if lost:
             self.log.error(
                 "worker.deliveries_lost",
                 source=source,
-                count=trimmed - read,
+                count=lost,
                 reason="raw deliveries were trimmed before they were normalized; raise "
                 "raw_retention or add workers",
             )
@@ -359,6 +340,35 @@ class NormalizeWorker:
             events=dict(names),
             quarantined=self.stats.quarantined - quarantined,
         )
+
+
+async def trimmed_unread(store: Store, key: str, group_name: str, reported: dict[str, int]) -> int:
+    """Entries trimmed from a stream before `group_name` read them, not reported yet (Redis 7+).
+
+    Trimming drops the oldest entries and a group reads in order, so entries were lost
+    when more were trimmed than the group had read.
+    """
+    try:
+        stream = await store.client.xinfo_stream(key)
+        groups = await store.client.xinfo_groups(key)
+    except ResponseError:
+        return 0
+    names = (group_name, group_name.encode())
+    group = next((g for g in groups if g.get("name") in names), None)
+    added = stream.get("entries-added")
+    if group is None or not isinstance(added, int):
+        return 0
+    trimmed = added - int(stream.get("length", 0))
+    read = group.get("entries-read")
+    if read is None:
+        if _stream_id(group.get("last-delivered-id", b"0-0")) != (0, 0):
+            return 0  # Redis could not count what was read: no reliable answer
+        read = 0
+    already = reported.get(key, 0)
+    if trimmed - read <= already:
+        return 0
+    reported[key] = trimmed - read
+    return trimmed - read - already
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:

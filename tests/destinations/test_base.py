@@ -156,3 +156,17 @@ async def test_one_event_too_large_for_the_vendor_is_dead_lettered(vendor):
     [result] = await dest.send([event(1)], time.time())
     await dest.close()
     assert result.outcome == "fail" and "413" in result.reason
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_refusals_about_the_destination_are_not_bisected(vendor, status):
+    """A bad key refuses every event alike: splitting would only repeat the refusal."""
+    vendor.default = (status, {}, b'{"error": "invalid api key"}')
+    dest = http_dest(vendor)
+    await dest.start()
+    results = await dest.send([event(i) for i in range(8)], time.time())
+    await dest.close()
+    assert [r.outcome for r in results] == ["fail"] * 8
+    assert len(vendor.requests) == 1
+    if status in (401, 403):
+        assert "credentials" in results[0].reason

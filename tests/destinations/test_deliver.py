@@ -262,4 +262,55 @@ async def test_batches_respect_batch_bytes(redis_store, vendor):
     stop.set()
     await asyncio.wait_for(task, 10)
     assert len(vendor.requests) > 1
-    assert all(len(r.body) <= 2048 + 600 for r in vendor.requests)  # at most one event over
+    # the events' own bytes stay within batch_bytes; the array adds [ , ] only
+    assert all(len(r.body) <= 2048 + len(r.json()) + 1 for r in vendor.requests)
+
+
+async def test_no_attempt_limit_by_default_only_max_age(redis_store, vendor):
+    """An outage of many retries must not dead-letter events still within max_age."""
+    vendor.default = (503, {}, b"down")
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    backoff: 1ms\n"
+        f"    backoff_max: 5ms\n",
+    )
+    assert cfg.destinations["hook"].max_attempts is None
+    _, stop, task = await running(cfg, redis_store)
+    await publish(redis_store, event(1))
+    await until(lambda: _true(len(vendor.requests) >= 15), 20)
+    assert await dead_letters(redis_store) == []
+    vendor.default = (200, {}, b"{}")
+    runner_sent = len(vendor.requests)
+    await until(lambda: _true(len(vendor.requests) > runner_sent), 10)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert await dead_letters(redis_store) == []
+
+
+async def test_a_failed_acknowledgement_strands_nothing(redis_store, vendor):
+    """Redis failing mid-admit: the entries stay pending and are reclaimed, not held."""
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    batch: true\n"
+        f"    events: [Order Completed]\n",
+    )
+    worker = DeliverWorker(cfg, redis_store, "t")
+    runner = worker.runners[0]
+    await runner.ensure_group()
+    await publish(redis_store, event(1), event(2, name="Other"))
+    real = redis_store.execute
+
+    async def broken(commands):
+        raise ConnectionError("Redis went away")
+
+    redis_store.execute = broken
+    with pytest.raises(ConnectionError):
+        await runner.read(10, 0)
+    assert runner.holding == set()
+    redis_store.execute = real
+    await asyncio.sleep(0.35)  # past claim_idle
+    items = await runner.reclaim()
+    assert [i.event["messageId"] for i in items] == [event(1)["messageId"]]
+    # the unwanted one is acknowledged this time
+    pending = await redis_store.client.xpending(redis_store.keys.events(), runner.group)
+    assert pending["pending"] == 1
