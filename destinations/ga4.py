@@ -6,7 +6,12 @@ request carries one `client_id` (the anonymousId, or a hash of the userId) and
 `user_id`, so a batch is sent as one request per person, at most 25 events each.
 `timestamp_micros` is the event's own time; events older than GA4's 72 hours are
 dead-lettered. GA4 answers 2xx even to invalid events (its /debug endpoint validates):
-GA4 does not dedupe, the gateway's messageIds are sent as `event_id`.
+GA4 does not dedupe, the gateway's messageIds are sent as `event_id`. So that GA4 does
+not drop parameters silently, they are made to fit its limits here: names of letters,
+digits and underscores starting with a letter (at most 40, none of the reserved
+`google_`/`ga_`/`firebase_` prefixes), at most 25 per event, string values cut at 100
+characters. `order_id` is also sent as `transaction_id` (GA4 dedupes purchases by it) and
+`products[]` as `items[]`.
 https://developers.google.com/analytics/devguides/collection/protocol/ga4
 """
 
@@ -31,6 +36,14 @@ from .base import (
 
 MAX_AGE = 72 * 3600
 MAX_EVENTS = 25
+MAX_PARAMS = 25
+MAX_VALUE = 100
+RESERVED_PREFIXES = ("google_", "ga_", "firebase_")
+ITEM_FIELDS = {
+    "product_id": "item_id", "sku": "item_id", "name": "item_name", "brand": "item_brand",
+    "category": "item_category", "variant": "item_variant", "price": "price",
+    "quantity": "quantity", "coupon": "coupon",
+}  # fmt: skip
 RECOMMENDED = {
     "Order Completed": "purchase",
     "Order Refunded": "refund",
@@ -56,9 +69,48 @@ class Ga4Config(DestinationConfig, tag="ga4", kw_only=True):
 
 def ga4_name(name: str) -> str:
     snake = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
-    if not snake or not snake[0].isalpha():
+    if not snake[:1].isalpha() or snake.startswith(RESERVED_PREFIXES):
         snake = "event_" + snake
     return snake[:40]
+
+
+def param_name(name: str) -> str:
+    """A GA4 parameter name: [A-Za-z0-9_], starting with a letter, at most 40."""
+    clean = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+    if clean.lower().startswith(RESERVED_PREFIXES) or not clean[:1].isalpha():
+        clean = "p_" + clean
+    return clean[:40]
+
+
+def params(props: dict[str, Any], message_id: str) -> dict[str, Any]:
+    """Event parameters within GA4's limits (the first 25, event_id and value first)."""
+    out: dict[str, Any] = {"event_id": message_id}
+    value = props.get("revenue", props.get("value", props.get("total")))
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        out["value"] = value
+    if props.get("order_id") is not None and "transaction_id" not in props:
+        out["transaction_id"] = str(props["order_id"])[:MAX_VALUE]
+    items = [item(p) for p in props.get("products") or [] if isinstance(p, dict)]
+    if items:
+        out["items"] = [i for i in items if i][:200]
+    for key, v in props.items():
+        if len(out) >= MAX_PARAMS:
+            break
+        if isinstance(v, str):
+            v = v[:MAX_VALUE]
+        elif not isinstance(v, int | float | bool):
+            continue
+        out.setdefault(param_name(str(key)), v)
+    return out
+
+
+def item(product: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for ours, theirs in ITEM_FIELDS.items():
+        v = product.get(ours)
+        if v is not None and theirs not in out:
+            out[theirs] = v[:MAX_VALUE] if isinstance(v, str) else v
+    return out
 
 
 @register
@@ -107,18 +159,11 @@ class Ga4Destination(HttpDestination):
             body["user_id"] = str(first["userId"])
         for event in batch:
             name = event.get("event") or event["type"]
-            params = {
-                k: v
-                for k, v in (event.get("properties") or event.get("traits") or {}).items()
-                if isinstance(v, str | int | float | bool)
-            }
-            if "revenue" in params and "value" not in params:
-                params["value"] = params["revenue"]
-            params["event_id"] = event["messageId"]
+            props = event.get("properties") or event.get("traits") or {}
             body["events"].append(
                 {
                     "name": self.names.get(name, ga4_name(name)),
-                    "params": params,
+                    "params": params(props, event["messageId"]),
                     "timestamp_micros": int(unix_seconds(event.get("timestamp"), now) * 1e6),
                 }
             )

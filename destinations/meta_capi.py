@@ -14,16 +14,20 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import httpx
+
 from gateway.config import Secret
 
 from . import pii
 from .base import (
+    OK,
     DestinationConfig,
     HttpDestination,
     Result,
     encode_json,
     fail,
     register,
+    retry,
     unix_seconds,
 )
 
@@ -55,13 +59,15 @@ class MetaCapiConfig(DestinationConfig, tag="meta-capi", kw_only=True):
     test_event_code: str | None = None
     """Send as test events (Events Manager > Test events)."""
     host: str = "https://graph.facebook.com"
+    phone_region: str = "US"
+    """The country assumed for phone numbers written without one (ISO 3166-1 alpha-2)."""
 
 
-def user_data(event: dict[str, Any]) -> dict[str, Any]:
+def user_data(event: dict[str, Any], region: str = "US") -> dict[str, Any]:
     who = pii.person(event)
     fields = {
         "em": pii.hashed(who["email"], pii.email),
-        "ph": pii.hashed(who["phone"], pii.phone),
+        "ph": pii.hashed(who["phone"], lambda text: pii.phone(text, region)),
         "fn": pii.hashed(who["first_name"], pii.name),
         "ln": pii.hashed(who["last_name"], pii.name),
         "ct": pii.hashed(who["city"], pii.city),
@@ -80,6 +86,22 @@ def user_data(event: dict[str, Any]) -> dict[str, Any]:
         if props.get(key):
             out[key] = props[key]  # click ids: never hashed
     return out
+
+
+# Graph API error codes that come back as HTTP 400 but are not about the events: rate
+# limits (retried later) and token or permission problems (every event would fail alike).
+# https://developers.facebook.com/docs/graph-api/guides/error-handling
+THROTTLE_CODES = frozenset({4, 17, 32, 613, 80004})
+AUTH_CODES = frozenset({10, 102, 190, 200})
+
+
+def graph_error(response: httpx.Response) -> dict[str, Any]:
+    """The `error` object of a Graph API reply ({} when there is none)."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}
 
 
 @register
@@ -121,7 +143,7 @@ class MetaCapiDestination(HttpDestination):
             "event_time": int(unix_seconds(event.get("timestamp"), now)),
             "event_id": event["messageId"],
             "action_source": config.action_source,
-            "user_data": user_data(event),
+            "user_data": user_data(event, config.phone_region),
             "custom_data": custom,
         }
 
@@ -135,3 +157,25 @@ class MetaCapiDestination(HttpDestination):
             body["test_event_code"] = config.test_event_code
         url = f"{config.host}/{config.api_version}/{config.pixel_id}/events"
         return url, {"content-type": "application/json"}, encode_json(body)
+
+    def results(self, response: httpx.Response, batch: list[dict[str, Any]]) -> list[Result]:
+        if response.is_success:
+            return [OK] * len(batch)
+        error = graph_error(response)
+        if not error:
+            return super().results(response, batch)
+        code = error.get("code")
+        why = f"Meta error {code}: {error.get('error_user_msg') or error.get('message', '')}"
+        why = why[:300]
+        if code in THROTTLE_CODES or error.get("is_transient") is True:
+            return [retry(why, None, response.status_code)] * len(batch)
+        if code in AUTH_CODES or response.status_code in (401, 403):
+            why += " (check this destination's access_token and pixel_id)"
+        return [fail(why, response.status_code)] * len(batch)
+
+    def splittable(self, response: httpx.Response, results: list[Result]) -> bool:
+        # A token or permission error fails every event alike: bisecting would only send
+        # the same refusal a thousand more times.
+        return graph_error(response).get("code") not in AUTH_CODES and super().splittable(
+            response, results
+        )

@@ -2,7 +2,8 @@
 
 track -> an event with `time` (ms) and `$insert_id` (the messageId without dashes: 32
 characters of [0-9a-f], within Mixpanel's 36 of [A-Za-z0-9-]), so Mixpanel drops copies;
-identify -> a profile `$set`. In strict mode Mixpanel imports the valid records of a
+identify -> a profile `$set` through /engage (with `verbose=1`, so that a refused update
+says so instead of a bare 0 under HTTP 200). In strict mode Mixpanel imports the valid records of a
 batch and answers 400 with `failed_records` for the others: only those are
 dead-lettered, the rest count as sent (they are in).
 https://developer.mixpanel.com/reference/import-events
@@ -112,12 +113,14 @@ class MixpanelDestination(HttpDestination):
                     "$token": config.project_token.reveal(),
                     "$distinct_id": e.get("userId") or e.get("anonymousId"),
                     "$set": e.get("traits") or {},
+                    # Without $ip Mixpanel would place every profile where the gateway runs
+                    "$ip": (e.get("context") or {}).get("ip") or "0",
                 }
                 for e in batch
             ]
         )
         return await self.post(
-            f"{config.host}/engage#profile-set",
+            f"{config.host}/engage?verbose=1",
             {"content-type": "application/json"},
             body,
             batch,
@@ -126,21 +129,51 @@ class MixpanelDestination(HttpDestination):
         )
 
     def results(self, response: httpx.Response, batch: list[dict[str, Any]]) -> list[Result]:
-        if response.status_code != 400:
-            return super().results(response, batch)
-        try:
-            body = response.json()
-        except ValueError:
-            return super().results(response, batch)
-        failed = body.get("failed_records") if isinstance(body, dict) else None
-        if not isinstance(failed, list):
+        if response.request.url.path.endswith("/engage"):
+            return self._engage_results(response, batch)
+        failed = _failed_records(response)
+        if failed is None:
             return super().results(response, batch)
         # The valid records were imported: only the named ones failed.
         results: list[Result] = [OK] * len(batch)
         for record in failed:
-            index = record.get("index")
+            index = record.get("index") if isinstance(record, dict) else None
             if isinstance(index, int) and 0 <= index < len(batch):
                 results[index] = fail(
                     f"Mixpanel: {record.get('field')}: {record.get('message')}", 400
                 )
         return results
+
+    def _engage_results(
+        self, response: httpx.Response, batch: list[dict[str, Any]]
+    ) -> list[Result]:
+        if not response.is_success:
+            return super().results(response, batch)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("status") == 0:
+            why = f"Mixpanel /engage: {body.get('error') or 'refused'}"[:300]
+            return [fail(why, response.status_code)] * len(batch)
+        return [OK] * len(batch)
+
+    def splittable(self, response: httpx.Response, results: list[Result]) -> bool:
+        if _failed_records(response) is not None:
+            return False  # strict /import already named the bad records; the rest are in
+        if response.is_success:
+            # /engage refuses a whole batch (status 0 under HTTP 200) for one bad profile
+            return all(r.outcome == "fail" for r in results)
+        return super().splittable(response, results)
+
+
+def _failed_records(response: httpx.Response) -> list[Any] | None:
+    """The `failed_records` of a strict /import's 400 (None when it is another reply)."""
+    if response.status_code != 400:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    failed = body.get("failed_records") if isinstance(body, dict) else None
+    return failed if isinstance(failed, list) else None

@@ -16,6 +16,8 @@ import re
 import unicodedata
 from typing import Any
 
+import phonenumbers
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -38,8 +40,22 @@ def email(text: str) -> str:
     return text.strip().lower()
 
 
-def phone(text: str) -> str:
-    return re.sub(r"\D", "", text).lstrip("0")
+def e164(text: str, region: str = "US") -> str:
+    """+<country code><number> (the phonenumbers library: trunk zeros, `00` prefixes and
+    national formats are its job); unparseable: the digits as they are."""
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_possible_number(number):
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    digits = re.sub(r"\D", "", text).lstrip("0")
+    return "+" + digits if digits else ""
+
+
+def phone(text: str, region: str = "US") -> str:
+    """Meta's form: E.164 without the `+`."""
+    return e164(text, region).lstrip("+")
 
 
 def name(text: str) -> str:
@@ -51,9 +67,26 @@ def city(text: str) -> str:
     return "".join(c for c in text.lower() if c.isalpha())
 
 
+US_STATES = {
+    "alabama": "al", "alaska": "ak", "arizona": "az", "arkansas": "ar", "california": "ca",
+    "colorado": "co", "connecticut": "ct", "delaware": "de", "districtofcolumbia": "dc",
+    "florida": "fl", "georgia": "ga", "hawaii": "hi", "idaho": "id", "illinois": "il",
+    "indiana": "in", "iowa": "ia", "kansas": "ks", "kentucky": "ky", "louisiana": "la",
+    "maine": "me", "maryland": "md", "massachusetts": "ma", "michigan": "mi",
+    "minnesota": "mn", "mississippi": "ms", "missouri": "mo", "montana": "mt",
+    "nebraska": "ne", "nevada": "nv", "newhampshire": "nh", "newjersey": "nj",
+    "newmexico": "nm", "newyork": "ny", "northcarolina": "nc", "northdakota": "nd",
+    "ohio": "oh", "oklahoma": "ok", "oregon": "or", "pennsylvania": "pa",
+    "rhodeisland": "ri", "southcarolina": "sc", "southdakota": "sd", "tennessee": "tn",
+    "texas": "tx", "utah": "ut", "vermont": "vt", "virginia": "va", "washington": "wa",
+    "westvirginia": "wv", "wisconsin": "wi", "wyoming": "wy", "puertorico": "pr",
+}  # fmt: skip
+
+
 def state(text: str) -> str:
+    """US states as their two-letter code (`California` -> `ca`); others lower-case letters."""
     letters = "".join(c for c in text.lower() if c.isalpha())
-    return letters[:2] if len(letters) == 2 else letters
+    return US_STATES.get(letters, letters)
 
 
 def zip_code(text: str) -> str:

@@ -36,6 +36,11 @@ from .base import OK, Destination, DestinationConfig, Result, encode_json, fail,
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
+# SQLSTATE classes worth retrying: connection, transaction rollback (deadlock,
+# serialization), insufficient resources, operator intervention (statement timeout,
+# shutdown), system errors.
+_TRANSIENT = frozenset({"08", "40", "53", "57", "58"})
+
 CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (
     message_id   text PRIMARY KEY,
@@ -131,18 +136,20 @@ class PostgresDestination(Destination):
             assert self.pool is not None
             async with self.pool.acquire() as conn:
                 await conn.execute(self.insert, *_columns(batch))
-        except (
-            OSError,
-            TimeoutError,
-            asyncpg.exceptions.ConnectionDoesNotExistError,
-            asyncpg.exceptions.CannotConnectNowError,
-            asyncpg.exceptions.TooManyConnectionsError,
-        ) as e:
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as e:
             return [retry(f"PostgreSQL unreachable: {type(e).__name__}: {e}")] * len(batch)
-        except asyncpg.exceptions.InterfaceError as e:
-            return [retry(f"PostgreSQL: {e}")] * len(batch)
         except asyncpg.PostgresError as e:
-            return [fail(f"PostgreSQL refused the rows: {e.sqlstate}: {e}")] * len(batch)
+            state = e.sqlstate or ""
+            if state == "42P01":  # the table went away: create it again, then retry
+                self.created = False
+                return [retry(f"PostgreSQL: {e}")] * len(batch)
+            if state[:2] in _TRANSIENT or state == "25006":
+                return [retry(f"PostgreSQL {state}: {e}")] * len(batch)
+            if state[:2] in ("22", "23") and len(batch) > 1:
+                # A value PostgreSQL refuses (e.g. \u0000 in a property): find the row.
+                half = len(batch) // 2
+                return await self.send(batch[:half], now) + await self.send(batch[half:], now)
+            return [fail(f"PostgreSQL refused the rows: {state}: {e}")] * len(batch)
         return [OK] * len(batch)
 
 

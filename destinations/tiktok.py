@@ -3,7 +3,9 @@
 `event_id` is the messageId (TikTok dedupes against the pixel), `event_time` the event's
 own time (older than 7 days: dead-lettered), customer data hashed like Meta's. TikTok
 answers errors inside HTTP 200 with a non-zero `code`: rate limits and internal errors
-are retried, anything else dead-lettered with TikTok's message.
+are retried, token and permission errors dead-lettered at once (every event would fail
+alike), and anything else (one bad event fails the request) bisected to find the event,
+which is dead-lettered with TikTok's message.
 https://business-api.tiktok.com/portal/docs?id=1771101303285761
 """
 
@@ -29,7 +31,8 @@ from .base import (
 )
 
 MAX_AGE = 7 * 86400
-RETRY_CODES = {40100, 40016, 50000, 50002}  # rate limited, too frequent, internal errors
+RETRY_CODES = frozenset({40100, 40016, 50000, 50002})  # rate limits, internal errors
+AUTH_CODES = frozenset({40001, 40101, 40102, 40104, 40105})  # no permission, bad token
 STANDARD_EVENTS = {
     "Order Completed": "CompletePayment",
     "Checkout Started": "InitiateCheckout",
@@ -50,6 +53,8 @@ class TikTokConfig(DestinationConfig, tag="tiktok", kw_only=True):
     event_source: str = "web"
     event_names: dict[str, str] = {}
     test_event_code: str | None = None
+    phone_region: str = "US"
+    """The country assumed for phone numbers written without one (ISO 3166-1 alpha-2)."""
     endpoint: str = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 
 
@@ -62,6 +67,10 @@ class TikTokDestination(HttpDestination):
     def __init__(self, name: str, config: TikTokConfig) -> None:
         super().__init__(name, config)
         self.names = {**STANDARD_EVENTS, **config.event_names}
+        self.region = config.phone_region
+
+    def phone(self, text: str) -> str:
+        return pii.phone(text, self.region)
 
     def precheck(self, event: dict[str, Any], now: float) -> Result | None:
         if now - unix_seconds(event.get("timestamp"), now) > MAX_AGE:
@@ -74,7 +83,7 @@ class TikTokDestination(HttpDestination):
             k: v
             for k, v in {
                 "email": pii.hashed(who["email"], pii.email),
-                "phone": pii.hashed(who["phone"], pii.phone),
+                "phone": pii.hashed(who["phone"], self.phone),
                 "external_id": pii.hashed(
                     event.get("userId") or event.get("anonymousId"), pii.plain
                 ),
@@ -117,14 +126,27 @@ class TikTokDestination(HttpDestination):
     def results(self, response: httpx.Response, batch: list[dict[str, Any]]) -> list[Result]:
         if not response.is_success:
             return super().results(response, batch)
-        try:
-            body = response.json()
-            code = int(body.get("code", 0))
-        except (ValueError, TypeError, AttributeError):
-            return [OK] * len(batch)
+        code, message = _code(response)
         if code == 0:
             return [OK] * len(batch)
-        message = f"TikTok code {code}: {body.get('message', '')}"[:300]
+        why = f"TikTok code {code}: {message}"[:300]
         if code in RETRY_CODES:
-            return [retry(message, None, response.status_code)] * len(batch)
-        return [fail(message, response.status_code)] * len(batch)
+            return [retry(why, None, response.status_code)] * len(batch)
+        if code in AUTH_CODES:
+            why += " (check this destination's access_token and pixel_code)"
+        return [fail(why, response.status_code)] * len(batch)
+
+    def splittable(self, response: httpx.Response, results: list[Result]) -> bool:
+        if response.is_success:
+            code, _ = _code(response)
+            return code not in RETRY_CODES and code not in AUTH_CODES and code != 0
+        return super().splittable(response, results)
+
+
+def _code(response: httpx.Response) -> tuple[int, str]:
+    """TikTok's `code` and `message` (0 when the body has none: the events went in)."""
+    try:
+        body = response.json()
+        return int(body.get("code", 0)), str(body.get("message", ""))
+    except (ValueError, TypeError, AttributeError):
+        return 0, ""

@@ -171,3 +171,31 @@ async def test_postgres_concurrent_first_batches_all_land(pg_table):
     await dest.close()
     assert all(r.ok for batch in results for r in batch)
     assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 80
+
+
+async def test_postgres_dead_letters_only_the_row_it_refuses(pg_table):
+    """\\u0000 is valid JSON but not jsonb: bisect to that row, load the rest."""
+    conn, table = pg_table
+    dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n")
+    await dest.start()
+    batch = [event(i) for i in range(6)]
+    batch[4]["properties"]["note"] = "nul\u0000byte"
+    results = await dest.send(batch, time.time())
+    await dest.close()
+    assert [r.outcome for r in results] == ["ok"] * 4 + ["fail", "ok"]
+    assert "22P05" in results[4].reason
+    assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 5
+
+
+async def test_postgres_a_locked_table_is_retried_not_dead_lettered(pg_table):
+    conn, table = pg_table
+    dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n    timeout: 1s\n")
+    await dest.start()
+    assert all(r.ok for r in await dest.send([event(1)], time.time()))
+    async with conn.transaction():
+        await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        [waited] = await dest.send([event(2)], time.time())
+    assert waited.outcome == "retry"
+    assert all(r.ok for r in await dest.send([event(2)], time.time()))
+    await dest.close()
+    assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 2

@@ -49,10 +49,33 @@ async def test_mixpanel_import_and_profiles(vendor):
     assert props["time"] == 1714564800000 and props["distinct_id"] == "stripe:cus_1"
     assert props["$insert_id"] == event(1)["messageId"].replace("-", "")
     assert len(props["$insert_id"]) <= 36 and props["revenue"] == 11.0
-    assert engage.path == "/engage"
+    assert engage.path == "/engage" and engage.query == "verbose=1"
     assert engage.json() == [
-        {"$token": "tok", "$distinct_id": "u2", "$set": {"email": "u2@example.com"}}
+        {"$token": "tok", "$distinct_id": "u2", "$set": {"email": "u2@example.com"}, "$ip": "0"}
     ]
+
+
+async def test_mixpanel_profile_refused_under_200_is_found_by_bisecting(vendor):
+    def judge(seen):
+        if seen.path == "/engage":
+            bad = any(p["$distinct_id"] == "bad" for p in seen.json())
+            # Mixpanel's /engage answers 200 even when it refuses the update
+            return (200, {}, {"status": 0, "error": "invalid $set"} if bad else {"status": 1})
+        return (200, {}, {"code": 200, "num_records_imported": len(seen.json())})
+
+    vendor.default = judge
+    dest = make(
+        f"    type: mixpanel\n    project_token: tok\n    secret: s\n    host: {vendor.url}\n"
+    )
+    batch = [
+        event(1, kind="identify", userId="u1"),
+        event(2, kind="identify", userId="bad"),
+        event(3, kind="identify", userId="u3"),
+        event(4),
+    ]
+    results = await send(dest, batch)
+    assert [r.outcome for r in results] == ["ok", "fail", "ok", "ok"]
+    assert "invalid $set" in results[1].reason
 
 
 async def test_mixpanel_partial_failure_dead_letters_only_the_named_records(vendor):
@@ -173,6 +196,54 @@ async def test_meta_capi_backfill_limit_and_bisecting_a_refused_batch(vendor):
 
 
 @pytest.mark.parametrize(
+    ("error", "outcome", "requests"),
+    [
+        # Graph API rate limits come back as HTTP 400: retried, not dead-lettered
+        ({"message": "User request limit reached", "code": 17}, "retry", 1),
+        ({"message": "Temporary", "code": 2, "is_transient": True}, "retry", 1),
+        # a bad token fails every event alike: no bisecting
+        ({"message": "Invalid OAuth access token", "code": 190}, "fail", 1),
+        # an invalid parameter may be one event's: bisected down to single events
+        ({"message": "Invalid parameter", "code": 100}, "fail", 7),
+    ],
+)
+async def test_meta_capi_reads_graph_error_codes(vendor, error, outcome, requests):
+    vendor.default = lambda seen: (400, {}, {"error": {**error, "fbtrace_id": "X"}})
+    dest = make(
+        f"    type: meta-capi\n    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n"
+    )
+    results = await send(dest, [event(1), event(2), event(3), event(4)])
+    assert [r.outcome for r in results] == [outcome] * 4
+    assert error["message"] in results[0].reason
+    assert len(vendor.requests) == requests
+    if error["code"] == 190:
+        assert "access_token" in results[0].reason
+
+
+@pytest.mark.parametrize(
+    ("phone", "region", "hashed"),
+    [
+        ("+1 (650) 555-0100", "US", "16505550100"),
+        ("(650) 555-0100", "US", "16505550100"),
+        ("020 7946 0958", "GB", "442079460958"),
+        ("0044 20 7946 0958", "GB", "442079460958"),
+        ("+49 030 123456", "US", "4930123456"),
+    ],
+)
+async def test_meta_capi_phones_hash_in_e164_with_the_configured_region(
+    vendor, phone, region, hashed
+):
+    dest = make(
+        f"    type: meta-capi\n    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n"
+        f"    phone_region: {region}\n"
+    )
+    await send(dest, [event(1, properties={"phone": phone, "state": "California"})])
+    [data] = vendor.requests[0].json()["data"]
+    assert data["user_data"]["ph"] == [sha(hashed)]
+    assert data["user_data"]["st"] == [sha("ca")]
+
+
+@pytest.mark.parametrize(
     ("code", "outcome"), [(0, "ok"), (40100, "retry"), (50000, "retry"), (40002, "fail")]
 )
 async def test_tiktok_reads_the_code_inside_200(vendor, code, outcome):
@@ -193,6 +264,28 @@ async def test_tiktok_reads_the_code_inside_200(vendor, code, outcome):
     assert data["event"] == "CompletePayment" and data["event_id"] == event(1)["messageId"]
     assert data["user"]["email"] == sha("a@b.co")
     assert data["properties"] == {"value": 5, "currency": "EUR"}
+
+
+@pytest.mark.parametrize(("code", "requests"), [(40002, 5), (40105, 1)])
+async def test_tiktok_bisects_a_refused_batch_but_not_a_bad_token(vendor, code, requests):
+    def judge(seen):
+        names = [d["event"] for d in seen.json()["data"]]
+        if code == 40105 or "Bad" in names:
+            return (200, {}, {"code": code, "message": "refused", "data": {}})
+        return (200, {}, {"code": 0, "message": "OK", "data": {}})
+
+    vendor.default = judge
+    dest = make(
+        f"    type: tiktok\n    pixel_code: PX1\n    access_token: tt\n"
+        f"    endpoint: {vendor.url}/open_api/v1.3/event/track/\n"
+    )
+    results = await send(dest, [event(1), event(2, name="Bad"), event(3)])
+    if code == 40105:
+        assert [r.outcome for r in results] == ["fail"] * 3
+        assert "access_token" in results[0].reason
+    else:
+        assert [r.outcome for r in results] == ["ok", "fail", "ok"]
+    assert len(vendor.requests) == requests
 
 
 async def test_ga4_one_request_per_person_and_recommended_names(vendor):
@@ -217,6 +310,35 @@ async def test_ga4_one_request_per_person_and_recommended_names(vendor):
     assert a["events"][0]["params"]["value"] == 10.0
     b = next(b for b in bodies if len(b["events"]) == 1)
     assert b["user_id"] == "u_b" and b["events"][0]["name"] == "subscription_created"
+
+
+async def test_ga4_params_fit_its_limits(vendor):
+    dest = make(
+        f"    type: ga4\n    measurement_id: G-ABC\n    api_secret: sec\n"
+        f"    endpoint: {vendor.url}/mp/collect\n"
+    )
+    props = {
+        "revenue": 20,
+        "order_id": "o-1",
+        "products": [{"product_id": "p1", "name": "Mug", "price": 10, "quantity": 2}],
+        "Plan Name": "x" * 300,
+        "ga_session": 1,
+        "1st": True,
+        "nested": {"dropped": 1},
+        **{f"extra_{i}": i for i in range(40)},
+    }
+    await send(dest, [event(1, anonymousId="a1", properties=props, name="google_thing")])
+    [ev] = vendor.requests[0].json()["events"]
+    params = ev["params"]
+    assert ev["name"] == "event_google_thing"
+    assert len(params) == 25
+    assert params["event_id"] == event(1)["messageId"] and params["value"] == 20
+    assert params["transaction_id"] == "o-1"
+    assert params["items"] == [{"item_id": "p1", "item_name": "Mug", "price": 10, "quantity": 2}]
+    assert params["Plan_Name"] == "x" * 100
+    assert params["p_ga_session"] == 1 and params["p_1st"] is True
+    assert "nested" not in params
+    assert all(len(k) <= 40 and k[0].isalpha() for k in params)
 
 
 async def test_nats_jetstream_dedupes_on_message_id():
