@@ -62,6 +62,10 @@ class MetaCapiConfig(DestinationConfig, tag="meta-capi", kw_only=True):
     phone_region: str = "US"
     """The country assumed for phone numbers written without one (ISO 3166-1 alpha-2)."""
 
+    def check(self) -> None:
+        super().check()
+        self.phone_region = pii.region(self.phone_region)
+
 
 def user_data(event: dict[str, Any], region: str = "US") -> dict[str, Any]:
     who = pii.person(event)
@@ -169,13 +173,21 @@ class MetaCapiDestination(HttpDestination):
         why = why[:300]
         if code in THROTTLE_CODES or error.get("is_transient") is True:
             return [retry(why, None, response.status_code)] * len(batch)
-        if code in AUTH_CODES or response.status_code in (401, 403):
+        if _about_the_destination(error) or response.status_code in (401, 403):
             why += " (check this destination's access_token and pixel_id)"
         return [fail(why, response.status_code)] * len(batch)
 
     def splittable(self, response: httpx.Response, results: list[Result]) -> bool:
-        # A token or permission error fails every event alike: bisecting would only send
-        # the same refusal a thousand more times.
-        return graph_error(response).get("code") not in AUTH_CODES and super().splittable(
+        # A token, permission or pixel error fails every event alike: bisecting would only
+        # send the same refusal a thousand more times.
+        return not _about_the_destination(graph_error(response)) and super().splittable(
             response, results
         )
+
+
+def _about_the_destination(error: dict[str, Any]) -> bool:
+    """A token or permission error, or a pixel that does not exist or is not this
+    token's (code 100, subcode 33)."""
+    return error.get("code") in AUTH_CODES or (
+        error.get("code") == 100 and error.get("error_subcode") == 33
+    )

@@ -162,8 +162,11 @@ class MixpanelDestination(HttpDestination):
         if _failed_records(response) is not None:
             return False  # strict /import already named the bad records; the rest are in
         if response.is_success:
-            # /engage refuses a whole batch (status 0 under HTTP 200) for one bad profile
-            return all(r.outcome == "fail" for r in results)
+            # /engage refuses a whole batch (status 0 under HTTP 200) for one bad profile;
+            # a bad project token refuses every one alike: no bisecting that
+            return all(r.outcome == "fail" for r in results) and not any(
+                "token" in r.reason.lower() for r in results
+            )
         return super().splittable(response, results)
 
 

@@ -11,6 +11,7 @@ https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/cu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import unicodedata
@@ -41,16 +42,45 @@ def email(text: str) -> str:
 
 
 def e164(text: str, region: str = "US") -> str:
-    """+<country code><number> (the phonenumbers library: trunk zeros, `00` prefixes and
-    national formats are its job); unparseable: the digits as they are."""
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        number = None
-    if number is not None and phonenumbers.is_possible_number(number):
-        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    digits = re.sub(r"\D", "", text).lstrip("0")
+    """+<country code><number>, by the phonenumbers library (trunk zeros, `00` prefixes and
+    national formats are its job). A number without `+` is read in `region`, or, when it
+    starts with the region's country code or is no valid number there, as digits that
+    already include the country code (`4915112345678`); unparseable: the digits."""
+    digits = re.sub(r"\D", "", text)
+    readings: list[tuple[str, str | None]] = [(text, region)]
+    if not text.lstrip().startswith("+") and digits:
+        international = ("+" + digits.lstrip("0"), None)
+        # `4915112345678` in DE: the country code is written, only the + is missing
+        # (a national number would start with the trunk 0)
+        own_code = str(phonenumbers.country_code_for_region(region))
+        if digits[0] != "0" and digits.startswith(own_code):
+            readings.insert(0, international)
+        else:
+            readings.append(international)
+    numbers = []
+    for candidate, default in readings:
+        with contextlib.suppress(phonenumbers.NumberParseException):
+            numbers.append(phonenumbers.parse(candidate, default))
+    for test in (phonenumbers.is_valid_number, phonenumbers.is_possible_number):
+        for number in numbers:
+            if test(number):
+                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    digits = digits.lstrip("0")
     return "+" + digits if digits else ""
+
+
+def region(code: str) -> str:
+    """A phone region setting, checked: an ISO 3166-1 alpha-2 code phonenumbers knows."""
+    from gateway.errors import ConfigError
+
+    upper = code.strip().upper()
+    if upper not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(
+            f"{code!r} is not a country code phone numbers can be read in "
+            "(ISO 3166-1 alpha-2, e.g. US, GB, DE)",
+            path="phone_region",
+        )
+    return upper
 
 
 def phone(text: str, region: str = "US") -> str:

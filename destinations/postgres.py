@@ -37,9 +37,9 @@ from .base import OK, Destination, DestinationConfig, Result, encode_json, fail,
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
 
 # SQLSTATE classes worth retrying: connection, transaction rollback (deadlock,
-# serialization), insufficient resources, operator intervention (statement timeout,
-# shutdown), system errors.
-_TRANSIENT = frozenset({"08", "40", "53", "57", "58"})
+# serialization), insufficient resources, object in use (lock_timeout while a migration
+# holds the table), operator intervention (statement timeout, shutdown), system errors.
+_TRANSIENT = frozenset({"08", "40", "53", "55", "57", "58"})
 
 CREATE = """
 CREATE TABLE IF NOT EXISTS {table} (

@@ -55,6 +55,11 @@ class TikTokConfig(DestinationConfig, tag="tiktok", kw_only=True):
     test_event_code: str | None = None
     phone_region: str = "US"
     """The country assumed for phone numbers written without one (ISO 3166-1 alpha-2)."""
+
+    def check(self) -> None:
+        super().check()
+        self.phone_region = pii.region(self.phone_region)
+
     endpoint: str = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 
 

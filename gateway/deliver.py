@@ -120,9 +120,17 @@ class Runner:
 
     async def ensure_group(self) -> None:
         start = "0" if self.destination.config.start == "earliest" else "$"
+        entries_read = None
+        if start == "0":
+            # Entries trimmed before this group existed were never its to lose: count them
+            # as read (Redis 7+), or they would be reported as lost.
+            with contextlib.suppress(ResponseError):
+                info = await self.store.client.xinfo_stream(self.events_key)
+                if isinstance(info.get("entries-added"), int):
+                    entries_read = info["entries-added"] - int(info.get("length", 0))
         try:
             await self.store.client.xgroup_create(
-                self.events_key, self.group, id=start, mkstream=True
+                self.events_key, self.group, id=start, mkstream=True, entries_read=entries_read
             )
         except ResponseError as e:
             if "BUSYGROUP" not in str(e):
@@ -215,31 +223,41 @@ class Runner:
 
     async def dispatch(self, items: list[Item]) -> None:
         """Send a batch when a slot is free (up to `concurrency` batches in flight)."""
-        await self.slots.acquire()
-        task = asyncio.create_task(self._deliver(items))
+        # Kept claimed from now on: a batch waiting for a slot behind slow sends must not
+        # look abandoned to another worker's reclaim (or to the retry lease) either.
+        keepalive = asyncio.create_task(self.keep_claimed(items))
+        try:
+            await self.slots.acquire()
+        except BaseException:
+            keepalive.cancel()
+            raise
+        task = asyncio.create_task(self._deliver(items, keepalive))
         self.inflight.add(task)
         task.add_done_callback(self.inflight.discard)
         task.add_done_callback(lambda _t: self.slots.release())
 
-    async def _deliver(self, items: list[Item]) -> None:
-        now = time.time()
-        started = time.perf_counter()
-        keepalive = asyncio.create_task(self.keep_claimed(items))
+    async def _deliver(self, items: list[Item], keepalive: asyncio.Task[None]) -> None:
         try:
-            results = await self.destination.send([i.event for i in items], now)
-        except Exception as e:  # a destination bug must not lose the batch
-            self.log.exception("deliver.send_failed")
-            results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
+            now = time.time()
+            started = time.perf_counter()
+            try:
+                results = await self.destination.send([i.event for i in items], now)
+            except Exception as e:  # a destination bug must not lose the batch
+                self.log.exception("deliver.send_failed")
+                results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
+            latency_ms = round((time.perf_counter() - started) * 1000, 1)
+            try:
+                await self.settle(items, results, now, latency_ms)
+            except Exception as e:
+                # Unacknowledged entries stay pending and are reclaimed; leased retries
+                # come back when their lease ends. Either way they are sent again, not lost.
+                self.holding.difference_update(i.entry_id for i in items if i.entry_id)
+                if isinstance(e, RedisError | OSError):
+                    self.log.warning("deliver.settle_failed", error=type(e).__name__)
+                else:
+                    self.log.exception("deliver.settle_failed")
         finally:
             keepalive.cancel()
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        try:
-            await self.settle(items, results, now, latency_ms)
-        except (RedisError, OSError) as e:
-            # Unacknowledged entries stay pending and are reclaimed; leased retries come
-            # back when their lease ends. Either way they are sent again, not lost.
-            self.holding.difference_update(i.entry_id for i in items if i.entry_id)
-            self.log.warning("deliver.settle_failed", error=type(e).__name__)
 
     async def settle(
         self, items: list[Item], results: list[Result], now: float, latency_ms: float
@@ -325,7 +343,7 @@ class Runner:
     async def keep_claimed(self, items: list[Item]) -> None:
         """While a batch is being sent, keep its entries and leases from looking abandoned:
         a slow vendor must not make another worker (or the retry loop) send them again."""
-        every = max(0.5, min(self.claim_idle_ms / 1000, LEASE_SECONDS) / 3)
+        every = max(0.05, min(self.claim_idle_ms / 1000, LEASE_SECONDS) / 3)
         entries = [i.entry_id for i in items if i.entry_id]
         leased = [i.event.get("messageId", "") for i in items if not i.entry_id]
         while True:
@@ -348,7 +366,8 @@ class Runner:
         """Full jitter (AWS's), capped, and never sooner than a Retry-After."""
         config = self.destination.config
         cap = float(config.backoff_max)
-        delay = random.uniform(0, min(cap, float(config.backoff) * 2 ** (attempts - 1)))
+        # (the exponent capped: with no attempt limit, 2 ** 1024 would overflow a float)
+        delay = random.uniform(0, min(cap, float(config.backoff) * 2 ** min(attempts - 1, 60)))
         if retry_after is not None:
             delay = max(delay, min(retry_after, cap))
         return delay

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 import msgspec
 import pytest
 
+from destinations.base import Result
 from gateway.config import parse_config
-from gateway.deliver import DeliverWorker
+from gateway.deliver import DeliverWorker, Item
 from gateway.store import Store
+from gateway.worker import trimmed_unread
 from tests.destinations.conftest import event
 
 _encode = msgspec.json.encode
@@ -314,3 +317,58 @@ async def test_a_failed_acknowledgement_strands_nothing(redis_store, vendor):
     # the unwanted one is acknowledged this time
     pending = await redis_store.client.xpending(redis_store.keys.events(), runner.group)
     assert pending["pending"] == 1
+
+
+async def test_a_batch_waiting_for_a_slot_is_not_taken_over(redis_store, vendor):
+    """Behind slow sends, read entries wait for a slot longer than claim_idle: another
+    worker must not reclaim and send them too."""
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    batch_size: 1\n"
+        f"    concurrency: 1\n    linger: 10ms\n",
+    )
+    vendor.default = lambda seen: (time.sleep(1.0), (200, {}, b"{}"))[1]
+    a, b = DeliverWorker(cfg, redis_store, "A"), DeliverWorker(cfg, redis_store, "B")
+    await a.runners[0].ensure_group()
+    await publish(redis_store, *[event(i) for i in range(3)])
+    stop = asyncio.Event()
+    first = asyncio.create_task(a.run(stop))
+    await asyncio.sleep(0.6)  # A sends e0; e1, e2 wait for its one slot, past claim_idle
+    second = asyncio.create_task(b.run(stop))
+    await until(lambda: _true(len(vendor.requests) >= 3), 15)
+    await asyncio.sleep(1.5)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(first, second), 15)
+    sends = Counter(r.json()["messageId"] for r in vendor.requests)
+    assert sorted(sends.values()) == [1, 1, 1], sends
+
+
+async def test_backoff_after_very_many_attempts_stays_capped(redis_store, vendor):
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    backoff_max: 30s\n",
+    )
+    runner = DeliverWorker(cfg, redis_store, "A").runners[0]
+    assert 0 <= runner.backoff(5000, None) <= 30
+    now = time.time()
+    stuck = Item(event(1), None, attempts=1024, first_at=now - 60)
+    await runner.settle([stuck], [Result("retry", "HTTP 503")], now, 1.0)
+    due = await redis_store.client.zscore(runner.retry_key, event(1)["messageId"])
+    assert due is not None and now <= due <= now + 30
+
+
+async def test_a_new_group_does_not_count_entries_trimmed_before_it_as_lost(redis_store, vendor):
+    key = redis_store.keys.events()
+    for i in range(50):
+        await redis_store.client.xadd(key, {"x": i}, maxlen=10, approximate=False)
+    cfg = config(
+        redis_store.keys.prefix,
+        f"  hook:\n    type: http\n    url: {vendor.url}/h\n    start: earliest\n",
+    )
+    runner = DeliverWorker(cfg, redis_store, "A").runners[0]
+    await runner.ensure_group()
+    assert await trimmed_unread(redis_store, key, runner.group, {}) == 0
+    # while entries trimmed after the group read nothing are lost, and counted
+    for i in range(30):
+        await redis_store.client.xadd(key, {"x": i}, maxlen=10, approximate=False)
+    assert await trimmed_unread(redis_store, key, runner.group, {}) == 30

@@ -187,9 +187,12 @@ async def test_postgres_dead_letters_only_the_row_it_refuses(pg_table):
     assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 5
 
 
-async def test_postgres_a_locked_table_is_retried_not_dead_lettered(pg_table):
+@pytest.mark.parametrize("lock_timeout", [None, 200])
+async def test_postgres_a_locked_table_is_retried_not_dead_lettered(pg_table, lock_timeout):
+    """Client timeout, or the server's lock_timeout (55P03) while a migration holds it."""
     conn, table = pg_table
-    dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n    timeout: 1s\n")
+    dsn = PG_DSN if lock_timeout is None else f"{PG_DSN}?lock_timeout={lock_timeout}"
+    dest = make(f"    type: postgres\n    dsn: '{dsn}'\n    table: {table}\n    timeout: 1s\n")
     await dest.start()
     assert all(r.ok for r in await dest.send([event(1)], time.time()))
     async with conn.transaction():

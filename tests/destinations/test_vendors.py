@@ -203,6 +203,8 @@ async def test_meta_capi_backfill_limit_and_bisecting_a_refused_batch(vendor):
         ({"message": "Temporary", "code": 2, "is_transient": True}, "retry", 1),
         # a bad token fails every event alike: no bisecting
         ({"message": "Invalid OAuth access token", "code": 190}, "fail", 1),
+        # a wrong pixel_id: "Object with ID ... does not exist"
+        ({"message": "Object does not exist", "code": 100, "error_subcode": 33}, "fail", 1),
         # an invalid parameter may be one event's: bisected down to single events
         ({"message": "Invalid parameter", "code": 100}, "fail", 7),
     ],
@@ -216,7 +218,7 @@ async def test_meta_capi_reads_graph_error_codes(vendor, error, outcome, request
     assert [r.outcome for r in results] == [outcome] * 4
     assert error["message"] in results[0].reason
     assert len(vendor.requests) == requests
-    if error["code"] == 190:
+    if requests == 1 and outcome == "fail":
         assert "access_token" in results[0].reason
 
 
@@ -228,6 +230,9 @@ async def test_meta_capi_reads_graph_error_codes(vendor, error, outcome, request
         ("020 7946 0958", "GB", "442079460958"),
         ("0044 20 7946 0958", "GB", "442079460958"),
         ("+49 030 123456", "US", "4930123456"),
+        ("4915112345678", "DE", "4915112345678"),  # the country code without its +
+        ("0151 12345678", "de", "4915112345678"),
+        ("16505550100", "DE", "16505550100"),
     ],
 )
 async def test_meta_capi_phones_hash_in_e164_with_the_configured_region(
@@ -374,3 +379,20 @@ async def test_nats_jetstream_dedupes_on_message_id():
             await js.delete_stream(name)
         finally:
             await nc.close()
+
+
+def test_an_unknown_phone_region_is_a_config_error():
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="phone_region: 'XX' is not a country code"):
+        make("    type: tiktok\n    pixel_code: P\n    access_token: t\n    phone_region: XX\n")
+
+
+async def test_mixpanel_a_bad_token_is_not_bisected(vendor):
+    vendor.default = lambda seen: (200, {}, {"status": 0, "error": "Invalid project token"})
+    dest = make(
+        f"    type: mixpanel\n    project_token: tok\n    secret: s\n    host: {vendor.url}\n"
+    )
+    results = await send(dest, [event(i, kind="identify", userId=f"u{i}") for i in range(8)])
+    assert [r.outcome for r in results] == ["fail"] * 8
+    assert len(vendor.requests) == 1
