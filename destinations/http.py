@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import Webhook
 
 from gateway.config import Secret
 from gateway.errors import ConfigError
+from gateway.sources.standard_webhooks import valid_secret
 
 from .base import DestinationConfig, HttpDestination, encode_json, register
 
@@ -38,13 +39,8 @@ class HttpConfig(DestinationConfig, tag="http", kw_only=True):
         super().check()
         if not self.url.startswith(("http://", "https://")):
             raise ConfigError("must be an http:// or https:// URL", path="url")
-        if self.secret is not None:
-            try:
-                Webhook(self.secret.reveal())
-            except Exception:
-                raise ConfigError(
-                    "not a Standard Webhooks secret (whsec_ + base64)", path="secret"
-                ) from None
+        if self.secret is not None and not valid_secret(self.secret.reveal()):
+            raise ConfigError("not a Standard Webhooks secret (whsec_ + base64)", path="secret")
 
 
 @register

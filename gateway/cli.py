@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_rerun.set_defaults(run=_quarantine_rerun)
 
     check = sub.add_parser("check-config", help="validate a config file without starting")
-    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("path", nargs="?", help="config file (or --config)")
+    _config_option(check)
     check.set_defaults(run=_check_config)
 
     schema = sub.add_parser("config-schema", help="print the JSON Schema of the config file")
@@ -269,8 +271,15 @@ def _events_tail(args: argparse.Namespace) -> int:
     from .replay import tail_events
 
     async def work(config: Config, store: Any) -> int:
-        for data in await tail_events(store, args.n):
+        events = await tail_events(store, args.n)
+        for data in events:
             sys.stdout.buffer.write(data + b"\n")
+        if not events:
+            print(
+                f"no events in {store.keys.events()} on {_store_label(config)} (config "
+                f"{args.config}, key_prefix {config.key_prefix!r})",
+                file=sys.stderr,
+            )
         return 0
 
     return _with_store(args, work)
@@ -427,11 +436,21 @@ def _dlq_purge(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from .sources import build_sources
 
-    config = load_config(args.path)
+    path = args.path or args.config
+    config = load_config(path)
     build_sources(config.sources)
+    base = Path(path).resolve().parent
+    for name, source in config.sources.items():
+        for i, test in enumerate(source.tests):
+            if test.payload_file is not None and not (base / test.payload_file).is_file():
+                raise ConfigError(
+                    f"no such file: {test.payload_file} (relative to the config file)",
+                    path,
+                    path=f"sources.{name}.tests[{i}].payload_file",
+                )
     sources = ", ".join(f"{n} ({c.__struct_config__.tag})" for n, c in config.sources.items())
     print(
-        f"{args.path}: OK: {len(config.sources)} source(s){': ' + sources if sources else ''}; "
+        f"{path}: OK: {len(config.sources)} source(s){': ' + sources if sources else ''}; "
         f"{len(config.destinations)} destination(s); store: {_store_label(config)}"
     )
     return 0
@@ -503,7 +522,7 @@ def _map(args: argparse.Namespace) -> int:
     try:
         events = normalize(delivery, mapper)
     except NormalizeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {args.file}: {e}", file=sys.stderr)
         return 1
     out = sys.stdout.buffer
     for event in events:

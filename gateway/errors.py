@@ -71,6 +71,12 @@ class SignatureError(RequestRejected):
     reason = "bad_signature"
 
 
+NO_MATCH = (
+    "no signature matched: check that this source's secret is the one the vendor signs "
+    "with (and, while rotating, that both are listed)"
+)
+
+
 class PayloadError(RequestRejected):
     status = 400
     reason = "bad_payload"

@@ -118,12 +118,12 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
     for index, draft in enumerate(drafts):
         person = draft.person or Person()
         uid = own_id or _text(person.user_id)
-        anonymous = None
-        if uid is None:
+        # A mapping's own anonymous_id is kept beside a userId (Segment events may carry
+        # both); the vendor-id fallback only stands in when there is no userId.
+        anonymous = _text(draft.anonymous_id)
+        if uid is None and anonymous is None:
             vid = _text(person.vendor_id)
-            anonymous = _text(draft.anonymous_id) or (
-                f"{prefix}:{vid}" if vid else f"{delivery.source}:system"
-            )
+            anonymous = f"{prefix}:{vid}" if vid else f"{delivery.source}:system"
         external = []
         if person.vendor_id is not None and person.id_type:
             external.append(ExternalId(id=str(person.vendor_id), type=person.id_type))

@@ -81,6 +81,39 @@ def test_check_config_missing_file(tmp_path):
     assert "config file not found" in r.stderr
 
 
+def test_check_config_takes_config_like_every_command(tmp_path):
+    r = cli("check-config", "--config", str(ROOT / "config.yaml"))
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+
+
+def test_check_config_finds_a_missing_payload_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        CONFIG
+        + "    tests:\n      - name: paid\n        payload_file: fixtures/paid.json\n"
+        + "        expect: []\n"
+    )
+    r = cli("check-config", str(path), env={"PREFIX": "p", "STRIPE_WEBHOOK_SECRET": "x"})
+    assert r.returncode == 2
+    assert "sources.stripe.tests[0].payload_file: no such file: fixtures/paid.json" in r.stderr
+    (tmp_path / "fixtures").mkdir()
+    (tmp_path / "fixtures/paid.json").write_text("{}")
+    r = cli("check-config", str(path), env={"PREFIX": "p", "STRIPE_WEBHOOK_SECRET": "x"})
+    assert r.returncode == 0, r.stderr
+
+
+def test_events_tail_says_where_it_looked_when_empty(tmp_path, redis_url):
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    env = {"REDIS_URL": redis_url, "PREFIX": prefix, "STRIPE_WEBHOOK_SECRET": "x"}
+    r = cli("events", "tail", "--config", str(path), env=env)
+    assert r.returncode == 0 and r.stdout == ""
+    assert f"no events in {prefix}:{{events}}:stream on redis" in r.stderr
+    assert f"key_prefix '{prefix}'" in r.stderr
+
+
 def test_config_schema_is_json():
     r = cli("config-schema")
     assert r.returncode == 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..config import SourceConfig
-from ..errors import SignatureError
+from ..errors import NO_MATCH, SignatureError
 from .base import Headers, Source
 
 ALGORITHMS: dict[str, Callable] = {
@@ -184,7 +184,7 @@ class HmacScheme:
             expected = [base64.b64encode(d) for d in digest]
             given = [s.encode("latin-1") for s in sigs]
         if not matches_any(expected, given):
-            raise SignatureError("no signature matched")
+            raise SignatureError(NO_MATCH)
 
     def _content(self, body: bytes, timestamp: str, values: dict[str, str]) -> bytes:
         if self.template == ("body",):

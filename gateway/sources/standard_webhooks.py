@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from standardwebhooks.webhooks import Webhook
 
 from ..config import Duration, SourceConfig, duration
-from ..errors import ConfigError, SignatureError
+from ..errors import NO_MATCH, ConfigError, SignatureError
 from .base import Headers, Source, delivery_id_from, register
 from .signing import check_window, matches_any, parse_timestamp
 
@@ -32,13 +32,22 @@ class StandardWebhooksConfig(SourceConfig, tag="standard-webhooks"):
     def check(self) -> None:
         super().check()
         for i, secret in enumerate(self.secrets):
-            try:
-                Webhook(secret.reveal())
-            except Exception:
+            if not valid_secret(secret.reveal()):
                 raise ConfigError(
                     "not a Standard Webhooks secret (expected whsec_ followed by base64)",
                     path=f"secrets.{i}",
-                ) from None
+                )
+
+
+def valid_secret(text: str) -> bool:
+    """`whsec_` (optional) + strict base64: a pasted secret with stray characters is a
+    config error, not a signature that never matches."""
+    try:
+        base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        Webhook(text)
+    except Exception:
+        return False
+    return True
 
 
 def _header(headers: Headers, name: str) -> str | None:
@@ -82,9 +91,9 @@ class StandardWebhooksSource(Source):
             when = datetime.fromtimestamp(timestamp, tz=UTC)
             expected = [base64.b64decode(h.sign(msg_id, when, payload)[3:]) for h in self.hooks]
         except (UnicodeDecodeError, ValueError, OverflowError, OSError):
-            raise SignatureError("no signature matched") from None
+            raise SignatureError(NO_MATCH) from None
         if not matches_any(expected, given):
-            raise SignatureError("no signature matched")
+            raise SignatureError(NO_MATCH)
 
     def identify(self, body: bytes, headers: Headers) -> tuple[str, str]:
         msg_id = delivery_id_from(_header(headers, "id"), "the webhook-id header")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from stripe import SignatureVerificationError, WebhookSignature
 
 from ..config import Duration, SourceConfig, duration
-from ..errors import SignatureError
+from ..errors import NO_MATCH, SignatureError
 from .base import BodyFields, Headers, Source, delivery_id_from, register
 from .signing import HmacScheme, check_window, parse_timestamp
 
@@ -56,7 +56,7 @@ class StripeSource(Source):
                 return
             except SignatureVerificationError:
                 continue
-        raise SignatureError("no signature matched")
+        raise SignatureError(NO_MATCH)
 
     def identify(self, body: bytes, headers: Headers) -> tuple[str, str]:
         event_id = delivery_id_from(_FIELDS.read(body)["id"], "the event's `id`")

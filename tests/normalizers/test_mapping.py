@@ -163,6 +163,17 @@ def test_user_id_expression_applies_to_every_event_of_the_source():
     assert out["userId"] == "42" and "anonymousId" not in out
 
 
+def test_a_rule_s_own_anonymous_id_is_kept_beside_a_user_id():
+    cfg = source(
+        "      - event: Booked\n        user_id: invitee.uid\n"
+        "        anonymous_id: invitee.cookie\n"
+    )
+    [both] = events(cfg, {"invitee": {"uid": "u1", "cookie": "c-9"}})
+    assert both["userId"] == "u1" and both["anonymousId"] == "c-9"
+    [only] = events(cfg, {"invitee": {"cookie": "c-9"}})
+    assert "userId" not in only and only["anonymousId"] == "c-9"
+
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
