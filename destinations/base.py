@@ -237,8 +237,17 @@ class HttpDestination(Destination):
             r.outcome == "fail" for r in results
         )
 
+    max_event_age: ClassVar[float | None] = None
+    """Events older than this (seconds) are never sent: the vendor would refuse them
+    forever. `age_limit` says which limit, for the dead letter's reason."""
+    age_limit: ClassVar[str] = ""
+
     def precheck(self, event: dict[str, Any], now: float) -> Result | None:
-        """A reason never to send this event (e.g. older than the vendor's backfill limit)."""
+        """A reason never to send this event (by default: older than `max_event_age`)."""
+        if self.max_event_age is not None and (
+            now - unix_seconds(event.get("timestamp"), now) > self.max_event_age
+        ):
+            return fail(f"older than {self.age_limit}")
         return None
 
     async def send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:

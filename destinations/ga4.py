@@ -29,7 +29,6 @@ from .base import (
     HttpDestination,
     Result,
     encode_json,
-    fail,
     register,
     unix_seconds,
 )
@@ -118,15 +117,12 @@ class Ga4Destination(HttpDestination):
     config_type = Ga4Config
     max_batch: ClassVar[int] = 500
     max_bytes: ClassVar[int] = 130 * 1024 * 20
+    max_event_age: ClassVar[float | None] = MAX_AGE
+    age_limit: ClassVar[str] = "the 72 hours GA4 accepts (timestamp_micros)"
 
     def __init__(self, name: str, config: Ga4Config) -> None:
         super().__init__(name, config)
         self.names = {**RECOMMENDED, **config.event_names}
-
-    def precheck(self, event: dict[str, Any], now: float) -> Result | None:
-        if now - unix_seconds(event.get("timestamp"), now) > MAX_AGE:
-            return fail("older than the 72 hours GA4 accepts (timestamp_micros)")
-        return None
 
     async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         """One request per person (client_id), 25 events at most."""

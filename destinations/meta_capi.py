@@ -113,15 +113,12 @@ class MetaCapiDestination(HttpDestination):
     config_type = MetaCapiConfig
     max_batch: ClassVar[int] = 1000
     max_bytes: ClassVar[int] = 4 * 1024 * 1024
+    max_event_age: ClassVar[float | None] = MAX_AGE
+    age_limit: ClassVar[str] = "the 7 days Meta accepts (event_time)"
 
     def __init__(self, name: str, config: MetaCapiConfig) -> None:
         super().__init__(name, config)
         self.names = {**STANDARD_EVENTS, **config.event_names}
-
-    def precheck(self, event: dict[str, Any], now: float) -> Result | None:
-        if now - unix_seconds(event.get("timestamp"), now) > MAX_AGE:
-            return fail("older than the 7 days Meta accepts (event_time)")
-        return None
 
     def to_meta(self, event: dict[str, Any], now: float) -> dict[str, Any]:
         config: MetaCapiConfig = self.config  # type: ignore[assignment]

@@ -55,12 +55,11 @@ class TikTokConfig(DestinationConfig, tag="tiktok", kw_only=True):
     test_event_code: str | None = None
     phone_region: str = "US"
     """The country assumed for phone numbers written without one (ISO 3166-1 alpha-2)."""
+    endpoint: str = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 
     def check(self) -> None:
         super().check()
         self.phone_region = pii.region(self.phone_region)
-
-    endpoint: str = "https://business-api.tiktok.com/open_api/v1.3/event/track/"
 
 
 @register
@@ -68,6 +67,8 @@ class TikTokDestination(HttpDestination):
     config_type = TikTokConfig
     max_batch: ClassVar[int] = 1000
     max_bytes: ClassVar[int] = 4 * 1024 * 1024
+    max_event_age: ClassVar[float | None] = MAX_AGE
+    age_limit: ClassVar[str] = "the 7 days TikTok accepts (event_time)"
 
     def __init__(self, name: str, config: TikTokConfig) -> None:
         super().__init__(name, config)
@@ -76,11 +77,6 @@ class TikTokDestination(HttpDestination):
 
     def phone(self, text: str) -> str:
         return pii.phone(text, self.region)
-
-    def precheck(self, event: dict[str, Any], now: float) -> Result | None:
-        if now - unix_seconds(event.get("timestamp"), now) > MAX_AGE:
-            return fail("older than the 7 days TikTok accepts (event_time)")
-        return None
 
     def to_tiktok(self, event: dict[str, Any], now: float) -> dict[str, Any]:
         who = pii.person(event)
