@@ -55,6 +55,15 @@ class Delivery:
             return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
         raise NormalizeError("the body is not JSON")
 
+    @property
+    def object(self) -> dict[str, Any]:
+        """The payload when it is a JSON object (what every vendor sends); else
+        NormalizeError."""
+        payload = self.payload
+        if not isinstance(payload, dict):
+            raise NormalizeError("the payload is not a JSON object")
+        return payload
+
     @cached_property
     def received_at(self) -> str:
         return iso_time(self.received_at_ms) or ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Delivery, Draft, NormalizeError, dig, generic_name, register
+from .base import Delivery, Draft, dig, generic_name, register
 
 # Where senders commonly put the time something happened.
 _TIME_FIELDS = ("timestamp", "created_at", "createdAt", "occurred_at", "occurredAt", "created")
@@ -17,9 +17,7 @@ _TIME_FIELDS = ("timestamp", "created_at", "createdAt", "occurred_at", "occurred
 
 @register("standard-webhooks", "hmac", "slack")
 def normalize(delivery: Delivery) -> list[Draft]:
-    payload = delivery.payload
-    if not isinstance(payload, dict):
-        raise NormalizeError("the payload is not a JSON object")
+    payload = delivery.object
     if delivery.source_type == "slack":
         return _slack(payload)
     field = getattr(delivery.config, "event_type_field", None) or "type"

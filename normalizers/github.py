@@ -100,9 +100,7 @@ def normalize(delivery: Delivery) -> list[Draft]:
     kind = delivery.headers.get("x-github-event")
     if not kind:
         raise NormalizeError("no X-GitHub-Event header: cannot tell what happened")
-    payload = delivery.payload
-    if not isinstance(payload, dict):
-        raise NormalizeError("the payload is not a JSON object")
+    payload = delivery.object
     if kind == "ping":
         return []
     action = payload.get("action") if isinstance(payload.get("action"), str) else None

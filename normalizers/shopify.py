@@ -42,9 +42,7 @@ def normalize(delivery: Delivery) -> list[Draft]:
     topic = delivery.headers.get("x-shopify-topic")
     if not topic:
         raise NormalizeError("no X-Shopify-Topic header: cannot tell what happened")
-    obj = delivery.payload
-    if not isinstance(obj, dict):
-        raise NormalizeError("the payload is not a JSON object")
+    obj = delivery.object
     resource, _, verb = topic.partition("/")
     customer = obj if resource == "customers" else obj.get("customer")
     person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")

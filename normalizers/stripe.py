@@ -218,15 +218,7 @@ def _charge(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refund(r: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "refund_id": r.get("id"),
-        "charge_id": _id(r.get("charge")),
-        "order_id": _id(r.get("payment_intent")) or _id(r.get("charge")),
-        **_money(r, amount="amount"),
-        "currency": currency_code(r.get("currency")),
-        "status": r.get("status"),
-        "reason": r.get("reason"),
-    }
+    return _on_a_charge(r, "refund_id")
 
 
 def _invoice(i: dict[str, Any]) -> dict[str, Any]:
@@ -291,14 +283,19 @@ def _subscription(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def _dispute(d: dict[str, Any]) -> dict[str, Any]:
+    return _on_a_charge(d, "dispute_id")
+
+
+def _on_a_charge(o: dict[str, Any], id_name: str) -> dict[str, Any]:
+    """A refund or a dispute: what it is about, how much, and why."""
     return {
-        "dispute_id": d.get("id"),
-        "charge_id": _id(d.get("charge")),
-        "order_id": _id(d.get("payment_intent")) or _id(d.get("charge")),
-        **_money(d, amount="amount"),
-        "currency": currency_code(d.get("currency")),
-        "status": d.get("status"),
-        "reason": d.get("reason"),
+        id_name: o.get("id"),
+        "charge_id": _id(o.get("charge")),
+        "order_id": _id(o.get("payment_intent")) or _id(o.get("charge")),
+        **_money(o, amount="amount"),
+        "currency": currency_code(o.get("currency")),
+        "status": o.get("status"),
+        "reason": o.get("reason"),
     }
 
 
