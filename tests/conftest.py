@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 import time
@@ -17,6 +19,7 @@ import redis.asyncio as redis
 from gateway.app import create_app
 from gateway.config import Config, parse_config
 from gateway.store import Store
+from tests.services import RedisServer, require_redis
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
@@ -27,22 +30,38 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _redis_answers(url: str) -> bool:
-    import redis as sync_redis
-
-    try:
-        return bool(sync_redis.Redis.from_url(url, socket_timeout=1).ping())
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The real Redis the tests use; CI sets REDIS_URL. Skips if none answers."""
-    url = REDIS_URL or "redis://127.0.0.1:6379/0"
-    if not _redis_answers(url):
-        pytest.skip(f"no Redis answers at {url} (set REDIS_URL)")
-    return url
+    """The real Redis the tests use; CI sets REDIS_URL. Skips if none answers (fails in CI)."""
+    return require_redis(REDIS_URL or "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def private_redis():
+    """A redis-server of the test's own on a free port, to stop and start at will."""
+    server = RedisServer(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+async def until(
+    condition: Callable[[], Any], seconds: float = 10, what: str = "the condition"
+) -> Any:
+    """Wait for `condition()` (sync or async) to be truthy; fail after `seconds`.
+
+    The way to synchronise with a worker or a server: never a fixed sleep.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {seconds} s for {what}; last value: {result!r}")
+        await asyncio.sleep(0.02)
 
 
 async def drop_prefix(client: redis.Redis, prefix: str) -> None:

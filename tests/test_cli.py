@@ -6,7 +6,6 @@ import json
 import os
 import re
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import redis as sync_redis
 import stripe
 
 from tests.conftest import free_port
+from tests.services import require_binary
 
 ROOT = Path(__file__).parents[1]
 CONFIG = """\
@@ -274,9 +274,10 @@ def test_serve_with_a_bad_config_exits_with_the_error(tmp_path):
     assert "sources.s.type: unknown source type 'nope'" in r.stderr
 
 
-@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="curl+openssl")
 def test_readme_quick_start_works_as_written(tmp_path):
     """The README's `serve` on the example config.yaml, then its curl snippet, verbatim."""
+    require_binary("curl", "tools")
+    require_binary("openssl", "tools")
     readme = (ROOT / "README.md").read_text()
     snippet = re.search(r"```sh\n(BODY=.*?)```", readme, re.S).group(1)
     port = free_port()

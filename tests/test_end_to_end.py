@@ -4,7 +4,6 @@ rows in the real PostgreSQL and events at a PostHog-like server, then a kill -9.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from pathlib import Path
@@ -17,10 +16,10 @@ import stripe
 
 from normalizers.event import message_id
 from tests.destinations.conftest import VendorServer, wait_for
+from tests.services import PG_DSN, require_postgres
 from tests.test_cli import Server, cli
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stripe"
-PG_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = "whsec_e2e"
 
 
@@ -65,10 +64,7 @@ def pg():
 
         return asyncio.run(run())
 
-    try:
-        query("SELECT 1")
-    except (OSError, asyncpg.PostgresError) as e:
-        pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
+    require_postgres(PG_DSN)
     yield table, query
     query(f"DROP TABLE IF EXISTS {table}")
 

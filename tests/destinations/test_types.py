@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import uuid
 
@@ -17,9 +16,9 @@ from standardwebhooks.webhooks import Webhook
 from destinations import DESTINATION_TYPES
 from gateway.config import parse_config
 from tests.destinations.conftest import event
+from tests.services import PG_DSN, require_postgres
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-PG_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def make(text: str, **env: str):
@@ -118,10 +117,7 @@ async def test_redis_stream(redis_url):
 
 @pytest.fixture
 async def pg_table():
-    try:
-        conn = await asyncpg.connect(PG_DSN, timeout=3)
-    except (OSError, asyncpg.PostgresError) as e:
-        pytest.skip(f"no PostgreSQL at {PG_DSN}: {e}")
+    conn = await asyncpg.connect(require_postgres(PG_DSN), timeout=3)
     table = f"events_test_{uuid.uuid4().hex[:8]}"
     yield conn, table
     await conn.execute(f"DROP TABLE IF EXISTS {table}")

@@ -12,6 +12,7 @@ import pytest
 from destinations import DESTINATION_TYPES
 from gateway.config import parse_config
 from tests.destinations.conftest import event
+from tests.services import NATS_URL, require_nats
 
 NOW = 1714564900.0  # 2024-05-01T12:01:40Z, 100 s after the events' timestamp
 
@@ -351,14 +352,11 @@ async def test_nats_jetstream_dedupes_on_message_id():
 
     name = f"TEST_{uuid.uuid4().hex[:8].upper()}"
     subject = f"t{uuid.uuid4().hex[:8]}.{{type}}"
-    try:
-        nc = await nats.connect("nats://127.0.0.1:4222", connect_timeout=2)
-    except Exception as e:
-        pytest.skip(f"no NATS at 127.0.0.1:4222: {e}")
+    nc = await nats.connect(require_nats(), connect_timeout=2)
     js = nc.jetstream()
     try:
         dest = make(
-            f"    type: nats\n    url: nats://127.0.0.1:4222\n    subject: '{subject}'\n"
+            f"    type: nats\n    url: {NATS_URL}\n    subject: '{subject}'\n"
             f"    create_stream: {name}\n"
         )
         assert all(r.ok for r in await send(dest, [event(1), event(2)], time.time()))
@@ -369,8 +367,7 @@ async def test_nats_jetstream_dedupes_on_message_id():
         assert msgspec.json.decode(msg.data)["messageId"] == event(1)["messageId"]
         assert msg.headers["Nats-Msg-Id"] == event(1)["messageId"]
         missing = make(
-            "    type: nats\n    url: nats://127.0.0.1:4222\n"
-            "    subject: nowhere.at.all\n    timeout: 2s\n"
+            f"    type: nats\n    url: {NATS_URL}\n    subject: nowhere.at.all\n    timeout: 2s\n"
         )
         [result] = await send(missing, [event(1)], time.time())
         assert result.outcome == "fail" and "no JetStream stream" in result.reason

@@ -1,0 +1,154 @@
+"""The real services the suite talks to, and what happens when one is missing.
+
+Outside CI a missing service skips the tests that need it, with the command that starts
+it. In CI (`CI=true`, which `.ci/run` sets) it fails them instead: a green run must mean
+that every test ran against the real thing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from typing import NoReturn
+
+import pytest
+import redis as sync_redis
+
+IN_CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+PG_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+
+START = {
+    "redis": "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
+    "--appendonly no (or set REDIS_URL)",
+    "redis-server": "apt-get install redis-server (the tests start private redis-server "
+    "processes on free ports)",
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+    "(or set POSTGRES_DSN)",
+    "nats": "nats-server -a 127.0.0.1 -p 4222 -js (JetStream on; or set NATS_URL)",
+    "tools": "apt-get install curl openssl (the README's quick start uses them)",
+}
+
+
+def unavailable(service: str, problem: str) -> NoReturn:
+    """Skip (outside CI) or fail (in CI) the current test: `service` is not there."""
+    message = f"{problem}; start it with: {START[service]}"
+    if IN_CI:
+        pytest.fail(f"CI=true and a service the suite needs is missing: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def _in_a_thread(coro_fn) -> BaseException | None:
+    """Run an async check on a loop of its own (callable from sync and async tests)."""
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coro_fn())
+        except BaseException as e:  # reported to the caller, who says what is missing
+            error.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        return TimeoutError("no answer within 10 s")
+    return error[0] if error else None
+
+
+def require_redis(url: str) -> str:
+    try:
+        sync_redis.Redis.from_url(url, socket_timeout=2).ping()
+    except (sync_redis.RedisError, OSError, ValueError) as e:
+        unavailable("redis", f"no Redis answers at {url}: {e}")
+    return url
+
+
+def require_postgres(dsn: str = PG_DSN) -> str:
+    import asyncpg
+
+    async def check() -> None:
+        conn = await asyncpg.connect(dsn, timeout=3)
+        await conn.close()
+
+    error = _in_a_thread(check)
+    if error is not None:
+        unavailable("postgres", f"no PostgreSQL at {dsn}: {type(error).__name__}: {error}")
+    return dsn
+
+
+def require_nats(url: str = NATS_URL) -> str:
+    """NATS answers its INFO line with JetStream on (the nats destination needs it)."""
+    host, _, port = url.removeprefix("nats://").rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=2) as sock:
+            line = sock.makefile("rb").readline(65536)
+    except (OSError, ValueError) as e:
+        unavailable("nats", f"no NATS at {url}: {e}")
+    if not line.startswith(b"INFO "):
+        unavailable("nats", f"{url} did not answer like NATS: {line[:60]!r}")
+    if not json.loads(line[5:]).get("jetstream"):
+        unavailable("nats", f"NATS at {url} runs without JetStream")
+    return url
+
+
+def require_binary(name: str, service: str = "redis-server") -> str:
+    path = shutil.which(name)
+    if path is None:
+        unavailable(service, f"no `{name}` on PATH")
+    return path
+
+
+class RedisServer:
+    """A private redis-server on a free port, to stop, restart and stall."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = require_binary("redis-server")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--enable-debug-command",
+                "yes",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = sync_redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except sync_redis.ConnectionError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"private redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
