@@ -31,10 +31,13 @@ class TestResult:
 
 
 def subset(expected: Any, actual: Any) -> bool:
-    """Every key of `expected` is in `actual` with a matching value (recursively)."""
+    """Every key of `expected` is in `actual` with a matching value (recursively).
+
+    An expected null also matches a missing key: mappings leave null properties out.
+    """
     if isinstance(expected, dict):
         return isinstance(actual, dict) and all(
-            k in actual and subset(v, actual[k]) for k, v in expected.items()
+            subset(v, actual[k]) if k in actual else v is None for k, v in expected.items()
         )
     if isinstance(expected, list):
         return (
@@ -42,12 +45,11 @@ def subset(expected: Any, actual: Any) -> bool:
             and len(expected) == len(actual)
             and all(subset(e, a) for e, a in zip(expected, actual, strict=True))
         )
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        # bool is an int subclass: true must not match 1, nor false 0 (and false is false).
+        return type(expected) is type(actual) and expected == actual
     if isinstance(expected, float | int) and isinstance(actual, float | int):
-        return (
-            not isinstance(expected, bool)
-            and not isinstance(actual, bool)
-            and float(expected) == float(actual)
-        )
+        return float(expected) == float(actual)  # YAML's 24 is the event's 24.0
     return expected == actual
 
 
