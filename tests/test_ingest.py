@@ -6,12 +6,15 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 
+import httpx
 import pytest
 
-from gateway.app import create_app
+from gateway.errors import PayloadError
+from gateway.ingest import read_body
 from gateway.store import Store
-from tests.conftest import Clock, config, gateway_client, raw_entries
+from tests.conftest import Clock, gateway_client, raw_entries, served_gateway, until
 
 SECRET = "s3cret"
 CFG = f"""
@@ -164,30 +167,121 @@ async def test_body_at_the_limit_is_fine(store):
     assert r.status_code == 200
 
 
-async def test_bad_content_length_is_400(store):
-    app = create_app(config(CFG), store=store)
-    sent = []
+def test_a_content_length_that_is_not_a_number_is_a_payload_error():
+    """The app's own guard, for ASGI servers that pass such a header on (uvicorn does not)."""
 
     async def receive():
         return {"type": "http.request", "body": b"{}", "more_body": False}
 
-    async def send(message):
-        sent.append(message)
+    with pytest.raises(PayloadError, match="Content-Length header is not a number"):
+        asyncio.run(read_body(receive, "lots", 1024))
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/acme",
-        "raw_path": b"",
-        "root_path": "",
-        "query_string": b"",
-        "scheme": "http",
-        "server": ("x", 80),
-        "headers": [(b"content-length", b"lots")],
-    }
-    await app(scope, receive, send)
-    assert sent[0]["status"] == 400
-    assert b"Content-Length" in sent[1]["body"]
+
+async def _exchange(port: int, request: bytes, *, close: bool = True) -> bytes:
+    """Send raw bytes to the server and read one response (head and body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await _read_response(reader)
+    finally:
+        if close:
+            writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+    return head + await asyncio.wait_for(reader.readexactly(length), 10)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+async def test_a_bad_content_length_is_400_from_the_real_server_and_nothing_is_stored(store):
+    async with served_gateway(CFG, store) as url:
+        reply = await _exchange(
+            _port(url),
+            b"POST /webhooks/acme HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n{}",
+        )
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        ok = await _exchange(_port(url), _post(b"{}", "after"))  # still serving
+    assert ok.startswith(b"HTTP/1.1 200 ")
+    assert [e["delivery_id"] for e in await raw_entries(store, "acme")] == ["after"]
+
+
+def _post(body: bytes, delivery: str, chunked: bool = False) -> bytes:
+    head = [b"POST /webhooks/acme HTTP/1.1", b"Host: gateway"]
+    head += [f"{k}: {v}".encode() for k, v in signed(body, delivery).items()]
+    if not chunked:
+        return b"\r\n".join([*head, b"Content-Length: %d" % len(body), b"", body])
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 7]), body[i : i + 7]) for i in range(0, len(body), 7)
+    )
+    return b"\r\n".join([*head, b"Transfer-Encoding: chunked", b"", chunks + b"0\r\n\r\n"])
+
+
+async def test_a_chunked_body_is_stored_byte_for_byte(store):
+    body = b'{"a": "\r\n0\r\n\r\n"}' + bytes(range(256))  # CRLFs and chunk syntax inside
+    async with served_gateway(CFG, store) as url:
+        reply = await _exchange(_port(url), _post(body, "chunky", chunked=True))
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert reply.endswith(b'{"status":"accepted","delivery_id":"chunky"}')
+    [entry] = await raw_entries(store, "acme")
+    assert entry["body"] == body
+
+
+async def test_one_keep_alive_connection_carries_several_deliveries(store):
+    async with served_gateway(CFG, store) as url:
+        reader, writer = await asyncio.open_connection("127.0.0.1", _port(url))
+        replies = []
+        for delivery in ("k1", "k2", "k1"):
+            writer.write(_post(b"{}", delivery))
+            await writer.drain()
+            replies.append(await _read_response(reader))
+        writer.close()
+    assert [r.split(b"\r\n\r\n", 1)[1] for r in replies] == [
+        b'{"status":"accepted","delivery_id":"k1"}',
+        b'{"status":"accepted","delivery_id":"k2"}',
+        b'{"status":"duplicate","delivery_id":"k1"}',
+    ]
+
+
+async def test_a_client_gone_mid_body_stores_nothing(store):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logged:
+        async with served_gateway(CFG, store) as url:
+            full = _post(b'{"n": 1}' + b" " * 1000, "cut")
+            _, writer = await asyncio.open_connection("127.0.0.1", _port(url))
+            writer.write(full[: len(full) - 500])  # the head and half the body, then gone
+            await writer.drain()
+            writer.close()
+            await until(
+                lambda: [e for e in logged if e.get("reason") == "client_disconnected"],
+                what="the gateway to see the client leave",
+            )
+            retry = await _exchange(_port(url), full)
+    assert retry.endswith(b'{"status":"accepted","delivery_id":"cut"}')  # not a duplicate
+    [entry] = await raw_entries(store, "acme")
+    assert entry["body"] == full[full.index(b"\r\n\r\n") + 4 :]
+
+
+async def test_concurrent_copies_on_separate_connections_one_accepted(store):
+    body = b'{"n": 2}'
+    fresh = httpx.Limits(max_keepalive_connections=0)  # a connection per request
+    async with served_gateway(CFG, store) as url, httpx.AsyncClient(limits=fresh) as client:
+        replies = await asyncio.gather(
+            *(
+                client.post(url + "/webhooks/acme", content=body, headers=signed(body, "c"))
+                for _ in range(30)
+            )
+        )
+    assert {r.status_code for r in replies} == {200}
+    statuses = sorted(r.json()["status"] for r in replies)
+    assert statuses == ["accepted"] + ["duplicate"] * 29
+    assert len(await raw_entries(store, "acme")) == 1
 
 
 async def test_missing_delivery_id_is_400(store):

@@ -19,8 +19,7 @@ import stripe
 from gateway.config import parse_config
 from gateway.store import RawDelivery, Store
 from gateway.worker import GROUP, NormalizeWorker
-from normalizers.event import message_id
-from tests.conftest import Clock, drop_prefix, gateway_client
+from tests.conftest import Clock, drop_prefix, expected_message_id, gateway_client, until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CFG = """
@@ -91,8 +90,8 @@ async def test_deliveries_become_events_and_are_acknowledged(store):
     names = sorted(e["event"].decode() for e in out)
     assert names == ["Charge Succeeded", "Form Submitted"]
     by_id = {e["message_id"].decode(): msgspec.json.decode(e["data"]) for e in out}
-    assert message_id("stripe", "evt_1", 0) in by_id
-    assert by_id[message_id("forms", "f1", 0)]["properties"] == {"form": "signup"}
+    assert expected_message_id("stripe", "evt_1", 0) in by_id
+    assert by_id[expected_message_id("forms", "f1", 0)]["properties"] == {"form": "signup"}
     assert await pending(store, "stripe") == 0 and await pending(store, "forms") == 0
 
 
@@ -113,7 +112,7 @@ async def test_through_the_front_door(redis_store):
     await worker.read_once()
     [event] = await events(redis_store)
     data = msgspec.json.decode(event["data"])
-    assert data["messageId"] == message_id("stripe", "evt_front", 0)
+    assert data["messageId"] == expected_message_id("stripe", "evt_front", 0)
     assert data["timestamp"] == "2023-11-14T22:15:01.000Z"  # the Stripe event's `created`
     assert data["receivedAt"] == "2023-11-14T22:14:20.000Z"  # when the gateway took it
 
@@ -175,10 +174,10 @@ async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
     assert len(taken[0][1]) == 5
     assert await survivor.reclaim() == 0  # not idle long enough yet
     assert await survivor.read_once() == 0  # nothing new for the others
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the crashed worker's entries idle past claim_idle (200ms)
     assert await survivor.reclaim() == 5
     ids = {e["message_id"].decode() for e in await events(redis_store)}
-    assert ids == {message_id("stripe", f"evt_{i}", 0) for i in range(5)}
+    assert ids == {expected_message_id("stripe", f"evt_{i}", 0) for i in range(5)}
     assert await pending(redis_store, "stripe") == 0
 
 
@@ -193,9 +192,9 @@ async def test_two_workers_share_the_work(redis_url):
             await put(stores[0], "forms", f"f{i}", b'{"kind": "submit", "form": "x"}')
         stop = asyncio.Event()
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(await events(stores[0])) < 300:
-            await asyncio.sleep(0.05)
+        await until(
+            lambda: all_normalized(stores[0], "forms"), 20, what="every delivery normalized"
+        )
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         out = await events(stores[0])
@@ -214,9 +213,7 @@ async def test_worker_in_embedded_mode(monkeypatch):
     stop = asyncio.Event()
     task = asyncio.create_task(NormalizeWorker(config, store, "w").run(stop))
     await put(store, "forms", "f1", b'{"kind": "submit", "form": "x"}')
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and not await events(store):
-        await asyncio.sleep(0.05)
+    await until(lambda: events(store), what="the event")
     stop.set()
     await asyncio.wait_for(task, 5)
     assert [e["event"] for e in await events(store)] == [b"Form Submitted"]
@@ -268,7 +265,7 @@ def test_kill_dash_9_mid_batch_loses_nothing(redis_url, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        expected = {message_id("forms", f"f{i}", 0).encode() for i in range(total)}
+        expected = {expected_message_id("forms", f"f{i}", 0).encode() for i in range(total)}
         seen: set[bytes] = set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and seen != expected:
@@ -307,25 +304,81 @@ async def test_a_poison_entry_is_quarantined_and_the_batch_goes_on(redis_store):
     assert await pending(redis_store, "forms") == 0
 
 
-async def test_a_worker_survives_an_unexpected_error(redis_store, monkeypatch):
+async def test_a_worker_rides_out_a_redis_restart(private_redis):
+    """Redis dies under a running worker and comes back empty (no streams, no groups): the
+    worker waits, recreates its groups and normalizes what arrives, without a restart."""
+    from structlog.testing import capture_logs
+
+    store = Store.connect(private_redis.url, "gw", timeout=0.5)
+    worker = NormalizeWorker(make_config("gw"), store, "w1")
+    stop = asyncio.Event()
+    body = b'{"kind": "submit", "form": "x"}'
+    try:
+        with capture_logs() as logged:
+            task = asyncio.create_task(worker.run(stop))
+            await put(store, "forms", "before", body)
+            await until(lambda: events(store), what="the first event")
+
+            private_redis.stop()
+            await until(
+                lambda: any(e["event"] == "worker.redis_unavailable" for e in logged),
+                what="the worker to notice Redis is gone",
+            )
+            assert not task.done()
+
+            private_redis.start()
+            # The test looks through a store of its own: the worker's pool must heal itself.
+            probe = Store.connect(private_redis.url, "gw", timeout=0.5)
+            await put(probe, "forms", "after", body)
+            [event] = await until(lambda: events(probe), what="the event made after the restart")
+            assert event["delivery_id"] == b"after"
+            assert event["message_id"] == expected_message_id("forms", "after", 0).encode()
+            await until(lambda: _no_pending(probe, "forms"), what="the delivery acknowledged")
+            await probe.close()
+            stop.set()
+            await asyncio.wait_for(task, 5)
+        assert not [e for e in logged if e["event"] == "worker.error"], "no bug on the way"
+    finally:
+        stop.set()
+        await store.close()
+
+
+async def test_a_worker_survives_a_failing_write_and_redoes_the_batch(redis_store):
+    """An operator's mistake makes every write fail (the events key holds a string): the
+    worker keeps running, and once the key is fixed the deliveries it had read become events."""
     config = make_config(redis_store.keys.prefix)
     worker = NormalizeWorker(config, redis_store, "w1")
-    calls = []
-
-    async def broken_once() -> int:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("a bug")
-        return 0
-
-    monkeypatch.setattr(worker, "read_once", broken_once)
-    monkeypatch.setattr("gateway.worker._sleep_or_stop", lambda stop, s: asyncio.sleep(0))
+    await worker.ensure_groups()
+    await redis_store.client.set(redis_store.keys.events(), "not a stream")
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
-    while len(calls) < 3:
-        await asyncio.sleep(0.01)
-    stop.set()
-    await asyncio.wait_for(task, 5)  # still alive after the error, and stops when told
+    try:
+        await put(redis_store, "forms", "f1", b'{"kind": "submit", "form": "x"}')
+        await until(lambda: _pending_count(redis_store, "forms"), what="the delivery read")
+        assert not task.done()
+        await redis_store.client.delete(redis_store.keys.events())
+        [event] = await until(lambda: events(redis_store), what="the event after the fix")
+        assert event["message_id"] == expected_message_id("forms", "f1", 0).encode()
+        await until(lambda: _no_pending(redis_store, "forms"), what="the delivery acknowledged")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def _pending_count(store: Store, source: str) -> int:
+    return await pending(store, source)
+
+
+async def _no_pending(store: Store, source: str) -> bool:
+    return await pending(store, source) == 0
+
+
+async def all_normalized(store: Store, source: str) -> bool:
+    """The group has read up to the stream's last entry and acknowledged everything."""
+    key = store.keys.raw(source)
+    last = (await store.client.xinfo_stream(key))["last-generated-id"]
+    [group] = [g for g in await store.client.xinfo_groups(key) if g["name"] == GROUP.encode()]
+    return group["last-delivered-id"] == last and group["pending"] == 0
 
 
 async def test_trimmed_before_read_is_reported(redis_store):

@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
+import re
 import uuid
+from pathlib import Path
 
 import msgspec
+import pytest
 
 from normalizers import Delivery, Event, event_schema, normalize
 from normalizers.event import iso_time, message_id
+from tests.conftest import expected_message_id
 from tests.normalizers.conftest import fixture, run
 
 
-def test_message_id_is_a_uuid5_of_source_delivery_and_index():
-    a = message_id("stripe", "evt_1", 0)
-    assert uuid.UUID(a).version == 5
-    assert a == message_id("stripe", "evt_1", 0)
-    assert (
-        len(
-            {
-                a,
-                message_id("stripe", "evt_1", 1),
-                message_id("stripe", "evt_2", 0),
-                message_id("stripe2", "evt_1", 0),
-            }
+@pytest.mark.parametrize(
+    ("source", "delivery_id", "index", "golden"),
+    [
+        # The messageId README.md shows for this refund: pinned as printed there.
+        ("stripe", "evt_3OkLmN2eZvKYlo2C0refund1", 0, "392f1634-5574-5e47-be8d-2f6309735fa6"),
+        ("stripe", "evt_1", 0, "a4dc91fa-beb5-5ffd-93a8-21c079e2bcb1"),
+        ("stripe", "evt_1", 1, "690abe56-47f2-51c9-b7be-b501a0ff8539"),
+        ("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 0, None),
+        ("forms", "sha256:" + "ab" * 32, 2, None),
+        ("crm", "délivery-ü-✓", 0, None),
+    ],
+)
+def test_message_id_is_the_documented_uuid5(source, delivery_id, index, golden):
+    """UUIDv5 under the documented namespace of "source\\ndelivery id\\nindex"."""
+    independent = str(
+        uuid.uuid5(
+            uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51"), f"{source}\n{delivery_id}\n{index}"
         )
-        == 4
     )
+    assert message_id(source, delivery_id, index) == independent
+    if golden is not None:
+        assert independent == golden
+    assert uuid.UUID(independent).version == 5
+
+
+def test_the_readme_example_event_has_the_id_it_shows():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    shown = re.search(r'"messageId":"([0-9a-f-]{36})"', readme).group(1)
+    delivery = re.search(r'"deliveryId":"([^"]+)"', readme).group(1)
+    assert message_id("stripe", delivery, 0) == shown == "392f1634-5574-5e47-be8d-2f6309735fa6"
 
 
 def test_the_same_delivery_twice_gives_byte_identical_events():
@@ -37,7 +56,7 @@ def test_the_same_delivery_twice_gives_byte_identical_events():
     assert twice[0] == twice[1]
     assert len(twice[0]) == 2
     ids = [msgspec.json.decode(e)["messageId"] for e in twice[0]]
-    assert ids == [message_id("s", "evt_9", 0), message_id("s", "evt_9", 1)]
+    assert ids == [expected_message_id("s", "evt_9", 0), expected_message_id("s", "evt_9", 1)]
 
 
 def test_events_decode_back_into_the_model():
