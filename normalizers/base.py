@@ -177,7 +177,7 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 # --- naming ------------------------------------------------------------------------------
 
 _WORD = re.compile(r"[A-Za-z0-9]+")
-_SMALL = {"and", "or", "of", "to", "for", "a", "an", "the", "in", "on", "by", "with"}
+_SMALL = {"and", "or", "of", "to", "for", "from", "a", "an", "the", "in", "on", "by", "with"}
 
 
 @functools.lru_cache(maxsize=4096)  # event names repeat; building them is regex work

@@ -21,6 +21,13 @@ OBJECTS = {
     "projects_v2": "Project",
     "repository_vulnerability_alert": "Vulnerability Alert",
     "installation_repositories": "Installation Repositories",
+    "github_app_authorization": "GitHub App Authorization",
+    # GitHub: "Someone purchased / cancelled / changed a GitHub Marketplace plan".
+    "marketplace_purchase": "Marketplace Plan",
+    # "activity relating to a webhook itself"
+    "meta": "Webhook",
+    # "owners block or unblock a non-member": the user is what is blocked.
+    "org_block": "User",
 }
 # Actions GitHub names in the present tense, or not as a verb.
 ACTIONS = {
@@ -33,6 +40,10 @@ ACTIONS = {
     "in_progress": "started",
     "suspend": "suspended",
     "unsuspend": "unsuspended",
+    "ready_for_review": "marked ready for review",
+    "pending_tier_change": "tier change scheduled",
+    "pending_cancellation": "cancellation scheduled",
+    "pending_change": "change scheduled",
 }
 # Events without an action.
 NAMES = {
@@ -41,8 +52,9 @@ NAMES = {
     "gollum": "Wiki Updated",
     "public": "Repository Made Public",
     "status": "Commit Status Updated",
-    "page_build": "Pages Built",
-    "repository_import": "Repository Imported",
+    # Both are sent whatever the outcome (`build.status`, `status`: errored, failure, ...).
+    "page_build": "Page Build Completed",
+    "repository_import": "Repository Import Completed",
     "team_add": "Team Added to Repository",
     "workflow_dispatch": "Workflow Dispatched",
     "deploy_key": "Deploy Key",
@@ -71,6 +83,7 @@ _OBJECT_KEYS = {
     "dependabot_alert": "alert",
     "secret_scanning_alert": "alert",
     "repository_vulnerability_alert": "alert",
+    "page_build": "build",
 }
 # The time an action happened at, most specific first.
 _ACTION_TIMES = {

@@ -8,16 +8,20 @@ checkouts/create -> `Checkout Started`, customers/create|update -> identify. Any
 topic is named by the same rule (`products/update` -> `Product Updated`). Amounts are
 Shopify's decimal strings as numbers; `products` follows the Segment e-commerce spec.
 The customer is `shopify:<customer id>`; their Shopify id becomes `userId` only when the
-source's `user_id:` says so (Shopify ids are Shopify's, not yours).
+source's `user_id:` says so (Shopify ids are Shopify's, not yours); `customer.id` also
+applies to customers/* topics, whose payload is the customer itself.
 https://shopify.dev/docs/api/webhooks
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from .base import Delivery, Draft, NormalizeError, Person, dig, register, scalars, title
 from .event import iso_time
+from .mapping import compile_expression
 from .money import currency_code, exponent
 
 NAMES = {
@@ -46,6 +50,8 @@ def normalize(delivery: Delivery) -> list[Draft]:
     resource, _, verb = topic.partition("/")
     customer = obj if resource == "customers" else obj.get("customer")
     person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")
+    if resource == "customers":
+        person.user_id = _own_customer_id(delivery, obj)
     when = _when(obj, verb)
     if resource == "customers" and verb in ("create", "update", "enable", "disable"):
         return [
@@ -78,6 +84,22 @@ def normalize(delivery: Delivery) -> list[Draft]:
         props = scalars(obj, skip=("body_html",))
     name = NAMES.get(topic) or title(_singular(resource), _VERBS.get(verb, verb))
     return [Draft(event=name, properties=props, timestamp=when, event_type=topic, person=person)]
+
+
+def _own_customer_id(delivery: Delivery, customer: dict[str, Any]) -> Any:
+    """The source's `user_id:` for a customers/* topic, whose payload is the customer
+    itself: the expression is written for an order (`customer.id`), so it reads the
+    customer as an order's `customer`, and a customer's identify gets the same userId as
+    their orders."""
+    expression = getattr(delivery.config, "user_id", None)
+    if not isinstance(expression, str):
+        return None
+    return _compiled(expression)({"customer": customer})
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(expression: str) -> Callable[[Any], Any]:
+    return compile_expression(expression, "user_id")
 
 
 # The time a topic is about: a cancellation happened at cancelled_at, not when the

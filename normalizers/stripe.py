@@ -135,8 +135,9 @@ def _id(value: Any) -> str | None:
 
 
 def _person(obj: dict[str, Any]) -> Person:
-    """The customer; for a guest payment (no customer), the payment it belongs to, so a
-    guest's charge, refund and dispute share one id instead of a catch-all."""
+    """The customer; for a guest payment (no customer), the payment it belongs to (its
+    PaymentIntent, else its charge), so a guest's charge, refund and dispute share one id
+    instead of a catch-all."""
     user_id = dig(obj, "metadata", "user_id")
     customer = obj.get("id") if obj.get("object") == "customer" else _id(obj.get("customer"))
     if customer:
@@ -146,6 +147,10 @@ def _person(obj: dict[str, Any]) -> Person:
     )
     if payment:
         return Person(vendor_id=payment, id_type="stripe_payment_intent_id", user_id=user_id)
+    # A charge made with the Charges API has no PaymentIntent: its charge id stands in.
+    charge = obj.get("id") if obj.get("object") == "charge" else _id(obj.get("charge"))
+    if charge:
+        return Person(vendor_id=charge, id_type="stripe_charge_id", user_id=user_id)
     return Person(user_id=user_id)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import pytest
 
-from normalizers import NormalizeError
-from tests.normalizers.conftest import fixture, run, subset
+from gateway.config import parse_config
+from normalizers import Delivery, Mapper, NormalizeError, normalize
+from tests.normalizers.conftest import RECEIVED_MS, fixture, run, subset
 
 
 def shopify(name, topic):
@@ -235,18 +239,164 @@ def test_slack_app_mention_fixture():
     ],
 )
 def test_shopify_time_is_when_the_topic_happened(topic, extra, timestamp):
-    import json
-
     order = json.loads(fixture("shopify", "orders-paid")) | extra
     [out] = run("shopify", order, {"x-shopify-topic": topic})
     assert out["timestamp"] == timestamp
 
 
 def test_shopify_refund_rounds_with_the_currency_exponent_and_stays_on_its_order():
-    import json
-
     refund = json.loads(fixture("shopify", "refunds-create"))
     refund["transactions"][0].update(amount="1.235", currency="KWD")
     [out] = run("shopify", refund, {"x-shopify-topic": "refunds/create"})
     assert out["properties"]["revenue"] == -1.235
     assert out["anonymousId"] == "shopify:order-450789469"
+
+
+BOB_TRAITS = {
+    "email": "bob@biller.com",
+    "firstName": "Bob",
+    "lastName": "Biller",
+    "name": "Bob Biller",
+    "phone": "+16135551111",
+    "createdAt": "2024-01-10T17:55:51.000Z",
+    "state": "enabled",
+    "ordersCount": 3,
+    "totalSpent": 249.5,
+    "tags": "newsletter, vip",
+    "acceptsMarketing": True,
+    "address": {
+        "street": "123 Elm St.",
+        "city": "Ottawa",
+        "state": "ON",
+        "postalCode": "K2H7A8",
+        "country": "CA",
+    },
+    "shopifyCustomerId": "706405506930370084",
+}
+BOB_EXTERNAL_IDS = [{"id": "706405506930370084", "type": "shopify_customer_id"}]
+
+
+def shopify_source(user_id: str | None):
+    """A shopify source as a config file declares it, and the events a payload becomes
+    through it (the worker's path: the source's config and its `user_id:`)."""
+    extra = f"    user_id: {user_id}\n" if user_id else ""
+    text = f"sources:\n  shop:\n    type: shopify\n    secrets: [s]\n{extra}"
+    config = parse_config(text, "shop.yaml", {}).sources["shop"]
+
+    def events(body: bytes, topic: str) -> list[dict]:
+        delivery = Delivery(
+            "shop", "shopify", "d-1", RECEIVED_MS, {"x-shopify-topic": topic}, body, config
+        )
+        mapper = Mapper(config.mappings, config.user_id)
+        return [msgspec.json.decode(msgspec.json.encode(e)) for e in normalize(delivery, mapper)]
+
+    return events
+
+
+def test_shopify_customer_update_is_identify_with_traits_and_no_user_id_by_default():
+    [out] = shopify_source(None)(fixture("shopify", "customers-update"), "customers/update")
+    assert out["type"] == "identify"
+    assert "event" not in out
+    assert out["timestamp"] == "2024-02-01T14:30:00.000Z"  # updated_at, in UTC
+    assert out["traits"] == BOB_TRAITS
+    assert out["anonymousId"] == "shopify:706405506930370084"
+    assert "userId" not in out  # Shopify's id is Shopify's, not the customer's own
+    assert out["context"]["externalIds"] == BOB_EXTERNAL_IDS
+    assert out["context"]["source"]["eventType"] == "customers/update"
+
+
+def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id():
+    """README: `user_id: customer.id` makes Shopify's customer id the userId; the
+    customer's identify (whose payload is the customer itself) must get it too."""
+    events = shopify_source("customer.id")
+    [identify] = events(fixture("shopify", "customers-update"), "customers/update")
+    order = json.loads(fixture("shopify", "orders-paid"))
+    order["customer"]["id"] = 706405506930370084
+    [paid] = events(json.dumps(order).encode(), "orders/paid")
+    for out in (identify, paid):
+        assert out["userId"] == "706405506930370084"
+        assert "anonymousId" not in out
+        assert out["context"]["externalIds"] == BOB_EXTERNAL_IDS
+    assert identify["type"] == "identify"
+    assert identify["traits"] == BOB_TRAITS
+    assert paid["event"] == "Order Completed"
+
+
+# Intercom conversations and tags: the person is the contact (never the teammate), by
+# their external_id, else intercom:<contact id>; the time is the notification's.
+JENNY = ("userId", "u_4821", "65a1b2c3d4e5f6a7b8c9d0e1")
+LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f7a8b9")
+
+
+@pytest.mark.parametrize(
+    ("topic", "event", "timestamp", "who", "properties"),
+    [
+        pytest.param(
+            "conversation.user.replied",
+            "Conversation Replied",
+            "2023-11-14T22:30:00.000Z",
+            JENNY,
+            {"conversation_id": "147", "state": "open", "channel": "customer_initiated"},
+            id="user-replied",
+        ),
+        pytest.param(
+            "conversation.admin.replied",
+            "Conversation Admin Replied",
+            "2023-11-14T22:46:40.000Z",
+            LEAD,
+            {"conversation_id": "148", "assignee_id": 814860},
+            id="admin-replied-to-a-lead-is-about-the-lead",
+        ),
+        pytest.param(
+            "conversation.admin.closed",
+            "Conversation Closed",
+            "2023-11-14T23:03:20.000Z",
+            JENNY,
+            {"conversation_id": "147", "state": "closed", "open": False, "tags": ["login"]},
+            id="admin-closed",
+        ),
+        pytest.param(
+            "conversation.admin.assigned",
+            "Conversation Assigned",
+            "2023-11-14T23:20:00.000Z",
+            JENNY,
+            {"conversation_id": "147", "assignee_id": 991267, "team_assignee_id": "5017691"},
+            id="admin-assigned",
+        ),
+        pytest.param(
+            "conversation.rating.added",
+            "Conversation Rated",
+            "2023-11-14T23:36:40.000Z",
+            JENNY,
+            {"conversation_id": "147", "rating": 5},
+            id="rating-added",
+        ),
+        pytest.param(
+            "contact.user.tag.deleted",
+            "Contact Untagged",
+            "2023-11-14T23:53:20.000Z",
+            JENNY,
+            {"tag": "VIP", "tag_id": "2391"},
+            id="user-untagged",
+        ),
+        pytest.param(
+            "contact.lead.tag.deleted",
+            "Contact Untagged",
+            "2023-11-15T00:10:00.000Z",
+            LEAD,
+            {"tag": "Trial lead", "tag_id": "7702"},
+            id="lead-untagged",
+        ),
+    ],
+)
+def test_intercom_topic_becomes(topic, event, timestamp, who, properties):
+    [out] = run("intercom", fixture("intercom", topic))
+    assert out["type"] == "track"
+    assert out["event"] == event
+    assert out["timestamp"] == timestamp
+    key, value, contact_id = who
+    other = "anonymousId" if key == "userId" else "userId"
+    assert (out.get(key), out.get(other)) == (value, None), out
+    assert out["context"]["externalIds"] == [{"id": contact_id, "type": "intercom_contact_id"}]
+    assert out["context"]["source"]["eventType"] == topic
+    assert subset(properties, out["properties"]), out["properties"]

@@ -141,10 +141,15 @@ def test_fixture_becomes(name, expected):
         assert got["receivedAt"] == "2023-11-14T22:21:40.123Z"
 
 
-def test_revenue_is_never_on_order_completed_or_invoices():
+@pytest.mark.parametrize(
+    ("name", "event"),
+    [("checkout.session.completed", "Order Completed"), ("invoice.paid", "Invoice Paid")],
+)
+def test_revenue_is_never_on_order_completed_or_invoices(name, event):
     """A payment is counted once, on its charge, whichever Stripe events a team enables."""
-    for name in ("checkout.session.completed", "invoice.paid"):
-        assert all("revenue" not in e["properties"] for e in run("stripe", fixture("stripe", name)))
+    [out] = run("stripe", fixture("stripe", name))
+    assert out["event"] == event
+    assert "revenue" not in out["properties"], out["properties"]
 
 
 def test_unpaid_checkout_is_not_an_order_yet():
@@ -221,11 +226,17 @@ def test_currency_in_events_is_upper_case_iso():
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b'{"object": "charge"}', b'{"object": "event", "type": "x"}', b"[]", b"not json"],
+    ("body", "message"),
+    [
+        (b'{"object": "charge"}', r'not a Stripe event \(no "object": "event"\)'),
+        (b'{"object": "event", "type": "x"}', "a Stripe event needs a `type` and a `data.object`"),
+        (b"[]", "not a Stripe event"),
+        (b"not json", "the body is not JSON"),
+    ],
+    ids=["not-an-event", "no-data-object", "not-an-object", "not-json"],
 )
-def test_broken_payloads_raise_normalize_error(body):
-    with pytest.raises(NormalizeError):
+def test_broken_payloads_raise_normalize_error(body, message):
+    with pytest.raises(NormalizeError, match=message):
         run("stripe", body)
 
 
@@ -263,3 +274,274 @@ def test_guest_payment_is_attributed_to_its_payment_not_a_catch_all():
     assert out["context"]["externalIds"] == [
         {"id": "pi_3OkLmN2eZvKYlo2C1abcdefg", "type": "stripe_payment_intent_id"}
     ]
+
+
+# Who an event is about: ("userId", <the customer's own id>) or ("anonymousId", <stripe:id>),
+# and the vendor id that goes to context.externalIds.
+CUSTOMER_U4821 = ("userId", "u_4821")
+CUS_NFFR = [{"id": "cus_NffrFeUfNV2Hib", "type": "stripe_customer_id"}]
+CUS_PQ2 = [{"id": "cus_Pq2Rs3Tu4Vw5Xy", "type": "stripe_customer_id"}]
+PI_3OKLMN = [{"id": "pi_3OkLmN2eZvKYlo2C1abcdefg", "type": "stripe_payment_intent_id"}]
+NO_REVENUE = None
+
+LIFECYCLE = [
+    pytest.param(
+        "charge.dispute.created",
+        "Dispute Created",
+        "2023-11-16T02:00:00.000Z",
+        ("anonymousId", "stripe:pi_3OkLmN2eZvKYlo2C1abcdefg"),
+        PI_3OKLMN,
+        {
+            "dispute_id": "dp_1OkDsp2eZvKYlo2Cdispute1",
+            "charge_id": "ch_3OkLmN2eZvKYlo2C1xyzabcd",
+            "order_id": "pi_3OkLmN2eZvKYlo2C1abcdefg",
+            "amount": 54.5,
+            "currency": "USD",
+            "status": "needs_response",
+            "reason": "fraudulent",
+        },
+        NO_REVENUE,
+        id="dispute-opened-moves-no-money-yet",
+    ),
+    pytest.param(
+        "charge.dispute.funds_withdrawn",
+        "Dispute Funds Withdrawn",
+        "2023-11-17T05:46:40.000Z",
+        ("anonymousId", "stripe:pi_3OkLmN2eZvKYlo2C1abcdefg"),
+        PI_3OKLMN,
+        {"dispute_id": "dp_1OkDsp2eZvKYlo2Cdispute1", "amount": 54.5, "currency": "USD"},
+        -54.5,
+        id="dispute-withdrawal-is-negative-revenue",
+    ),
+    pytest.param(
+        "charge.dispute.closed",
+        "Dispute Closed",
+        "2023-11-18T09:33:20.000Z",
+        ("anonymousId", "stripe:pi_3OkLmN2eZvKYlo2C1abcdefg"),
+        PI_3OKLMN,
+        {"dispute_id": "dp_1OkDsp2eZvKYlo2Cdispute1", "status": "lost", "amount": 54.5},
+        NO_REVENUE,  # the money left on funds_withdrawn; counting it again would be twice
+        id="lost-dispute-closing-counts-nothing-again",
+    ),
+    pytest.param(
+        "charge.dispute.funds_reinstated",
+        "Dispute Funds Reinstated",
+        "2023-11-19T13:20:00.000Z",
+        ("anonymousId", "stripe:ch_1OkJpy2eZvKYlo2Clegacy01"),
+        [{"id": "ch_1OkJpy2eZvKYlo2Clegacy01", "type": "stripe_charge_id"}],
+        {
+            "dispute_id": "dp_1OkJpy2eZvKYlo2Cdispute2",
+            "charge_id": "ch_1OkJpy2eZvKYlo2Clegacy01",
+            "order_id": "ch_1OkJpy2eZvKYlo2Clegacy01",
+            "amount": 8000,
+            "currency": "JPY",
+            "status": "won",
+        },
+        8000,
+        id="won-dispute-reinstates-revenue-jpy-charges-api",
+    ),
+    pytest.param(
+        "checkout.session.async_payment_succeeded",
+        "Order Completed",
+        "2023-11-20T17:06:40.000Z",
+        ("userId", "u_7310"),
+        [{"id": "cus_OkEuro2eZvKYlo", "type": "stripe_customer_id"}],
+        {
+            "order_id": "cs_test_b1SEPAasync0000000000",
+            "total": 130.9,
+            "subtotal": 120.0,
+            "tax": 20.9,
+            "discount": 10.0,
+            "shipping": 0.0,
+            "currency": "EUR",
+            "payment_status": "paid",
+            "payment_intent": "pi_3OkEur2eZvKYlo2C0sepa001",
+            "client_reference_id": "order_9921",
+        },
+        NO_REVENUE,  # counted on the charge
+        id="delayed-payment-succeeded-is-order-completed",
+    ),
+    pytest.param(
+        "checkout.session.async_payment_failed",
+        "Checkout Payment Failed",
+        "2023-11-21T20:53:20.000Z",
+        ("anonymousId", "stripe:pi_3OkEur2eZvKYlo2C0sepa002"),
+        [{"id": "pi_3OkEur2eZvKYlo2C0sepa002", "type": "stripe_payment_intent_id"}],
+        {
+            "order_id": "cs_test_b1SEPAfailed000000000",
+            "total": 130.9,
+            "currency": "EUR",
+            "payment_status": "unpaid",
+        },
+        NO_REVENUE,
+        id="delayed-payment-failed-guest",
+    ),
+    pytest.param(
+        "checkout.session.expired",
+        "Checkout Expired",
+        "2023-11-23T00:40:00.000Z",
+        ("userId", "u_5523"),
+        [],
+        {
+            "checkout_id": "cs_test_c1EXPIRED00000000000",
+            "total": 49.0,
+            "currency": "USD",
+            "payment_status": "unpaid",
+        },
+        NO_REVENUE,
+        id="expired-checkout",
+    ),
+    pytest.param(
+        "charge.failed",
+        "Charge Failed",
+        "2023-11-24T04:26:40.000Z",
+        ("anonymousId", "stripe:cus_Pq2Rs3Tu4Vw5Xy"),
+        CUS_PQ2,
+        {
+            "charge_id": "ch_3OkFai2eZvKYlo2C1declin",
+            "order_id": "pi_3OkFai2eZvKYlo2C1intent",
+            "amount": 19.99,
+            "amount_captured": 0,
+            "currency": "USD",
+            "status": "failed",
+            "paid": False,
+            "failure_code": "card_declined",
+            "failure_message": "Your card was declined.",
+        },
+        NO_REVENUE,
+        id="failed-charge-earns-nothing",
+    ),
+    pytest.param(
+        "refund.created",
+        "Refund Created",
+        "2023-11-25T08:13:20.000Z",
+        CUSTOMER_U4821,
+        PI_3OKLMN,
+        {
+            "refund_id": "re_3OkLmN2eZvKYlo2C1refund2",
+            "charge_id": "ch_3OkLmN2eZvKYlo2C1xyzabcd",
+            "order_id": "pi_3OkLmN2eZvKYlo2C1abcdefg",
+            "amount": 20.0,
+            "currency": "USD",
+            "status": "succeeded",
+            "reason": "requested_by_customer",
+        },
+        NO_REVENUE,  # counted once, on charge.refunded (Order Refunded)
+        id="refund-created-leaves-revenue-to-order-refunded",
+    ),
+    pytest.param(
+        "refund.updated",
+        "Refund Updated",
+        "2023-11-26T12:00:00.000Z",
+        ("anonymousId", "stripe:pi_3OkJpR2eZvKYlo2C1konbin"),
+        [{"id": "pi_3OkJpR2eZvKYlo2C1konbin", "type": "stripe_payment_intent_id"}],
+        {"refund_id": "re_3OkJpR2eZvKYlo2C1konbini", "amount": 1500, "currency": "JPY"},
+        NO_REVENUE,
+        id="refund-updated-jpy",
+    ),
+    pytest.param(
+        "payment_intent.succeeded",
+        "Payment Intent Succeeded",
+        "2023-11-27T15:46:40.000Z",
+        CUSTOMER_U4821,
+        CUS_NFFR,
+        {
+            "payment_intent": "pi_3OkLmN2eZvKYlo2C1abcdefg",
+            "amount": 54.5,
+            "amount_received": 54.5,
+            "currency": "USD",
+            "status": "succeeded",
+        },
+        NO_REVENUE,  # counted on the charge
+        id="payment-intent-succeeded",
+    ),
+    pytest.param(
+        "payment_intent.payment_failed",
+        "Payment Intent Failed",
+        "2023-11-28T19:33:20.000Z",
+        ("anonymousId", "stripe:pi_3OkGbp2eZvKYlo2C1poundz"),
+        [{"id": "pi_3OkGbp2eZvKYlo2C1poundz", "type": "stripe_payment_intent_id"}],
+        {
+            "amount": 25.0,
+            "amount_received": 0,
+            "currency": "GBP",
+            "status": "requires_payment_method",
+            "failure_code": "card_declined",
+            "failure_message": "Your card has insufficient funds.",
+        },
+        NO_REVENUE,
+        id="payment-intent-failed-guest",
+    ),
+    pytest.param(
+        "payment_intent.created",
+        "Payment Intent Created",
+        "2023-11-29T23:20:00.000Z",
+        ("anonymousId", "stripe:cus_Pq2Rs3Tu4Vw5Xy"),
+        CUS_PQ2,
+        {
+            "payment_intent": "pi_3OkNew2eZvKYlo2C1fresh1",
+            "amount": 10.99,
+            "amount_received": 0,
+            "currency": "USD",
+        },
+        NO_REVENUE,
+        id="other-payment-intent-types-by-the-rule",
+    ),
+    pytest.param(
+        "customer.subscription.deleted",
+        "Subscription Canceled",
+        "2023-12-01T03:06:40.000Z",
+        CUSTOMER_U4821,
+        CUS_NFFR,
+        {
+            "subscription_id": "sub_1OkSub2eZvKYlo2Cabcdefgh",
+            "status": "canceled",
+            "amount": 87.0,
+            "currency": "EUR",
+            "canceled_at": "2023-12-01T03:06:40.000Z",
+            "cancellation_reason": "cancellation_requested",
+        },
+        NO_REVENUE,
+        id="subscription-deleted-is-canceled",
+    ),
+    pytest.param(
+        "customer.subscription.trial_will_end",
+        "Trial Ending",
+        "2023-12-02T06:53:20.000Z",
+        ("anonymousId", "stripe:cus_Pq2Rs3Tu4Vw5Xy"),
+        CUS_PQ2,
+        {
+            "subscription_id": "sub_1OkTrl2eZvKYlo2Cendsoon",
+            "status": "trialing",
+            "plan_name": "Team yearly",
+            "interval": "year",
+            "amount": 990.0,
+            "currency": "USD",
+            "trial_end": "2023-12-05T06:50:00.000Z",
+        },
+        NO_REVENUE,
+        id="trial-will-end-is-trial-ending",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "event", "timestamp", "who", "external_ids", "properties", "revenue"), LIFECYCLE
+)
+def test_stripe_event_becomes(name, event, timestamp, who, external_ids, properties, revenue):
+    """Name, Stripe's `created` as the time, who it is about, and money in major units
+    with revenue only where money moves (README: "Built-in normalizers", "Identity")."""
+    [out] = run("stripe", fixture("stripe", name))
+    assert out["type"] == "track"
+    assert out["event"] == event
+    assert out["timestamp"] == timestamp
+    key, value = who
+    other = "anonymousId" if key == "userId" else "userId"
+    assert (out.get(key), out.get(other)) == (value, None), out
+    assert out["context"].get("externalIds", []) == external_ids
+    assert out["context"]["source"]["eventType"] == name
+    assert subset(properties, out["properties"]), out["properties"]
+    if revenue is NO_REVENUE:
+        assert "revenue" not in out["properties"], out["properties"]
+    else:
+        assert out["properties"]["revenue"] == revenue
