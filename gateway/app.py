@@ -135,11 +135,11 @@ class GatewayApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if path.startswith(_WEBHOOKS) and len(path) > len(_WEBHOOKS):
-                name = path[len(_WEBHOOKS) :].rstrip("/")
-                if name and "/" not in name:
-                    await self.webhooks(scope, receive, send, name)
-                    return
+            if path.startswith(_WEBHOOKS):
+                # Every path under /webhooks/ is the front door's: a name that is no
+                # source (empty, or with a slash) gets its JSON 404, not a router's text.
+                await self.webhooks(scope, receive, send, path[len(_WEBHOOKS) :].rstrip("/"))
+                return
         await super().__call__(scope, receive, send)
 
 

@@ -61,6 +61,8 @@ class WebhookEndpoint:
         try:
             source = self.sources.get(name)
             if source is None:
+                if not name or "/" in name:
+                    raise UnknownSource("webhooks are sent to /webhooks/<source name>")
                 raise UnknownSource(f"no source named {name!r} is configured")
             if scope["method"] != "POST":
                 raise MethodNotAllowed("webhooks must be sent with POST")

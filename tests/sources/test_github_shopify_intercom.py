@@ -101,21 +101,27 @@ async def test_shopify_keeps_its_headers_and_the_exact_body(store):
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
-    [({"x-shopify-hmac-sha256": "not-base64"}, 401), ({}, 401)],
+    ("headers", "detail"),
+    [
+        ({"x-shopify-hmac-sha256": "not-base64"}, "no signature matched"),
+        ({}, "the X-Shopify-Hmac-Sha256 header is missing"),
+    ],
+    ids=["not-base64", "missing"],
 )
-async def test_shopify_bad_signature(store, headers, status):
+async def test_shopify_bad_signature_is_401(store, headers, detail):
     async with gateway_client(CFG, store) as client:
         r = await client.post(
             "/webhooks/shopify", content=b"{}", headers={**headers, "x-shopify-webhook-id": "w"}
         )
-    assert r.status_code == status
+    assert r.status_code == 401
+    assert r.json()["detail"].startswith(detail)
 
 
 async def test_shopify_without_webhook_id_is_400(store):
     async with gateway_client(CFG, store) as client:
         r = await client.post("/webhooks/shopify", content=b"{}", headers=shopify(b"{}", None))
     assert r.status_code == 400
+    assert r.json()["detail"] == "no delivery id: the X-Shopify-Webhook-Id header is missing"
 
 
 def intercom(body: bytes):
@@ -151,3 +157,4 @@ async def test_intercom_without_usable_id_is_400(store, body):
     async with gateway_client(CFG, store) as client:
         r = await client.post("/webhooks/intercom", content=body, headers=intercom(body))
     assert r.status_code == 400, r.text
+    assert r.json()["reason"] == "bad_payload"

@@ -122,6 +122,8 @@ async def test_official_vector_is_accepted_and_a_changed_byte_is_not(
 
         again = await client.post("/webhooks/v", content=body, headers=headers)
         assert again.status_code == 200
+        if not headers.get("content-type", "").startswith("application/x-www-form"):
+            assert again.json() == {"status": "duplicate", "delivery_id": delivery_id}
     entries = await store.client.xrange(store.keys.raw("v"))
     assert len(entries) == 1
     assert entries[0][1][b"delivery_id"].decode() == delivery_id
