@@ -1,11 +1,12 @@
 """Customer data normalized and SHA-256 hashed the way ad platforms require.
 
 Meta, TikTok and Google match on hashes of normalized values: email trimmed and
-lower-cased; phone as digits with the country code, no `+`, no leading zeros; names
-lower-case letters; city lower-case without spaces; state two letters lower-case; zip
-lower-case without spaces (US: the first five digits); country ISO 3166-1 alpha-2
-lower-case; external ids hashed too. A value that already is a 64-hex SHA-256 is passed
-on as it is. Never hashed: IP address, user agent, click ids (fbc, fbp, ttclid, gclid).
+lower-cased; phone as digits with the country code, no `+`, no leading zeros (TikTok
+wants E.164 with the `+`); names lower-case letters; city lower-case without spaces;
+state two letters lower-case; zip lower-case without spaces (US: the first five
+digits); country ISO 3166-1 alpha-2 lower-case; external ids hashed too. A value that
+already is a 64-hex SHA-256 is passed on as it is. Never hashed: IP address, user
+agent, click ids (fbc, fbp, ttclid, gclid).
 https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters
 """
 

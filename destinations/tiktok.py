@@ -76,7 +76,9 @@ class TikTokDestination(HttpDestination):
         self.region = config.phone_region
 
     def phone(self, text: str) -> str:
-        return pii.phone(text, self.region)
+        # TikTok hashes the E.164 form with its `+` (Meta's form drops it): "+12133734253"
+        # https://business-api.tiktok.com/portal/docs?id=1771100865818625
+        return pii.e164(text, self.region)
 
     def to_tiktok(self, event: dict[str, Any], now: float) -> dict[str, Any]:
         who = pii.person(event)

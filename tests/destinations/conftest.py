@@ -69,7 +69,11 @@ class VendorServer:
         if callable(answer):
             answer = answer(seen)
         if answer == HANG:
-            await asyncio.sleep(30)
+            # Hang like a stuck vendor until the client gives up, but not past stop():
+            # a hung handler would otherwise hold the server's shutdown for seconds.
+            deadline = time.monotonic() + 30
+            while not self.server.should_exit and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             answer = (200, {}, b"")
         status, headers, content = answer
         if isinstance(content, dict | list):
@@ -89,9 +93,12 @@ class VendorServer:
         while not self.server.started and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop serving; `wait=False` lets uvicorn's shutdown (0.1-0.2 s of its own sleeps)
+        finish in the background, for a server nothing will call again."""
         self.server.should_exit = True
-        self.thread.join(timeout=5)
+        if wait:
+            self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -99,7 +106,7 @@ def vendor():
     server = VendorServer()
     server.start()
     yield server
-    server.stop()
+    server.stop(wait=False)  # its port is its own: the next test does not wait for it
 
 
 def event(

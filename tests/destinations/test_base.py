@@ -70,12 +70,19 @@ def http_dest(vendor, extra: str = "") -> HttpEventsDestination:
     [
         ((200, {}, b"{}"), "ok"),
         ((202, {}, b""), "ok"),
-        ((500, {}, b"oops"), "retry"),
-        ((503, {}, b""), "retry"),
         ((408, {}, b""), "retry"),
+        ((425, {}, b"too early"), "retry"),
+        ((429, {}, b"slow down"), "retry"),
+        ((500, {}, b"oops"), "retry"),
+        ((502, {}, b"bad gateway"), "retry"),
+        ((503, {}, b""), "retry"),
+        ((504, {}, b"gateway timeout"), "retry"),
+        ((400, {}, b'{"error": "invalid event"}'), "fail"),
         ((401, {}, b'{"error": "bad key"}'), "fail"),
         ((404, {}, b""), "fail"),
+        ((422, {}, b'{"error": "unprocessable"}'), "fail"),
     ],
+    ids=lambda v: str(v[0]) if isinstance(v, tuple) else v,
 )
 async def test_retry_classes(vendor, answer, outcome):
     dest = http_dest(vendor)
@@ -112,10 +119,11 @@ async def test_timeouts_and_refused_connections_are_retried(vendor):
     assert refused.outcome == "retry" and "connection failed" in refused.reason
 
 
-async def test_a_batch_rejected_whole_is_split_to_find_the_bad_event(vendor):
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_batch_rejected_whole_is_split_to_find_the_bad_event(vendor, status):
     def judge(seen):
         bad = any(e["properties"].get("bad") for e in seen.json())
-        return (400, {}, b'{"error": "invalid event"}') if bad else (200, {}, b"{}")
+        return (status, {}, b'{"error": "invalid event"}') if bad else (200, {}, b"{}")
 
     vendor.default = judge
     dest = http_dest(vendor)
@@ -125,7 +133,9 @@ async def test_a_batch_rejected_whole_is_split_to_find_the_bad_event(vendor):
     results = await dest.send(batch, time.time())
     await dest.close()
     assert [r.outcome for r in results] == ["ok"] * 5 + ["fail"] + ["ok"] * 2
-    assert "invalid event" in results[5].reason
+    assert results[5].reason == f'HTTP {status}: {{"error": "invalid event"}}'
+    # 8 refused -> 0-3 sent, 4-7 refused -> 4-5 refused -> 4 sent, 5 refused alone; 6-7 sent
+    assert [len(r.json()) for r in vendor.requests] == [8, 4, 4, 2, 1, 1, 2]
     delivered = [
         e["messageId"]
         for r in vendor.requests

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -15,6 +16,7 @@ from standardwebhooks.webhooks import Webhook
 
 from destinations import DESTINATION_TYPES
 from gateway.config import parse_config
+from tests.conftest import until
 from tests.destinations.conftest import event
 from tests.services import PG_DSN, require_postgres
 
@@ -74,6 +76,23 @@ async def test_posthog_batch_capture_shape(vendor):
     assert identify["properties"]["$set"] == {"email": "u2@example.com"}
 
 
+@pytest.mark.parametrize(
+    ("setting", "marked"), [("", False), ("historical_migration: true\n", True)]
+)
+async def test_posthog_historical_migration_marks_the_batch(vendor, setting, marked):
+    """PostHog's /batch/ takes `historical_migration: true` beside `api_key` and `batch`
+    (as posthog-python's batch_post sends it); live traffic goes without it."""
+    dest = make(f"    type: posthog\n    api_key: phc_test\n    host: {vendor.url}\n    {setting}")
+    await dest.start()
+    [result] = await dest.send([event(1)], time.time())
+    await dest.close()
+    assert result.ok
+    [seen] = vendor.requests
+    body = seen.json()
+    assert body.get("historical_migration", False) is marked
+    assert [e["uuid"] for e in body["batch"]] == [event(1)["messageId"]]
+
+
 async def test_segment_batch_with_basic_auth_and_the_32kb_limit(vendor):
     dest = make(f"    type: segment\n    write_key: wk_123\n    endpoint: {vendor.url}/v1/batch\n")
     await dest.start()
@@ -113,6 +132,28 @@ async def test_redis_stream(redis_url):
     await client.aclose()
     assert [f[b"type"] for _, f in entries] == [b"track", b"identify"]
     assert msgspec.json.decode(entries[0][1][b"data"])["messageId"] == event(1)["messageId"]
+
+
+async def test_redis_stream_is_trimmed_to_about_maxlen(redis_url):
+    key = f"test-{uuid.uuid4().hex[:8]}:out"
+    dest = make(
+        f"    type: redis-stream\n    url: {redis_url}\n    stream: {key}\n    maxlen: 10\n"
+    )
+    await dest.start()
+    results = await dest.send([event(i) for i in range(500)], time.time())
+    await dest.close()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        length = await client.xlen(key)
+        [(_, newest)] = await client.xrevrange(key, count=1)
+        # `MAXLEN ~` trims whole stream nodes only: up to one node more than asked
+        node = int((await client.config_get("stream-node-max-entries"))["stream-node-max-entries"])
+    finally:
+        await client.delete(key)
+        await client.aclose()
+    assert all(r.ok for r in results)
+    assert 10 <= length <= 10 + node < 500
+    assert newest[b"message_id"] == event(499)["messageId"].encode()
 
 
 @pytest.fixture
@@ -157,8 +198,6 @@ async def test_postgres_unreachable_is_retried():
 
 async def test_postgres_concurrent_first_batches_all_land(pg_table):
     """Batches in flight at once must not race to create the table (and dead-letter)."""
-    import asyncio
-
     conn, table = pg_table
     dest = make(f"    type: postgres\n    dsn: {PG_DSN}\n    table: {table}\n    concurrency: 8\n")
     await dest.start()
@@ -198,3 +237,64 @@ async def test_postgres_a_locked_table_is_retried_not_dead_lettered(pg_table, lo
     assert all(r.ok for r in await dest.send([event(2)], time.time()))
     await dest.close()
     assert (await conn.fetchval(f"SELECT count(*) FROM {table}")) == 2
+
+
+async def blocked_by(conn: asyncpg.Connection, other: asyncpg.Connection) -> int:
+    """How many backends wait for a lock `other` holds."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        other.get_server_pid(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("conflict", "sqlstate"),
+    [
+        # another writer inserted a row of the batch and waits for a row the batch inserted:
+        # PostgreSQL breaks the cycle by aborting the batch (it waited first; its
+        # deadlock_timeout, 1 s by default, passes first)
+        ("deadlock", "40P01"),
+        # under repeatable read, a row of the batch committed by another writer meanwhile
+        ("serialization", "40001"),
+    ],
+)
+async def test_postgres_deadlocks_and_serialization_failures_are_retried(
+    pg_table, conflict, sqlstate
+):
+    conn, table = pg_table
+    dsn = (
+        PG_DSN
+        if conflict == "deadlock"
+        else f"{PG_DSN}?default_transaction_isolation=repeatable%20read"
+    )
+    dest = make(f"    type: postgres\n    dsn: '{dsn}'\n    table: {table}\n    timeout: 10s\n")
+    await dest.start()
+    assert all(r.ok for r in await dest.send([event(0)], time.time()))  # creates the table
+    first, second = event(1), event(2)
+    other = await asyncpg.connect(PG_DSN, timeout=3)
+    insert = (
+        f"INSERT INTO {table} (message_id, type, timestamp, received_at) "
+        "VALUES ($1, 'track', now(), now())"
+    )
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute(insert, second["messageId"])
+        sending = asyncio.create_task(dest.send([first, second], time.time()))
+        # the batch has inserted `first` and now waits for `other`'s `second`
+        await until(lambda: blocked_by(conn, other), what="the batch to wait for the other writer")
+        if conflict == "deadlock":
+            closing = asyncio.create_task(other.execute(insert, first["messageId"]))
+            results = await sending
+            await closing  # the batch's rollback let it through
+            await tx.commit()
+        else:
+            await tx.commit()
+            results = await sending
+        assert [r.outcome for r in results] == ["retry", "retry"]
+        assert f"PostgreSQL {sqlstate}" in results[0].reason
+    finally:
+        await other.close()
+    assert all(r.ok for r in await dest.send([first, second], time.time()))  # the retry
+    await dest.close()
+    assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 3

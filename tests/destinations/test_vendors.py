@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 import pytest
@@ -393,3 +394,96 @@ async def test_mixpanel_a_bad_token_is_not_bisected(vendor):
     results = await send(dest, [event(i, kind="identify", userId=f"u{i}") for i in range(8)])
     assert [r.outcome for r in results] == ["fail"] * 8
     assert len(vendor.requests) == 1
+
+
+# Ad platforms match on SHA-256 hex of the normalized value; a sender that hashed it
+# already must not have it hashed again. Meta wants the phone as digits with the country
+# code; TikTok in E.164 with its `+`:
+# https://business-api.tiktok.com/portal/docs?id=1771100865818625
+PREHASHED_EMAIL = hashlib.sha256(b"jenny.rosen@example.com").hexdigest()
+PREHASHED_PHONE = hashlib.sha256(b"+16505550100").hexdigest()
+
+
+def sent_user(vendor_type: str, seen) -> tuple[str, str]:
+    """(email, phone) as the vendor received them."""
+    [data] = seen.json()["data"]
+    if vendor_type == "meta-capi":
+        return data["user_data"]["em"][0], data["user_data"]["ph"][0]
+    return data["user"]["email"], data["user"]["phone"]
+
+
+@pytest.mark.parametrize(
+    ("vendor_type", "email", "phone", "expected_email", "expected_phone"),
+    [
+        (
+            "meta-capi",
+            "  Jenny.Rosen@Example.COM ",
+            "+1 (650) 555-0100",
+            hashlib.sha256(b"jenny.rosen@example.com").hexdigest(),
+            hashlib.sha256(b"16505550100").hexdigest(),
+        ),
+        ("meta-capi", PREHASHED_EMAIL, PREHASHED_PHONE, PREHASHED_EMAIL, PREHASHED_PHONE),
+        (
+            "tiktok",
+            "  Jenny.Rosen@Example.COM ",
+            "+1 (650) 555-0100",
+            hashlib.sha256(b"jenny.rosen@example.com").hexdigest(),
+            hashlib.sha256(b"+16505550100").hexdigest(),
+        ),
+        ("tiktok", PREHASHED_EMAIL, PREHASHED_PHONE, PREHASHED_EMAIL, PREHASHED_PHONE),
+    ],
+    ids=["meta-plain", "meta-prehashed", "tiktok-plain", "tiktok-prehashed"],
+)
+async def test_customer_data_is_hashed_once(
+    vendor, vendor_type, email, phone, expected_email, expected_phone
+):
+    settings = {
+        "meta-capi": f"    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n",
+        "tiktok": f"    pixel_code: P\n    access_token: t\n    endpoint: {vendor.url}/track\n",
+    }
+    dest = make(f"    type: {vendor_type}\n" + settings[vendor_type])
+    [result] = await send(dest, [event(1, properties={"email": email, "phone": phone})])
+    assert result.ok
+    [seen] = vendor.requests
+    assert sent_user(vendor_type, seen) == (expected_email, expected_phone)
+
+
+def iso(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def sent_ids(vendor_type: str, requests) -> list[str]:
+    if vendor_type == "ga4":
+        return [e["params"]["event_id"] for r in requests for e in r.json()["events"]]
+    return [d["event_id"] for r in requests for d in r.json()["data"]]
+
+
+@pytest.mark.parametrize(
+    ("vendor_type", "settings", "limit", "reason"),
+    [
+        ("meta-capi", "pixel_id: '1'\n    access_token: t\n    host: {url}\n", 7 * 86400, "7 days"),
+        (
+            "tiktok",
+            "pixel_code: P\n    access_token: t\n    endpoint: {url}/t\n",
+            7 * 86400,
+            "7 days",
+        ),
+        (
+            "ga4",
+            "measurement_id: G-1\n    api_secret: s\n    endpoint: {url}/mp\n",
+            72 * 3600,
+            "72 hours",
+        ),
+    ],
+    ids=["meta-capi", "tiktok", "ga4"],
+)
+async def test_events_older_than_the_platform_accepts_are_dead_lettered_unsent(
+    vendor, vendor_type, settings, limit, reason
+):
+    dest = make(f"    type: {vendor_type}\n    " + settings.format(url=vendor.url))
+    young = event(1, timestamp=iso(NOW - limit + 60), anonymousId="a")
+    old = event(2, timestamp=iso(NOW - limit - 60), anonymousId="a")
+    results = await send(dest, [young, old])
+    assert [r.outcome for r in results] == ["ok", "fail"]
+    assert reason in results[1].reason and results[1].reason.startswith("older than")
+    assert sent_ids(vendor_type, vendor.requests) == [young["messageId"]]
