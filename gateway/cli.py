@@ -325,6 +325,8 @@ def _events_show(args: argparse.Namespace) -> int:
     from .dlq import event_attempts
 
     async def work(config: Config, store: Any) -> int:
+        if _delivery_log_off(config, args):
+            return 1
         attempts = await event_attempts(store, args.message_id)
         if not attempts:
             print(
@@ -340,13 +342,26 @@ def _events_show(args: argparse.Namespace) -> int:
     return _with_store(args, work)
 
 
+def _delivery_log_off(config: Config, args: argparse.Namespace) -> bool:
+    """Say so when the delivery log is off: "not found" would send the reader looking."""
+    if int(config.delivery_log_retention) > 0:  # as the workers read it (whole seconds)
+        return False
+    print(
+        f"the delivery log is off (delivery_log_retention: 0 in {args.config}): nothing is "
+        "recorded; set it (e.g. 7d) to keep what deliveries become",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _attempt_line(a: dict[str, Any]) -> str:
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.get("at", 0)))
-    status = a.get("status") or "-"
+    # Destinations that speak no HTTP (postgres, nats, ...) have no status to show.
+    status = f"HTTP {a['status']}  " if a.get("status") else ""
     reason = f"  {a['reason']}" if a.get("reason") else ""
     return (
         f"{when}  {a.get('destination')}  attempt {a.get('attempt')}  {a.get('outcome')}  "
-        f"HTTP {status}  {a.get('latency_ms')} ms{reason}"
+        f"{status}{a.get('latency_ms')} ms{reason}"
     )
 
 
@@ -354,6 +369,8 @@ def _deliveries_show(args: argparse.Namespace) -> int:
     from .dlq import delivery_report
 
     async def work(config: Config, store: Any) -> int:
+        if _delivery_log_off(config, args):
+            return 1
         report = await delivery_report(config, store, args.delivery_id, args.source)
         if not report:
             print(

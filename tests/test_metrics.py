@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
+
+import httpx
+import pytest
+import redis as sync_redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.worker import NormalizeWorker
-from tests.conftest import gateway_client
+from tests.conftest import free_port, gateway_client
+from tests.destinations.conftest import wait_for
+from tests.test_cli import Worker, drop_keys
 
 CFG = """
 sources:
@@ -51,3 +59,121 @@ async def test_metrics(redis_store):
     assert value(text, 'gateway_deliveries_total{outcome="rejected",source="_unknown"}') == 3
     assert value(text, 'gateway_events_total{source="acme"}') == 2
     assert value(text, 'gateway_stream_lag{group="normalize",stream="raw:acme"}') == 0
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from Prometheus text (parsed by prometheus_client's parser)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
+
+
+PLANNED = """
+schema: enforce
+events:
+  Thing Happened:
+    properties:
+      size: {type: integer, required: true}
+sources:
+  acme:
+    type: hmac
+    secrets: [s]
+    signature_header: Sig
+    delivery_id_header: Id
+    mappings:
+      - event: Thing Happened
+        properties: {size: size}
+"""
+
+
+@pytest.mark.parametrize(
+    ("bodies", "events", "normalize", "schema"),
+    [
+        pytest.param([b'{"size": 3}'], 1, None, None, id="normalized: nothing quarantined"),
+        pytest.param([b"not json"], None, 1, None, id="not JSON: normalize stage"),
+        pytest.param([b'{"size": "big"}'], None, None, 1, id="off plan: schema stage"),
+        pytest.param(
+            [b'{"size": 3}', b"<xml/>", b"{", b'{"size": 1.5}', b'{"size": 4}'],
+            2,
+            2,
+            1,
+            id="a mix",
+        ),
+    ],
+)
+async def test_quarantined_total_counts_by_source_and_stage(
+    redis_store, bodies, events, normalize, schema
+):
+    async with gateway_client(PLANNED, redis_store) as client:
+        for i, body in enumerate(bodies):
+            headers = {"sig": hmac.new(b"s", body, hashlib.sha256).hexdigest(), "id": f"d{i}"}
+            r = await client.post("/webhooks/acme", content=body, headers=headers)
+            assert r.json() == {"status": "accepted", "delivery_id": f"d{i}"}
+        app = client._transport.app  # type: ignore[attr-defined]
+        worker = NormalizeWorker(app.state.config, redis_store, "w", app.state.metrics)
+        await worker.ensure_groups()
+        assert await worker.read_once() == len(bodies)
+        text = (await client.get("/metrics")).text
+    assert sample(text, "gateway_events_total", source="acme") == events
+    quarantined = "gateway_quarantined_total"
+    assert sample(text, quarantined, source="acme", stage="normalize") == normalize
+    assert sample(text, quarantined, source="acme", stage="schema") == schema
+
+
+WORKER = """\
+redis_url: {redis_url}
+key_prefix: {prefix}
+sources:
+  acme:
+    type: hmac
+    secrets: [s]
+    signature_header: Sig
+    mappings:
+      - event: Thing Happened
+"""
+
+
+def test_worker_metrics_port_serves_prometheus_text(tmp_path, redis_url):
+    """`webhook-gateway worker --metrics-port P`, a real process, scraped over HTTP."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    path = tmp_path / "config.yaml"
+    path.write_text(WORKER.format(redis_url=redis_url, prefix=prefix))
+    client = sync_redis.Redis.from_url(redis_url)
+    for delivery_id, body in (("a1", b"{}"), ("a2", b"{}"), ("a3", b"not json")):
+        client.xadd(
+            f"{prefix}:{{acme}}:raw",
+            {
+                "source": "acme",
+                "delivery_id": delivery_id,
+                "received_at": 1714564800000,
+                "headers": "{}",
+                "body": body,
+            },
+        )
+    port = free_port()
+    worker = Worker(path, "--metrics-port", str(port))
+    scraped: list[httpx.Response] = []
+
+    def counted() -> bool:
+        try:
+            scraped[:] = [httpx.get(f"http://127.0.0.1:{port}/metrics")]
+        except httpx.TransportError:
+            return False  # not listening yet
+        text = scraped[0].text
+        return (
+            sample(text, "gateway_events_total", source="acme") == 2
+            and sample(text, "gateway_quarantined_total", source="acme", stage="normalize") == 1
+        )
+
+    try:
+        assert wait_for(counted), worker.stop()
+    finally:
+        log = worker.stop()
+        client.close()
+        drop_keys(redis_url, prefix)
+    [r] = scraped
+    assert r.status_code == 200, log
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert "# TYPE gateway_events_total counter" in r.text

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import uuid
 
 import msgspec
 import pytest
@@ -13,6 +15,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.replay import parse_time, quarantine_entries, replay, rerun_quarantine, tail_events
 from gateway.worker import NormalizeWorker
+from tests.test_cli import cli
 from tests.test_worker import put, stripe_event
 
 CFG = """
@@ -58,19 +61,54 @@ async def test_replay_appends_byte_identical_events(redis_url, redis_store):
     assert after == first + first  # same ids, same timestamps, same bytes
 
 
-async def test_replay_by_time_range_and_delivery(redis_url, redis_store):
-    cfg = config(redis_url, redis_store.keys.prefix)
-    for i in range(4):
-        await put(redis_store, "stripe", f"evt_{i}", stripe_event(f"evt_{i}"))
-    ids = [
-        int(e[0].decode().split("-")[0])
-        for e in await redis_store.client.xrange(redis_store.keys.raw("stripe"))
+NOON = 1714564800000  # 2024-05-01T12:00:00Z in unix ms
+HOUR = 3_600_000
+
+
+@pytest.mark.parametrize(
+    ("args", "replayed"),
+    [
+        (("--until", "2024-05-01T11:30:00Z"), ["evt_10", "evt_11"]),
+        (("--until", "1714563000"), ["evt_10", "evt_11"]),  # unix seconds, 11:30Z
+        (("--until", "2024-05-01T11:00:00Z"), ["evt_10", "evt_11"]),  # inclusive
+        (("--since", "2024-05-01T11:30:00Z"), ["evt_12", "evt_13"]),
+        (("--since", "2024-05-01T11:00:00Z"), ["evt_11", "evt_12", "evt_13"]),  # inclusive
+        (
+            ("--since", "2024-05-01T10:30:00Z", "--until", "2024-05-01T12:30:00Z"),
+            ["evt_11", "evt_12"],
+        ),
+        (("--delivery", "evt_12"), ["evt_12"]),
+        ((), ["evt_10", "evt_11", "evt_12", "evt_13"]),
+    ],
+)
+async def test_replay_command_replays_only_the_deliveries_in_its_window(
+    redis_url, redis_store, tmp_path, args, replayed
+):
+    """Four deliveries stored at 10:00, 11:00, 12:00 and 13:00 UTC; the command picks."""
+    path = tmp_path / "config.yaml"
+    path.write_text(CFG.format(url=redis_url, prefix=redis_store.keys.prefix))
+    for hour in (10, 11, 12, 13):
+        await redis_store.client.xadd(
+            redis_store.keys.raw("stripe"),
+            {
+                "source": "stripe",
+                "delivery_id": f"evt_{hour}",
+                "received_at": NOON + (hour - 12) * HOUR,
+                "headers": "{}",
+                "body": stripe_event(f"evt_{hour}"),
+            },
+            id=f"{NOON + (hour - 12) * HOUR}-0",
+        )
+    r = cli("replay", "--source", "stripe", *args, "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    n = len(replayed)
+    assert r.stdout == f"replayed {n} deliveries into {n} events (0 failed)\n"
+    stored = await redis_store.client.xrange(redis_store.keys.events())
+    assert [f[b"delivery_id"].decode() for _, f in stored] == replayed
+    namespace = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
+    assert [f[b"message_id"].decode() for _, f in stored] == [
+        str(uuid.uuid5(namespace, f"stripe\n{d}\n0")) for d in replayed
     ]
-    one = await replay(cfg, redis_store, "stripe", delivery_id="evt_2")
-    assert one.deliveries == 1
-    everything = await replay(cfg, redis_store, "stripe", since_ms=ids[0], until_ms=ids[-1])
-    assert everything.deliveries == 4
-    assert (await replay(cfg, redis_store, "stripe", since_ms=ids[-1] + 1)).deliveries == 0
 
 
 async def test_quarantine_rerun_after_a_fix(redis_url, redis_store):
@@ -104,9 +142,15 @@ def test_parse_time(text, ms):
     assert parse_time(text, now=1714564800) == ms
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2024-05-01T12:00:00"])
-def test_parse_time_refuses_what_it_cannot_read(text):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("yesterday", "not a time: 'yesterday' (ISO 8601 like 2024-05-01T12:00:00Z"),
+        ("2024-05-01T12:00:00", "'2024-05-01T12:00:00' has no time zone (add Z for UTC)"),
+    ],
+)
+def test_parse_time_refuses_what_it_cannot_read(text, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
         parse_time(text, now=0)
 
 

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from pathlib import Path
 
+import msgspec
 import pytest
+import redis as sync_redis
 
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.tracking import violations
 from normalizers.event import Context, Event, SourceInfo, library
+from tests.destinations.conftest import VendorServer, wait_for
+from tests.test_cli import Worker, drop_keys
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 PLAN = re.search(r"```yaml\n(# tracking plan\n.*?)```", README, re.S).group(1)
@@ -74,3 +80,121 @@ def test_plan_mistakes_are_config_errors():
         ConfigError, match=r"p.yaml:4: events.X.properties.a.type: invalid value \(valid: string,"
     ):
         parse_config("events:\n  X:\n    properties:\n      a: {type: text}\n", "p.yaml", {})
+
+
+TYPED_PLAN = """
+events:
+  Integer Given: {properties: {value: {type: integer, required: true}}}
+  Number Given: {properties: {value: {type: number, required: true}}}
+  Boolean Given: {properties: {value: {type: boolean, required: true}}}
+  Object Given: {properties: {value: {type: object, required: true}}}
+  Array Given: {properties: {value: {type: array, required: true}}}
+  Any Given: {properties: {value: {type: any, required: true}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problems"),
+    [
+        ("Integer Given", "3", []),
+        ("Integer Given", "-7", []),
+        ("Integer Given", "true", ["should be integer, got boolean"]),
+        # As in JSON Schema, a number is an integer when it has no fraction: 1.0 is one
+        # (a vendor or a mapping may well write a count as 2.0).
+        ("Integer Given", "1.0", []),
+        ("Integer Given", "-0.0", []),
+        ("Integer Given", "1.5", ["should be integer, got number"]),
+        ("Integer Given", '"3"', ["should be integer, got string"]),
+        ("Number Given", "2", []),
+        ("Number Given", "1.5", []),
+        ("Number Given", "true", ["should be number, got boolean"]),
+        ("Number Given", '"1.5"', ["should be number, got string"]),
+        ("Boolean Given", "true", []),
+        ("Boolean Given", "false", []),
+        ("Boolean Given", "1", ["should be boolean, got number"]),
+        ("Boolean Given", '"true"', ["should be boolean, got string"]),
+        ("Object Given", '{"a": 1}', []),
+        ("Object Given", "{}", []),
+        ("Object Given", "[1]", ["should be object, got array"]),
+        ("Object Given", '"{}"', ["should be object, got string"]),
+        ("Array Given", '[1, "a"]', []),
+        ("Array Given", "[]", []),
+        ("Array Given", '{"a": 1}', ["should be array, got object"]),
+        ("Array Given", '"a,b"', ["should be array, got string"]),
+        ("Any Given", '"x"', []),
+        ("Any Given", "0", []),
+        ("Any Given", "false", []),
+        ("Any Given", "{}", []),
+        ("Any Given", "[]", []),
+        ("Any Given", "null", ["is required"]),  # any value, but a value
+    ],
+)
+def test_property_types(name, value, problems):
+    """`value` is JSON text, decoded as the worker decodes a payload."""
+    plan = parse_config(TYPED_PLAN, "types.yaml", {}).events
+    candidate = event(name, value=msgspec.json.decode(value))
+    assert violations(candidate, plan) == [f"{name}: property 'value' {p}" for p in problems]
+
+
+WARNED = """\
+redis_url: {redis_url}
+key_prefix: {prefix}
+schema: warn
+events:
+  Form Submitted:
+    properties:
+      form_id: {{type: integer, required: true}}
+sources:
+  forms:
+    type: hmac
+    secrets: [x]
+    signature_header: Sig
+    mappings:
+      - event: Form Submitted
+        properties: {{form_id: form_id}}
+destinations:
+  hook: {{type: http, url: "{vendor}/hook", start: earliest}}
+"""
+
+
+def test_warn_logs_event_off_plan_and_still_delivers(tmp_path, redis_url):
+    """A real `worker` process: the off-plan event reaches the destination, and the worker's
+    stderr says what is wrong with it."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    vendor = VendorServer()
+    vendor.start()
+    path = tmp_path / "config.yaml"
+    path.write_text(WARNED.format(redis_url=redis_url, prefix=prefix, vendor=vendor.url))
+    client = sync_redis.Redis.from_url(redis_url)
+    client.xadd(
+        f"{prefix}:{{forms}}:raw",
+        {
+            "source": "forms",
+            "delivery_id": "f-17",
+            "received_at": 1714564800000,
+            "headers": "{}",
+            "body": b'{"form_id": "F-17"}',
+        },
+    )
+    worker = Worker(path)
+    try:
+        assert wait_for(lambda: vendor.requests), worker.stop()
+        assert wait_for(lambda: any(x["event"] == "event.off_plan" for x in worker.lines())), (
+            worker.stop()
+        )
+    finally:
+        log = worker.stop()
+        vendor.stop()
+        quarantined = client.xlen(f"{prefix}:{{quarantine}}:stream")
+        client.close()
+        drop_keys(redis_url, prefix)
+    [sent] = vendor.requests
+    body = sent.json()
+    assert (body["event"], body["properties"]) == ("Form Submitted", {"form_id": "F-17"})
+    [line] = [json.loads(x) for x in log.splitlines() if '"event.off_plan"' in x]
+    assert {k: line[k] for k in ("level", "source", "problem")} == {
+        "level": "warning",
+        "source": "forms",
+        "problem": "Form Submitted: property 'form_id' should be integer, got string",
+    }
+    assert quarantined == 0
