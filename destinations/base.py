@@ -13,7 +13,7 @@ import email.utils
 import fnmatch
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import httpx
@@ -294,7 +294,12 @@ class HttpDestination(Destination):
             # so that the good ones still go through.
             half = len(batch) // 2
             return await resend(batch[:half], now) + await resend(batch[half:], now)
-        return results
+        # Every event's result carries the reply's HTTP status, for the delivery log.
+        sent = Result("ok", status=status)
+        return [
+            sent if r is OK else r if r.status is not None else replace(r, status=status)
+            for r in results
+        ]
 
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

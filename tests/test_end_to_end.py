@@ -120,7 +120,7 @@ def test_stripe_webhook_to_postgres_and_posthog(tmp_path, redis_url, pg, prefix)
         assert shown.returncode == 0, shown.stderr
         assert "Charge Succeeded" in shown.stdout
         assert "warehouse  attempt 1  ok" in shown.stdout
-        assert "analytics  attempt 1  ok" in shown.stdout
+        assert "analytics  attempt 1  ok  HTTP 200" in shown.stdout  # PostHog answered 200
         refund_id = "392f1634-5574-5e47-be8d-2f6309735fa6"  # as README.md shows it
         attempts = cli("events", "show", refund_id, "--config", cfg)
         assert "hook  attempt 1  fail  HTTP 400" in attempts.stdout

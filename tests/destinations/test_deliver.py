@@ -151,7 +151,7 @@ async def test_retries_with_backoff_then_success(redis_store, vendor):
     assert [(a["attempt"], a["outcome"], a["status"]) for a in log] == [
         (1, "retry", 500),
         (2, "retry", 503),
-        (3, "ok", None),
+        (3, "ok", 200),
     ]
 
 
