@@ -55,6 +55,17 @@ def private_redis():
     server.stop()
 
 
+@pytest.fixture
+def vendor():
+    """A local server that answers like a vendor's API (tests/destinations/conftest.py)."""
+    from tests.destinations.conftest import VendorServer
+
+    server = VendorServer()
+    server.start()
+    yield server
+    server.stop(wait=False)  # its port is its own: the next test does not wait for it
+
+
 async def until(
     condition: Callable[[], Any], seconds: float = 10, what: str = "the condition"
 ) -> Any:

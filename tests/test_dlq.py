@@ -79,14 +79,6 @@ class Dlq:
 
 
 @pytest.fixture
-def vendor():
-    server = VendorServer()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def dlq(tmp_path, redis_url, vendor):
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     path = tmp_path / "config.yaml"

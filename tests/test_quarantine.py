@@ -22,15 +22,9 @@ from gateway.config import parse_config
 from gateway.worker import NormalizeWorker
 from tests.destinations.conftest import wait_for
 from tests.test_cli import Server, cli, drop_keys
+from tests.test_replay import CFG
 from tests.test_worker import put, stripe_event
 
-CFG = """
-redis_url: {url}
-key_prefix: {prefix}
-sources:
-  stripe: {{type: stripe, secrets: [whsec_w]}}
-  gh: {{type: github, secrets: [x]}}
-"""
 NO_EVENT_HEADER = "no X-GitHub-Event header: cannot tell what happened"
 NOT_STRIPE = 'not a Stripe event (no "object": "event")'
 

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 
 import msgspec
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.replay import parse_time, quarantine_entries, replay, rerun_quarantine, tail_events
 from gateway.worker import NormalizeWorker
+from tests.conftest import expected_message_id
 from tests.test_cli import cli
 from tests.test_worker import put, stripe_event
 
@@ -105,9 +105,8 @@ async def test_replay_command_replays_only_the_deliveries_in_its_window(
     assert r.stdout == f"replayed {n} deliveries into {n} events (0 failed)\n"
     stored = await redis_store.client.xrange(redis_store.keys.events())
     assert [f[b"delivery_id"].decode() for _, f in stored] == replayed
-    namespace = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
     assert [f[b"message_id"].decode() for _, f in stored] == [
-        str(uuid.uuid5(namespace, f"stripe\n{d}\n0")) for d in replayed
+        expected_message_id("stripe", d, 0) for d in replayed
     ]
 
 

@@ -13,16 +13,15 @@ import contextlib
 import hashlib
 import hmac
 import json
-import uuid
 
 import pytest
 
 from gateway.config import parse_config
-from gateway.deliver import DeliverWorker
 from gateway.store import Store
 from gateway.worker import NormalizeWorker
-from tests.conftest import gateway_client, until
+from tests.conftest import expected_message_id, gateway_client, until
 from tests.destinations.conftest import VendorServer
+from tests.destinations.test_deliver import running
 from tests.test_cli import cli
 from tests.test_worker import put
 
@@ -43,20 +42,10 @@ sources:
 destinations:
   hook: {{type: http, url: "{vendor}/hook", batch: true, start: earliest}}
 """
-NAMESPACE = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
 
 
 def message_id(source: str, delivery_id: str, index: int = 0) -> str:
-    """README's messageId, computed here with the standard library."""
-    return str(uuid.uuid5(NAMESPACE, f"{source}\n{delivery_id}\n{index}"))
-
-
-@pytest.fixture
-def vendor():
-    server = VendorServer()
-    server.start()
-    yield server
-    server.stop()
+    return expected_message_id(source, delivery_id, index)
 
 
 def configure(
@@ -109,11 +98,7 @@ async def idle(store: Store, destination: str) -> bool:
 
 @contextlib.asynccontextmanager
 async def delivering(cfg, store: Store):
-    worker = DeliverWorker(cfg, store, "d")
-    for runner in worker.runners:
-        await runner.ensure_group()
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
+    _, stop, task = await running(cfg, store)
     try:
         yield
     finally:

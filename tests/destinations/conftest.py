@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -99,14 +98,6 @@ class VendorServer:
         self.server.should_exit = True
         if wait:
             self.thread.join(timeout=5)
-
-
-@pytest.fixture
-def vendor():
-    server = VendorServer()
-    server.start()
-    yield server
-    server.stop(wait=False)  # its port is its own: the next test does not wait for it
 
 
 def event(

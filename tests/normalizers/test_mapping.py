@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import jmespath
 import msgspec
 import pytest
@@ -14,13 +12,12 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from normalizers import Delivery, Mapper, normalize
 from normalizers.mapping import compile_expression
+from tests.conftest import expected_message_id
 from tests.normalizers.conftest import fixture
 
 
-def expected_message_id(index: int, source: str = "s", delivery_id: str = "d-1") -> str:
-    """README: a UUIDv5 of (source name, delivery id, index), computed here independently."""
-    namespace = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
-    return str(uuid.uuid5(namespace, f"{source}\n{delivery_id}\n{index}"))
+def expected_id(index: int, source: str = "s", delivery_id: str = "d-1") -> str:
+    return expected_message_id(source, delivery_id, index)
 
 
 def source(rules: str, source_type: str = "hmac", extra: str = "") -> dict:
@@ -72,7 +69,7 @@ def test_a_rule_can_extend_a_builtin_type():
     out = events(cfg, fixture("stripe", "charge.succeeded"))
     assert [e["event"] for e in out] == ["Charge Succeeded", "First Purchase"]
     assert out[1]["properties"] == {"charge": "ch_3OkLmN2eZvKYlo2C1xyzabcd"}
-    assert [e["messageId"] for e in out] == [expected_message_id(0), expected_message_id(1)]
+    assert [e["messageId"] for e in out] == [expected_id(0), expected_id(1)]
 
 
 def test_a_rule_can_override_a_builtin_type_or_drop_it():
@@ -100,7 +97,7 @@ def test_for_each_and_root_and_header():
         {"sku": "a", "cart": "c1", "price": 500},
         {"sku": "b", "cart": "c1", "price": 7},
     ]
-    assert [e["messageId"] for e in out] == [expected_message_id(0), expected_message_id(1)]
+    assert [e["messageId"] for e in out] == [expected_id(0), expected_id(1)]
 
 
 @pytest.mark.parametrize(
