@@ -26,20 +26,22 @@ PG_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/te
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
 
 START = {
-    "redis": "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' "
-    "--appendonly no (or set REDIS_URL)",
-    "redis-server": "apt-get install redis-server (the tests start private redis-server "
-    "processes on free ports)",
-    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+    "redis": "start it with: redis-server --daemonize yes --bind 127.0.0.1 --port 6379 "
+    "--save '' --appendonly no (or set REDIS_URL)",
+    "redis-server": "install it: apt-get install redis-server (the tests start private "
+    "redis-server processes on free ports)",
+    "postgres": "start it with: pg_ctlcluster --skip-systemctl-redirect "
+    "$(ls /etc/postgresql) main start (or set POSTGRES_DSN)",
+    "postgres-db": "create the database: createdb -h 127.0.0.1 -U postgres test "
     "(or set POSTGRES_DSN)",
-    "nats": "nats-server -a 127.0.0.1 -p 4222 -js (JetStream on; or set NATS_URL)",
-    "tools": "apt-get install curl openssl (the README's quick start uses them)",
+    "nats": "start it with: nats-server -a 127.0.0.1 -p 4222 -js (JetStream on; or set NATS_URL)",
+    "tools": "install them: apt-get install curl openssl (the README's quick start uses them)",
 }
 
 
 def unavailable(service: str, problem: str) -> NoReturn:
     """Skip (outside CI) or fail (in CI) the current test: `service` is not there."""
-    message = f"{problem}; start it with: {START[service]}"
+    message = f"{problem}; {START[service]}"
     if IN_CI:
         pytest.fail(f"CI=true and a service the suite needs is missing: {message}", pytrace=False)
     pytest.skip(message)
@@ -79,6 +81,11 @@ def require_postgres(dsn: str = PG_DSN) -> str:
         await conn.close()
 
     error = _in_a_thread(check)
+    if isinstance(
+        error, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        # The server is up: what is missing is the database or the role, not a start.
+        unavailable("postgres-db", f"PostgreSQL at {dsn} refused: {error}")
     if error is not None:
         unavailable("postgres", f"no PostgreSQL at {dsn}: {type(error).__name__}: {error}")
     return dsn

@@ -132,14 +132,17 @@ sources:
     signature_header: Sig
     mappings:
       - event: Thing Happened
+destinations:
+  hook: {{type: http, url: "{hook}/in", batch: true, linger: 10ms}}
 """
 
 
-def test_worker_metrics_port_serves_prometheus_text(tmp_path, redis_url):
-    """`webhook-gateway worker --metrics-port P`, a real process, scraped over HTTP."""
+def test_worker_metrics_port_serves_prometheus_text(tmp_path, redis_url, vendor):
+    """`webhook-gateway worker --metrics-port P`, a real process, scraped over HTTP: the
+    normalize worker's counters and the deliver worker's, for an HTTP destination."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     path = tmp_path / "config.yaml"
-    path.write_text(WORKER.format(redis_url=redis_url, prefix=prefix))
+    path.write_text(WORKER.format(redis_url=redis_url, prefix=prefix, hook=vendor.url))
     client = sync_redis.Redis.from_url(redis_url)
     for delivery_id, body in (("a1", b"{}"), ("a2", b"{}"), ("a3", b"not json")):
         client.xadd(
@@ -165,6 +168,8 @@ def test_worker_metrics_port_serves_prometheus_text(tmp_path, redis_url):
         return (
             sample(text, "gateway_events_total", source="acme") == 2
             and sample(text, "gateway_quarantined_total", source="acme", stage="normalize") == 1
+            and sample(text, "gateway_destination_events_total", destination="hook", outcome="sent")
+            == 2
         )
 
     try:
@@ -177,3 +182,10 @@ def test_worker_metrics_port_serves_prometheus_text(tmp_path, redis_url):
     assert r.status_code == 200, log
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "# TYPE gateway_events_total counter" in r.text
+    sent = sum(len(seen.json()) for seen in vendor.requests)
+    assert sent == 2  # what the counter says is what the destination got
+    batches = sample(r.text, "gateway_destination_batch_seconds_count", destination="hook")
+    assert batches == len(vendor.requests)
+    assert sample(
+        r.text, "gateway_destination_batch_seconds_bucket", destination="hook", le="+Inf"
+    ) == len(vendor.requests)

@@ -47,7 +47,7 @@ async def test_outage_gives_503_and_the_retry_is_accepted(private_redis):
         assert r.json() == {
             "status": "unavailable",
             "reason": "store_unavailable",
-            "detail": r.json()["detail"],
+            "detail": "Redis is unavailable (ConnectionError); retry later",
         }
         assert "Traceback" not in r.text
         assert (await client.get("/readyz")).status_code == 503
@@ -104,7 +104,7 @@ async def test_a_write_that_lands_after_its_503_makes_the_retry_a_duplicate(priv
         assert (await answered(client, "warm")).status_code == 200
         stall = threading.Thread(
             target=lambda: sync_redis.Redis(port=private_redis.port).execute_command(
-                "DEBUG", "SLEEP", "2"
+                "DEBUG", "SLEEP", "3"
             )
         )
         stall.start()
@@ -122,7 +122,9 @@ async def test_a_write_that_lands_after_its_503_makes_the_retry_a_duplicate(priv
 
 def _answers(port: int) -> bool:
     try:
-        probe = sync_redis.Redis(port=port, socket_timeout=0.05, retry=Retry(NoBackoff(), 0))
+        # No answer in 0.25 s: asleep (a PING under load is slower, but not that slow; the
+        # 3 s sleep leaves the request that follows time to land inside it).
+        probe = sync_redis.Redis(port=port, socket_timeout=0.25, retry=Retry(NoBackoff(), 0))
         return bool(probe.ping())
     except sync_redis.TimeoutError:
         return False

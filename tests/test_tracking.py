@@ -198,3 +198,79 @@ def test_warn_logs_event_off_plan_and_still_delivers(tmp_path, redis_url):
         "problem": "Form Submitted: property 'form_id' should be integer, got string",
     }
     assert quarantined == 0
+
+
+ENFORCED = """
+key_prefix: {prefix}
+schema: enforce
+events:
+  Typed:
+    properties:
+      value: {{type: {type}, required: {required}}}
+sources:
+  forms:
+    type: hmac
+    secrets: [x]
+    signature_header: Sig
+    mappings:
+      - event: Typed
+        properties: {{value: value}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("type_", "good", "bad", "got"),
+    [
+        ("string", '"a"', "1", "number"),
+        ("number", "1.5", '"1.5"', "string"),
+        ("integer", "2.0", "2.5", "number"),
+        ("boolean", "false", "0", "number"),
+        ("object", '{"a": 1}', "[1]", "array"),
+        ("array", "[]", "{}", "object"),
+    ],
+)
+async def test_the_worker_enforces_each_type(redis_store, type_, good, bad, got):
+    """Through the normalize worker on the real Redis: the good value becomes an event,
+    the bad one goes to the quarantine with the reason."""
+    from gateway.worker import NormalizeWorker
+    from tests.test_worker import events, put
+
+    text = ENFORCED.format(prefix=redis_store.keys.prefix, type=type_, required="true")
+    worker = NormalizeWorker(parse_config(text, "plan.yaml", {}), redis_store, "w")
+    await worker.ensure_groups()
+    await put(redis_store, "forms", "good", f'{{"value": {good}}}'.encode())
+    await put(redis_store, "forms", "bad", f'{{"value": {bad}}}'.encode())
+    assert await worker.read_once() == 2
+    [stored] = await events(redis_store)
+    assert stored["delivery_id"] == b"good"
+    assert msgspec.json.decode(stored["data"])["properties"] == {"value": json.loads(good)}
+    [(_, q)] = await redis_store.client.xrange(redis_store.keys.quarantine())
+    assert (q[b"delivery_id"], q[b"stage"]) == (b"bad", b"schema")
+    assert q[b"reason"].decode() == f"Typed: property 'value' should be {type_}, got {got}"
+
+
+@pytest.mark.parametrize(
+    ("required", "payload", "outcome"),
+    [
+        ("false", b'{"value": null}', "event"),
+        ("false", b"{}", "event"),
+        ("true", b'{"value": null}', "Typed: property 'value' is required"),
+        ("true", b"{}", "Typed: property 'value' is required"),
+    ],
+)
+async def test_a_null_counts_as_missing(redis_store, required, payload, outcome):
+    from gateway.worker import NormalizeWorker
+    from tests.test_worker import events, put
+
+    text = ENFORCED.format(prefix=redis_store.keys.prefix, type="any", required=required)
+    worker = NormalizeWorker(parse_config(text, "plan.yaml", {}), redis_store, "w")
+    await worker.ensure_groups()
+    await put(redis_store, "forms", "d", payload)
+    await worker.read_once()
+    quarantine = await redis_store.client.xrange(redis_store.keys.quarantine())
+    if outcome == "event":
+        assert [e["event"] for e in await events(redis_store)] == [b"Typed"]
+        assert quarantine == []
+    else:
+        assert await events(redis_store) == []
+        assert [q[b"reason"].decode() for _, q in quarantine] == [outcome]

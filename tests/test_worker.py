@@ -162,7 +162,9 @@ async def test_an_event_not_in_the_plan_is_refused_under_enforce(redis_store):
 
 
 async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
-    config = make_config(redis_store.keys.prefix)
+    # claim_idle 1 s: long enough that "not yet" holds on a loaded machine.
+    text = CFG.format(prefix=redis_store.keys.prefix, schema="off").replace("200ms", "1s")
+    config = parse_config(text, "w.yaml", {})
     survivor = NormalizeWorker(config, redis_store, "survivor")
     await survivor.ensure_groups()
     for i in range(5):
@@ -174,7 +176,7 @@ async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
     assert len(taken[0][1]) == 5
     assert await survivor.reclaim() == 0  # not idle long enough yet
     assert await survivor.read_once() == 0  # nothing new for the others
-    await asyncio.sleep(0.3)  # the crashed worker's entries idle past claim_idle (200ms)
+    await until(lambda: idle_ms(redis_store, "stripe", 1000), what="entries idle past claim_idle")
     assert await survivor.reclaim() == 5
     ids = {e["message_id"].decode() for e in await events(redis_store)}
     assert ids == {expected_message_id("stripe", f"evt_{i}", 0) for i in range(5)}
@@ -363,6 +365,12 @@ async def test_a_worker_survives_a_failing_write_and_redoes_the_batch(redis_stor
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+async def idle_ms(store: Store, source: str, at_least: int) -> bool:
+    """Every pending entry of the source has been idle (unacknowledged) that long."""
+    entries = await store.client.xpending_range(store.keys.raw(source), GROUP, "-", "+", 100)
+    return bool(entries) and all(e["time_since_delivered"] >= at_least for e in entries)
 
 
 async def _pending_count(store: Store, source: str) -> int:

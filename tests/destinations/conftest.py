@@ -90,7 +90,11 @@ class VendorServer:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and time.monotonic() < deadline:
+            if not self.thread.is_alive():
+                break  # it failed to start (its port taken, say)
             time.sleep(0.01)
+        if not self.server.started:
+            raise RuntimeError(f"the vendor server on port {self.port} did not start")
 
     def stop(self, wait: bool = True) -> None:
         """Stop serving; `wait=False` lets uvicorn's shutdown (0.1-0.2 s of its own sleeps)

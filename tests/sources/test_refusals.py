@@ -4,8 +4,8 @@ Every refusal is JSON with exactly `status`, `reason` and `detail`: a message a 
 can act on, never a stack trace, never a secret. The secrets below are in the config;
 no response body (and no log line of the served gateway) may contain them in any form.
 
-README says every refusal is `{"status":"rejected",...}`; the code (gateway/ingest.py)
-answers a 503 with `"status":"unavailable"`, which the table pins as it is.
+A refusal is `{"status":"rejected",...}`; a 503 (Redis away) is
+`{"status":"unavailable",...}`, as README.md says.
 """
 
 from __future__ import annotations
