@@ -96,6 +96,8 @@ _ACTION_TIMES = {
     "created": ("created_at",),
     "opened": ("created_at",),
     "started": ("started_at",),
+    # workflow_run / workflow_job in_progress: when the run or job began, not its last update
+    "in_progress": ("run_started_at", "started_at"),
 }
 _TIME_KEYS = (
     "updated_at",

@@ -9,49 +9,53 @@ import pytest
 
 from gateway.config import parse_config
 from normalizers import Delivery, Mapper, NormalizeError, normalize
-from tests.normalizers.conftest import RECEIVED_MS, fixture, run, subset
+from tests.normalizers.conftest import RECEIVED_MS, assert_same, expected_event, fixture, run
 
 
 def shopify(name, topic):
     return run("shopify", fixture("shopify", name), {"x-shopify-topic": topic})
 
 
+# Order #1234 of tests/fixtures/shopify/orders-paid.json, as Segment's e-commerce spec
+# has it (its two line items are the same iPod).
+IPOD_PINK = {
+    "product_id": "632910392",
+    "variant": "808950810",
+    "sku": "IPOD2008PINK",
+    "name": "IPod Nano - 8GB",
+    "price": 199.0,
+    "quantity": 1,
+}
+ORDER_820 = {
+    "order_id": "820982911946154508",
+    "order_number": 1234,
+    "checkout_id": "901414060",
+    "total": 409.94,
+    "subtotal": 398.0,
+    "tax": 0.0,
+    "discount": 0.0,
+    "shipping": 11.94,
+    "coupon": "SPRING30",
+    "currency": "USD",
+    "financial_status": "paid",
+    "products": [IPOD_PINK, IPOD_PINK],
+}
+JOHN = ("anonymousId", "shopify:115310627314723954")
+JOHN_EXTERNAL_IDS = [{"id": "115310627314723954", "type": "shopify_customer_id"}]
+
+
 def test_paid_order_is_order_completed_with_segment_products():
     [out] = shopify("orders-paid", "orders/paid")
-    assert subset(
-        {
-            "event": "Order Completed",
-            "anonymousId": "shopify:115310627314723954",
-            "timestamp": "2022-01-01T00:00:00.000Z",
-            "properties": {
-                "order_id": "820982911946154508",
-                "total": 409.94,
-                "subtotal": 398.0,
-                "revenue": 398.0,
-                "shipping": 11.94,
-                "tax": 0.0,
-                "coupon": "SPRING30",
-                "currency": "USD",
-                "products": [
-                    {
-                        "product_id": "632910392",
-                        "sku": "IPOD2008PINK",
-                        "name": "IPod Nano - 8GB",
-                        "price": 199.0,
-                        "quantity": 1,
-                        "variant": "808950810",
-                    },
-                    {
-                        "product_id": "632910392",
-                        "sku": "IPOD2008PINK",
-                        "price": 199.0,
-                        "quantity": 1,
-                    },
-                ],
-            },
-        },
-        out,
-    ), out
+    expected = expected_event(
+        "shopify",
+        "orders/paid",
+        JOHN,
+        "2022-01-01T00:00:00.000Z",  # processed_at, 2021-12-31T19:00:00-05:00
+        event="Order Completed",
+        properties=ORDER_820 | {"revenue": 398.0},  # the subtotal after discounts
+        external_ids=JOHN_EXTERNAL_IDS,
+    )
+    assert_same(out, expected)
 
 
 @pytest.mark.parametrize(
@@ -73,36 +77,68 @@ def test_order_topics(topic, name):
 
 def test_refund_is_negative_revenue():
     [out] = shopify("refunds-create", "refunds/create")
-    assert subset(
-        {
-            "event": "Order Refunded",
-            "properties": {
-                "order_id": "450789469",
-                "revenue": -41.94,
-                "total": 41.94,
-                "currency": "USD",
-                "products": [{"sku": "IPOD2008GREEN"}],
-            },
+    expected = expected_event(
+        "shopify",
+        "refunds/create",
+        ("anonymousId", "shopify:order-450789469"),  # a refund names no customer
+        "2024-01-10T17:55:51.000Z",  # created_at, 2024-01-10T12:55:51-05:00
+        event="Order Refunded",
+        properties={
+            "order_id": "450789469",
+            "refund_id": "929361462",
+            "total": 41.94,
+            "revenue": -41.94,
+            "currency": "USD",
+            "reason": "wrong size",
+            "products": [
+                {
+                    "product_id": "632910392",
+                    "variant": "39072856",
+                    "sku": "IPOD2008GREEN",
+                    "name": "IPod Nano - 8gb",
+                    "price": 199.0,
+                    "quantity": 1,
+                }
+            ],
         },
-        out,
-    ), out
+    )
+    assert_same(out, expected)
+
+
+BOB = ("anonymousId", "shopify:706405506930370084")  # Shopify's id is not his own id
+BOB_EXTERNAL_IDS = [{"id": "706405506930370084", "type": "shopify_customer_id"}]
+BOB_ADDRESS = {
+    "street": "123 Elm St.",
+    "city": "Ottawa",
+    "state": "ON",
+    "postalCode": "K2H7A8",
+    "country": "CA",
+}
 
 
 def test_customer_create_is_identify_with_traits():
     [out] = shopify("customers-create", "customers/create")
-    assert subset(
-        {
-            "type": "identify",
-            "anonymousId": "shopify:706405506930370084",
-            "traits": {
-                "email": "bob@biller.com",
-                "firstName": "Bob",
-                "address": {"city": "Ottawa", "country": "CA"},
-            },
+    expected = expected_event(
+        "shopify",
+        "customers/create",
+        BOB,
+        "2024-01-10T17:55:51.000Z",  # created_at, 2024-01-10T12:55:51-05:00
+        traits={
+            "email": "bob@biller.com",
+            "firstName": "Bob",
+            "lastName": "Biller",
+            "name": "Bob Biller",
+            "createdAt": "2024-01-10T17:55:51.000Z",
+            "state": "disabled",
+            "ordersCount": 0,
+            "totalSpent": 0.0,
+            "acceptsMarketing": False,  # email_marketing_consent: not_subscribed
+            "address": BOB_ADDRESS,
+            "shopifyCustomerId": "706405506930370084",
         },
-        out,
-    ), out
-    assert "userId" not in out  # Shopify's id is not the customer's own id
+        external_ids=BOB_EXTERNAL_IDS,
+    )
+    assert_same(out, expected)
 
 
 def test_other_topics_follow_the_rule():
@@ -115,35 +151,68 @@ def test_shopify_without_topic_is_an_error():
         run("shopify", {"id": 1})
 
 
+# Intercom: the person is the contact (never the teammate), by their external_id, else
+# intercom:<contact id>; the time is the notification's `created_at`.
+JENNY = ("userId", "u_4821")
+JENNY_EXTERNAL_IDS = [{"id": "65a1b2c3d4e5f6a7b8c9d0e1", "type": "intercom_contact_id"}]
+LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9")
+LEAD_EXTERNAL_IDS = [{"id": "65b7e0f1a2b3c4d5e6f7a8b9", "type": "intercom_contact_id"}]
+# Conversation 147 as the notifications show it (created 2023-11-14T22:15:00Z).
+CONVERSATION_147 = {
+    "conversation_id": "147",
+    "state": "open",
+    "open": True,
+    "priority": "not_priority",
+    "channel": "customer_initiated",
+    "created_at": "2023-11-14T22:15:00.000Z",
+}
+
+
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("topic", "who", "timestamp", "what"),
     [
-        (
+        pytest.param(
             "contact.user.created",
+            JENNY,
+            "2023-11-14T22:13:22.000Z",
             {
-                "type": "identify",
-                "userId": "u_4821",
                 "traits": {
                     "email": "jenny@example.com",
-                    "plan": "pro",
+                    "name": "Jenny Rosen",
+                    "role": "user",
+                    "createdAt": "2023-11-14T22:13:20.000Z",
+                    # Intercom's location: its country_code is ISO 3166 alpha-3.
+                    "address": {"city": "San Francisco", "state": "California", "country": "USA"},
+                    "unsubscribedFromEmails": False,
                     "intercomContactId": "65a1b2c3d4e5f6a7b8c9d0e1",
-                },
+                    "plan": "pro",  # custom attributes
+                    "seats": 3,
+                }
             },
+            id="contact-created-is-identify-with-custom-attributes",
         ),
-        (
+        pytest.param(
             "conversation.user.created",
-            {
-                "event": "Conversation Started",
-                "userId": "u_4821",
-                "properties": {"conversation_id": "147", "channel": "customer_initiated"},
-            },
+            JENNY,
+            "2023-11-14T22:15:01.000Z",
+            {"event": "Conversation Started", "properties": CONVERSATION_147},
+            id="user-created-conversation-is-started",
         ),
-        ("contact.user.tag.created", {"event": "Contact Tagged", "properties": {"tag": "VIP"}}),
+        pytest.param(
+            "contact.user.tag.created",
+            JENNY,
+            "2023-11-14T22:16:41.000Z",
+            {"event": "Contact Tagged", "properties": {"tag": "VIP", "tag_id": "2391"}},
+            id="user-tagged",
+        ),
     ],
 )
-def test_intercom(name, expected):
-    [out] = run("intercom", fixture("intercom", name))
-    assert subset(expected, out), out
+def test_intercom(topic, who, timestamp, what):
+    [out] = run("intercom", fixture("intercom", topic))
+    expected = expected_event(
+        "intercom", topic, who, timestamp, external_ids=JENNY_EXTERNAL_IDS, **what
+    )
+    assert_same(out, expected)
 
 
 def test_intercom_contact_without_external_id_is_anonymous():
@@ -168,16 +237,16 @@ def test_generic_uses_type_and_data(source_type):
         "data": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "email": "a@example.com"},
     }
     [out] = run(source_type, body, source="clerk")
-    assert subset(
-        {
-            "event": "User Created",
-            "timestamp": "2024-01-02T03:04:05.000Z",
-            "anonymousId": "clerk:system",
-            "properties": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC"},
-            "context": {"source": {"name": "clerk", "eventType": "user.created"}},
-        },
-        out,
-    ), out
+    expected = expected_event(
+        "clerk",
+        "user.created",
+        ("anonymousId", "clerk:system"),
+        "2024-01-02T03:04:05.000Z",
+        event="User Created",
+        properties={"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "email": "a@example.com"},
+        source_type=source_type,
+    )
+    assert_same(out, expected)
 
 
 def test_generic_without_type_is_webhook_received():
@@ -194,28 +263,63 @@ def test_slack_event_callback_is_named_after_the_inner_event():
         "event": {"type": "app_mention", "user": "U1", "text": "hi"},
     }
     [out] = run("slack", body)
-    assert subset(
-        {
-            "event": "App Mention",
-            "timestamp": "2023-11-14T22:13:20.000Z",
-            "properties": {"user": "U1"},
-        },
-        out,
-    ), out
+    expected = expected_event(
+        "slack",
+        "app_mention",
+        ("anonymousId", "slack:system"),
+        "2023-11-14T22:13:20.000Z",  # event_time
+        event="App Mention",
+        properties={"type": "app_mention", "user": "U1", "text": "hi"},
+    )
+    assert_same(out, expected)
 
 
 def test_clerk_user_created_fixture():
     [out] = run(
         "standard-webhooks", fixture("standard-webhooks", "clerk-user.created"), source="clerk"
     )
-    assert subset(
-        {
-            "event": "User Created",
-            "timestamp": "2022-05-31T15:56:31.835Z",
-            "properties": {"id": "user_29w83sxmDNGwOuEthce5gg56FcC", "external_id": "567772"},
+    # `data` as it is, its nulls left out (README: "`data` as properties").
+    expected = expected_event(
+        "clerk",
+        "user.created",
+        ("anonymousId", "clerk:system"),
+        "2022-05-31T15:56:31.835Z",  # timestamp 1654012591835 (ms)
+        event="User Created",
+        properties={
+            "birthday": "",
+            "created_at": 1654012591514,
+            "email_addresses": [
+                {
+                    "email_address": "example@example.org",
+                    "id": "idn_29w83yL7CwVlJXylYLxcslromF1",
+                    "linked_to": [],
+                    "object": "email_address",
+                    "verification": {"status": "verified", "strategy": "ticket"},
+                }
+            ],
+            "external_accounts": [],
+            "external_id": "567772",
+            "first_name": "Example",
+            "gender": "",
+            "id": "user_29w83sxmDNGwOuEthce5gg56FcC",
+            "image_url": "https://img.clerk.com/xxxxxx",
+            "last_name": "Example",
+            "last_sign_in_at": 1654012591514,
+            "object": "user",
+            "password_enabled": True,
+            "phone_numbers": [],
+            "primary_email_address_id": "idn_29w83yL7CwVlJXylYLxcslromF1",
+            "private_metadata": {},
+            "profile_image_url": "https://www.gravatar.com/avatar?d=mp",
+            "public_metadata": {},
+            "two_factor_enabled": False,
+            "unsafe_metadata": {},
+            "updated_at": 1654012591835,
+            "web3_wallets": [],
         },
-        out,
-    ), out
+        source_type="standard-webhooks",
+    )
+    assert_same(out, expected)
 
 
 def test_slack_app_mention_fixture():
@@ -258,22 +362,15 @@ BOB_TRAITS = {
     "lastName": "Biller",
     "name": "Bob Biller",
     "phone": "+16135551111",
-    "createdAt": "2024-01-10T17:55:51.000Z",
+    "createdAt": "2024-01-10T17:55:51.000Z",  # 2024-01-10T12:55:51-05:00
     "state": "enabled",
     "ordersCount": 3,
     "totalSpent": 249.5,
     "tags": "newsletter, vip",
-    "acceptsMarketing": True,
-    "address": {
-        "street": "123 Elm St.",
-        "city": "Ottawa",
-        "state": "ON",
-        "postalCode": "K2H7A8",
-        "country": "CA",
-    },
+    "acceptsMarketing": True,  # email_marketing_consent: subscribed
+    "address": BOB_ADDRESS,
     "shopifyCustomerId": "706405506930370084",
 }
-BOB_EXTERNAL_IDS = [{"id": "706405506930370084", "type": "shopify_customer_id"}]
 
 
 def shopify_source(user_id: str | None):
@@ -295,14 +392,16 @@ def shopify_source(user_id: str | None):
 
 def test_shopify_customer_update_is_identify_with_traits_and_no_user_id_by_default():
     [out] = shopify_source(None)(fixture("shopify", "customers-update"), "customers/update")
-    assert out["type"] == "identify"
-    assert "event" not in out
-    assert out["timestamp"] == "2024-02-01T14:30:00.000Z"  # updated_at, in UTC
-    assert out["traits"] == BOB_TRAITS
-    assert out["anonymousId"] == "shopify:706405506930370084"
-    assert "userId" not in out  # Shopify's id is Shopify's, not the customer's own
-    assert out["context"]["externalIds"] == BOB_EXTERNAL_IDS
-    assert out["context"]["source"]["eventType"] == "customers/update"
+    expected = expected_event(
+        "shop",
+        "customers/update",
+        BOB,  # Shopify's id is Shopify's, not the customer's own: no userId
+        "2024-02-01T14:30:00.000Z",  # updated_at, 2024-02-01T09:30:00-05:00
+        traits=BOB_TRAITS,
+        external_ids=BOB_EXTERNAL_IDS,
+        source_type="shopify",
+    )
+    assert_same(out, expected)
 
 
 def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id():
@@ -313,30 +412,45 @@ def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id
     order = json.loads(fixture("shopify", "orders-paid"))
     order["customer"]["id"] = 706405506930370084
     [paid] = events(json.dumps(order).encode(), "orders/paid")
-    for out in (identify, paid):
-        assert out["userId"] == "706405506930370084"
-        assert "anonymousId" not in out
-        assert out["context"]["externalIds"] == BOB_EXTERNAL_IDS
-    assert identify["type"] == "identify"
-    assert identify["traits"] == BOB_TRAITS
-    assert paid["event"] == "Order Completed"
+    bob = ("userId", "706405506930370084")
+    assert_same(
+        identify,
+        expected_event(
+            "shop",
+            "customers/update",
+            bob,
+            "2024-02-01T14:30:00.000Z",
+            traits=BOB_TRAITS,
+            external_ids=BOB_EXTERNAL_IDS,
+            source_type="shopify",
+        ),
+    )
+    assert_same(
+        paid,
+        expected_event(
+            "shop",
+            "orders/paid",
+            bob,
+            "2022-01-01T00:00:00.000Z",
+            event="Order Completed",
+            properties=ORDER_820 | {"revenue": 398.0},
+            external_ids=BOB_EXTERNAL_IDS,
+            source_type="shopify",
+        ),
+    )
 
 
-# Intercom conversations and tags: the person is the contact (never the teammate), by
-# their external_id, else intercom:<contact id>; the time is the notification's.
-JENNY = ("userId", "u_4821", "65a1b2c3d4e5f6a7b8c9d0e1")
-LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f7a8b9")
-
-
+# Intercom conversations and tags, one fixture each.
 @pytest.mark.parametrize(
-    ("topic", "event", "timestamp", "who", "properties"),
+    ("topic", "event", "timestamp", "who", "external_ids", "properties"),
     [
         pytest.param(
             "conversation.user.replied",
             "Conversation Replied",
             "2023-11-14T22:30:00.000Z",
             JENNY,
-            {"conversation_id": "147", "state": "open", "channel": "customer_initiated"},
+            JENNY_EXTERNAL_IDS,
+            CONVERSATION_147,
             id="user-replied",
         ),
         pytest.param(
@@ -344,7 +458,16 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Conversation Admin Replied",
             "2023-11-14T22:46:40.000Z",
             LEAD,
-            {"conversation_id": "148", "assignee_id": 814860},
+            LEAD_EXTERNAL_IDS,
+            {
+                "conversation_id": "148",
+                "state": "open",
+                "open": True,
+                "priority": "not_priority",
+                "channel": "customer_initiated",
+                "assignee_id": 814860,
+                "created_at": "2023-11-14T22:15:00.000Z",
+            },
             id="admin-replied-to-a-lead-is-about-the-lead",
         ),
         pytest.param(
@@ -352,7 +475,9 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Conversation Closed",
             "2023-11-14T23:03:20.000Z",
             JENNY,
-            {"conversation_id": "147", "state": "closed", "open": False, "tags": ["login"]},
+            JENNY_EXTERNAL_IDS,
+            CONVERSATION_147
+            | {"state": "closed", "open": False, "assignee_id": 814860, "tags": ["login"]},
             id="admin-closed",
         ),
         pytest.param(
@@ -360,7 +485,8 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Conversation Assigned",
             "2023-11-14T23:20:00.000Z",
             JENNY,
-            {"conversation_id": "147", "assignee_id": 991267, "team_assignee_id": "5017691"},
+            JENNY_EXTERNAL_IDS,
+            CONVERSATION_147 | {"assignee_id": 991267, "team_assignee_id": "5017691"},
             id="admin-assigned",
         ),
         pytest.param(
@@ -368,7 +494,9 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Conversation Rated",
             "2023-11-14T23:36:40.000Z",
             JENNY,
-            {"conversation_id": "147", "rating": 5},
+            JENNY_EXTERNAL_IDS,
+            CONVERSATION_147
+            | {"state": "closed", "open": False, "assignee_id": 814860, "rating": 5},
             id="rating-added",
         ),
         pytest.param(
@@ -376,6 +504,7 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Contact Untagged",
             "2023-11-14T23:53:20.000Z",
             JENNY,
+            JENNY_EXTERNAL_IDS,
             {"tag": "VIP", "tag_id": "2391"},
             id="user-untagged",
         ),
@@ -384,19 +513,21 @@ LEAD = ("anonymousId", "intercom:65b7e0f1a2b3c4d5e6f7a8b9", "65b7e0f1a2b3c4d5e6f
             "Contact Untagged",
             "2023-11-15T00:10:00.000Z",
             LEAD,
+            LEAD_EXTERNAL_IDS,
             {"tag": "Trial lead", "tag_id": "7702"},
             id="lead-untagged",
         ),
     ],
 )
-def test_intercom_topic_becomes(topic, event, timestamp, who, properties):
+def test_intercom_topic_becomes(topic, event, timestamp, who, external_ids, properties):
     [out] = run("intercom", fixture("intercom", topic))
-    assert out["type"] == "track"
-    assert out["event"] == event
-    assert out["timestamp"] == timestamp
-    key, value, contact_id = who
-    other = "anonymousId" if key == "userId" else "userId"
-    assert (out.get(key), out.get(other)) == (value, None), out
-    assert out["context"]["externalIds"] == [{"id": contact_id, "type": "intercom_contact_id"}]
-    assert out["context"]["source"]["eventType"] == topic
-    assert subset(properties, out["properties"]), out["properties"]
+    expected = expected_event(
+        "intercom",
+        topic,
+        who,
+        timestamp,
+        event=event,
+        properties=properties,
+        external_ids=external_ids,
+    )
+    assert_same(out, expected)
