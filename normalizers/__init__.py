@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import generic, github, intercom, shopify, stripe  # noqa: F401 (registers them)
-from .base import NORMALIZERS, Delivery, Draft, NormalizeError, dig, finish
+from .base import NORMALIZERS, USER_ID_SCOPES, Delivery, Draft, NormalizeError, dig, finish
 from .event import Event, event_schema
 from .mapping import Mapper, MappingError
 
@@ -41,7 +41,8 @@ def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
             drafts = _builtin(delivery) if rule is None or rule.builtin else []
             if rule is not None:
                 drafts += mapper.drafts(rule, payload, vendor_event_type(delivery))
-            own = mapper.own_user_id(payload)
+            scope = USER_ID_SCOPES.get(delivery.source_type)
+            own = mapper.own_user_id(scope(delivery, payload) if scope else payload)
         finally:
             mapper.leave(tokens)
         return finish(delivery, drafts, own)

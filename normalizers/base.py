@@ -116,6 +116,22 @@ def register(*source_types: str) -> Callable[[Normalizer], Normalizer]:
     return wrap
 
 
+UserIdScope = Callable[[Delivery, Any], Any]
+USER_ID_SCOPES: dict[str, UserIdScope] = {}
+"""What a source type's `user_id:` expression is evaluated over, where not the payload."""
+
+
+def register_user_id_scope(*source_types: str) -> Callable[[UserIdScope], UserIdScope]:
+    """Decorator: what `user_id:` sees for these source types (default: the payload)."""
+
+    def wrap(fn: UserIdScope) -> UserIdScope:
+        for name in source_types:
+            USER_ID_SCOPES[name] = fn
+        return fn
+
+    return wrap
+
+
 def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> list[Event]:
     """Complete drafts into events: deterministic ids, context, times and identity.
 

@@ -15,13 +15,20 @@ https://shopify.dev/docs/api/webhooks
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from typing import Any
 
-from .base import Delivery, Draft, NormalizeError, Person, dig, register, scalars, title
+from .base import (
+    Delivery,
+    Draft,
+    NormalizeError,
+    Person,
+    dig,
+    register,
+    register_user_id_scope,
+    scalars,
+    title,
+)
 from .event import iso_time
-from .mapping import compile_expression
 from .money import currency_code, exponent
 
 NAMES = {
@@ -50,8 +57,6 @@ def normalize(delivery: Delivery) -> list[Draft]:
     resource, _, verb = topic.partition("/")
     customer = obj if resource == "customers" else obj.get("customer")
     person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")
-    if resource == "customers":
-        person.user_id = _own_customer_id(delivery, obj)
     when = _when(obj, verb)
     if resource == "customers" and verb in ("create", "update", "enable", "disable"):
         return [
@@ -86,20 +91,13 @@ def normalize(delivery: Delivery) -> list[Draft]:
     return [Draft(event=name, properties=props, timestamp=when, event_type=topic, person=person)]
 
 
-def _own_customer_id(delivery: Delivery, customer: dict[str, Any]) -> Any:
-    """The source's `user_id:` for a customers/* topic, whose payload is the customer
-    itself: the expression is written for an order (`customer.id`), so it reads the
-    customer as an order's `customer`, and a customer's identify gets the same userId as
-    their orders."""
-    expression = getattr(delivery.config, "user_id", None)
-    if not isinstance(expression, str):
-        return None
-    return _compiled(expression)({"customer": customer})
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(expression: str) -> Callable[[Any], Any]:
-    return compile_expression(expression, "user_id")
+@register_user_id_scope("shopify")
+def _user_id_scope(delivery: Delivery, payload: Any) -> Any:
+    """A customers/* payload is the customer itself, while `user_id:` is written for
+    orders (`customer.id`): it reads the customer as an order's `customer`, so a
+    customer's identify gets the same userId as their orders."""
+    topic = delivery.headers.get("x-shopify-topic") or ""
+    return {"customer": payload} if topic.startswith("customers/") else payload
 
 
 # The time a topic is about: a cancellation happened at cancelled_at, not when the
