@@ -85,6 +85,17 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+def drop_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under `prefix` (the sync twin of drop_prefix, for process tests)."""
+    import redis as sync_redis
+
+    client = sync_redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
 async def drop_prefix(client: redis.Redis, prefix: str) -> None:
     keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
     if keys:

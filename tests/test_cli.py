@@ -15,10 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis as sync_redis
 import stripe
 
-from tests.conftest import free_port
+from tests.conftest import drop_keys, free_port
 from tests.services import require_binary
 
 ROOT = Path(__file__).parents[1]
@@ -195,14 +194,6 @@ class Worker:
             self.proc.terminate()
             self.proc.wait(timeout=15)
         return self.log.read_text()
-
-
-def drop_keys(redis_url: str, prefix: str) -> None:
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture

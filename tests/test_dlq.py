@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
+from tests.conftest import drop_keys
 from tests.destinations.conftest import VendorServer, event, wait_for
-from tests.test_cli import Worker, cli, drop_keys
+from tests.test_cli import Worker, cli
 
 CONFIG = """\
 redis_url: {url}

@@ -11,10 +11,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import redis as sync_redis
 import stripe
 
-from tests.conftest import expected_message_id
+from tests.conftest import drop_keys, expected_message_id
 from tests.destinations.conftest import VendorServer, wait_for
 from tests.services import PG_DSN, require_postgres
 from tests.test_cli import Server, cli
@@ -73,10 +72,7 @@ def pg():
 def prefix(redis_url):
     name = f"test-{uuid.uuid4().hex[:12]}"
     yield name
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{name}:*"))
-    if keys:
-        client.delete(*keys)
+    drop_keys(redis_url, name)
 
 
 def test_stripe_webhook_to_postgres_and_posthog(tmp_path, redis_url, pg, prefix):

@@ -12,9 +12,9 @@ import redis as sync_redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.worker import NormalizeWorker
-from tests.conftest import free_port, gateway_client
+from tests.conftest import drop_keys, free_port, gateway_client
 from tests.destinations.conftest import wait_for
-from tests.test_cli import Worker, drop_keys
+from tests.test_cli import Worker
 
 CFG = """
 sources:

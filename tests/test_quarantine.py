@@ -20,8 +20,9 @@ from standardwebhooks.webhooks import Webhook
 
 from gateway.config import parse_config
 from gateway.worker import NormalizeWorker
+from tests.conftest import drop_keys
 from tests.destinations.conftest import wait_for
-from tests.test_cli import Server, cli, drop_keys
+from tests.test_cli import Server, cli
 from tests.test_replay import CFG
 from tests.test_worker import put, stripe_event
 

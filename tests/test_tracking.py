@@ -15,8 +15,9 @@ from gateway.config import parse_config
 from gateway.errors import ConfigError
 from gateway.tracking import violations
 from normalizers.event import Context, Event, SourceInfo, library
+from tests.conftest import drop_keys
 from tests.destinations.conftest import VendorServer, wait_for
-from tests.test_cli import Worker, drop_keys
+from tests.test_cli import Worker
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 PLAN = re.search(r"```yaml\n(# tracking plan\n.*?)```", README, re.S).group(1)

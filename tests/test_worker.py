@@ -19,7 +19,7 @@ import stripe
 from gateway.config import parse_config
 from gateway.store import RawDelivery, Store
 from gateway.worker import GROUP, NormalizeWorker
-from tests.conftest import Clock, drop_prefix, expected_message_id, gateway_client, until
+from tests.conftest import Clock, drop_keys, drop_prefix, expected_message_id, gateway_client, until
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CFG = """
@@ -278,9 +278,7 @@ def test_kill_dash_9_mid_batch_loses_nothing(redis_url, tmp_path):
         assert seen == expected  # every delivery's event, possibly some twice
         assert client.xpending(raw, GROUP)["pending"] == 0
     finally:
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
+        drop_keys(redis_url, prefix)
 
 
 async def test_a_poison_entry_is_quarantined_and_the_batch_goes_on(redis_store):

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import redis as sync_redis
 
+from tests.conftest import drop_keys
 from tests.test_cli import Server
 
 
@@ -37,9 +37,5 @@ def serve(tmp_path, redis_url) -> Iterator[Callable[..., Server]]:
     yield start
     for server, prefix, url in started:
         server.stop()
-        if url != redis_url:
-            continue  # a private Redis is the test's own, gone with it
-        client = sync_redis.Redis.from_url(url)
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
+        if url == redis_url:  # a private Redis is the test's own, gone with it
+            drop_keys(url, prefix)

@@ -28,7 +28,7 @@ import stripe
 from standardwebhooks.webhooks import Webhook
 
 from gateway.store import Store
-from tests.conftest import Clock, gateway_client, until
+from tests.conftest import Clock, drop_keys, gateway_client, until
 from tests.test_cli import Server
 
 NOW = 1_700_000_000
@@ -310,10 +310,7 @@ def served_gateway(tmp_path_factory, redis_url):
     )
     yield server, prefix
     server.stop()
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
+    drop_keys(redis_url, prefix)
 
 
 def log_since(server: Server, offset: int) -> str:
