@@ -66,6 +66,19 @@ def vendor():
     server.stop(wait=False)  # its port is its own: the next test does not wait for it
 
 
+async def group_settled(client: redis.Redis, stream: str, group: str) -> bool:
+    """`group` has read up to the stream's last entry and acknowledged all it read."""
+    last = (await client.xinfo_stream(stream))["last-generated-id"]
+    [info] = [g for g in await client.xinfo_groups(stream) if g["name"] == group.encode()]
+    return info["last-delivered-id"] == last and info["pending"] == 0
+
+
+async def pending_idle(client: redis.Redis, stream: str, group: str, ms: int) -> bool:
+    """`group` has pending entries and every one has been idle (unacknowledged) `ms`."""
+    entries = await client.xpending_range(stream, group, "-", "+", 1000)
+    return bool(entries) and all(e["time_since_delivered"] >= ms for e in entries)
+
+
 async def until(
     condition: Callable[[], Any], seconds: float = 10, what: str = "the condition"
 ) -> Any:

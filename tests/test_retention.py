@@ -21,7 +21,7 @@ from gateway.store import Store
 from gateway.worker import NormalizeWorker
 from tests.conftest import expected_message_id, gateway_client, until
 from tests.destinations.conftest import VendorServer
-from tests.destinations.test_deliver import running
+from tests.destinations.test_deliver import idle, running
 from tests.test_cli import cli
 from tests.test_worker import put
 
@@ -81,26 +81,11 @@ async def normalize_all(cfg, store: Store) -> None:
         pass
 
 
-async def idle(store: Store, destination: str) -> bool:
-    """The destination has read the whole events stream, has nothing pending and nothing
-    waiting to be retried."""
-    groups = await store.client.xinfo_groups(store.keys.events())
-    group = next(g for g in groups if g["name"].decode() == f"deliver:{destination}")
-    last = await store.client.xrevrange(store.keys.events(), count=1)
-    retry_key, _ = store.keys.retries(destination)
-    return (
-        group["pending"] == 0
-        and bool(last)
-        and group["last-delivered-id"] == last[0][0]
-        and await store.client.zcard(retry_key) == 0
-    )
-
-
 @contextlib.asynccontextmanager
 async def delivering(cfg, store: Store):
-    _, stop, task = await running(cfg, store)
+    worker, stop, task = await running(cfg, store)
     try:
-        yield
+        yield worker
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
@@ -143,8 +128,8 @@ async def test_dead_letters_keep_about_dead_letter_retention(redis_url, redis_st
     for i in range(300):
         await put(redis_store, "forms", f"f{i}", b'{"form": "signup"}')
     await normalize_all(cfg, redis_store)
-    async with delivering(cfg, redis_store):
-        await until(lambda: idle(redis_store, "hook"), what="every event handled")
+    async with delivering(cfg, redis_store) as worker:
+        await until(lambda: idle(redis_store, *worker.runners), what="every event handled")
     assert len(sent(vendor)) == 300
     key = redis_store.keys.dead_letters()
     await assert_about(redis_store, key, 10)
@@ -160,11 +145,11 @@ async def log_keys(store: Store) -> dict[str, int]:
 
 async def one_good_one_bad(cfg, store: Store, vendor: VendorServer) -> None:
     """f1 becomes an event and is sent; `bad` (not JSON) goes to the quarantine."""
-    async with delivering(cfg, store):
+    async with delivering(cfg, store) as worker:
         await put(store, "forms", "f1", b'{"form": "signup"}')
         await put(store, "forms", "bad", b"not json")
         await normalize_all(cfg, store)
-        await until(lambda: idle(store, "hook"), what="the event handled")
+        await until(lambda: idle(store, *worker.runners), what="the event handled")
     assert [e["messageId"] for e in sent(vendor)] == [message_id("forms", "f1")]
 
 

@@ -19,7 +19,16 @@ import stripe
 from gateway.config import parse_config
 from gateway.store import RawDelivery, Store
 from gateway.worker import GROUP, NormalizeWorker
-from tests.conftest import Clock, drop_keys, drop_prefix, expected_message_id, gateway_client, until
+from tests.conftest import (
+    Clock,
+    drop_keys,
+    drop_prefix,
+    expected_message_id,
+    gateway_client,
+    group_settled,
+    pending_idle,
+    until,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CFG = """
@@ -176,7 +185,11 @@ async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
     assert len(taken[0][1]) == 5
     assert await survivor.reclaim() == 0  # not idle long enough yet
     assert await survivor.read_once() == 0  # nothing new for the others
-    await until(lambda: idle_ms(redis_store, "stripe", 1000), what="entries idle past claim_idle")
+    raw = redis_store.keys.raw("stripe")
+    await until(
+        lambda: pending_idle(redis_store.client, raw, GROUP, 1000),
+        what="entries idle past claim_idle",
+    )
     assert await survivor.reclaim() == 5
     ids = {e["message_id"].decode() for e in await events(redis_store)}
     assert ids == {expected_message_id("stripe", f"evt_{i}", 0) for i in range(5)}
@@ -195,7 +208,9 @@ async def test_two_workers_share_the_work(redis_url):
         stop = asyncio.Event()
         tasks = [asyncio.create_task(w.run(stop)) for w in workers]
         await until(
-            lambda: all_normalized(stores[0], "forms"), 20, what="every delivery normalized"
+            lambda: group_settled(stores[0].client, stores[0].keys.raw("forms"), GROUP),
+            20,
+            what="every delivery normalized",
         )
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
@@ -354,7 +369,7 @@ async def test_a_worker_survives_a_failing_write_and_redoes_the_batch(redis_stor
     task = asyncio.create_task(worker.run(stop))
     try:
         await put(redis_store, "forms", "f1", b'{"kind": "submit", "form": "x"}')
-        await until(lambda: _pending_count(redis_store, "forms"), what="the delivery read")
+        await until(lambda: pending(redis_store, "forms"), what="the delivery read")
         assert not task.done()
         await redis_store.client.delete(redis_store.keys.events())
         [event] = await until(lambda: events(redis_store), what="the event after the fix")
@@ -365,26 +380,8 @@ async def test_a_worker_survives_a_failing_write_and_redoes_the_batch(redis_stor
         await asyncio.wait_for(task, 5)
 
 
-async def idle_ms(store: Store, source: str, at_least: int) -> bool:
-    """Every pending entry of the source has been idle (unacknowledged) that long."""
-    entries = await store.client.xpending_range(store.keys.raw(source), GROUP, "-", "+", 100)
-    return bool(entries) and all(e["time_since_delivered"] >= at_least for e in entries)
-
-
-async def _pending_count(store: Store, source: str) -> int:
-    return await pending(store, source)
-
-
 async def _no_pending(store: Store, source: str) -> bool:
     return await pending(store, source) == 0
-
-
-async def all_normalized(store: Store, source: str) -> bool:
-    """The group has read up to the stream's last entry and acknowledged everything."""
-    key = store.keys.raw(source)
-    last = (await store.client.xinfo_stream(key))["last-generated-id"]
-    [group] = [g for g in await store.client.xinfo_groups(key) if g["name"] == GROUP.encode()]
-    return group["last-delivered-id"] == last and group["pending"] == 0
 
 
 async def test_trimmed_before_read_is_reported(redis_store):

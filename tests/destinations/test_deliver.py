@@ -16,7 +16,7 @@ from gateway.deliver import DeliverWorker, Item
 from gateway.metrics import Metrics
 from gateway.store import Store
 from gateway.worker import trimmed_unread
-from tests.conftest import until
+from tests.conftest import group_settled, pending_idle, until
 from tests.destinations.conftest import event
 
 _encode = msgspec.json.encode
@@ -52,12 +52,8 @@ async def idle(store: Store, *runners) -> bool:
     """Each destination's group has read every entry of the events stream and settled it
     (nothing pending), no runner holds or sends anything and no retry is waiting: nothing
     more will go out."""
-    key = store.keys.events()
-    last = (await store.client.xinfo_stream(key))["last-generated-id"]
-    groups = {g["name"].decode(): g for g in await store.client.xinfo_groups(key)}
     for runner in runners:
-        group = groups[runner.group]
-        if group["pending"] or group["last-delivered-id"] != last:
+        if not await group_settled(store.client, store.keys.events(), runner.group):
             return False
         if runner.holding or runner.inflight or await store.client.zcard(runner.retry_key):
             return False
@@ -66,10 +62,6 @@ async def idle(store: Store, *runners) -> bool:
 
 async def _eq(value, expected) -> bool:
     return (await value) == expected
-
-
-async def _at_least(value, least) -> bool:
-    return (await value) >= least
 
 
 async def running(cfg, store: Store):
@@ -383,14 +375,11 @@ async def test_a_failed_acknowledgement_strands_nothing(redis_store, vendor):
     assert runner.holding == set()
     redis_store.execute = real
 
-    async def idle_ms() -> int:
-        pending = await redis_store.client.xpending_range(
-            redis_store.keys.events(), runner.group, "-", "+", 10
-        )
-        return min(p["time_since_delivered"] for p in pending)
-
     # the entries look abandoned once they have been pending for claim_idle (300ms)
-    await until(lambda: _at_least(idle_ms(), 300), what="the pending entries idle for 300ms")
+    await until(
+        lambda: pending_idle(redis_store.client, redis_store.keys.events(), runner.group, 300),
+        what="the pending entries idle for 300ms",
+    )
     items = await runner.reclaim()
     assert [i.event["messageId"] for i in items] == [event(1)["messageId"]]
     # the unwanted one is acknowledged this time
