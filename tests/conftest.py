@@ -153,18 +153,22 @@ def config(text: str, **env: str) -> Config:
     return parse_config(text, "test.yaml", env)
 
 
+def _app(
+    cfg: Config | str, store: Store, clock: Callable[[], float] | None, env: dict[str, str]
+) -> Any:
+    if isinstance(cfg, str):
+        cfg = config(cfg, **env)
+    if clock is None:
+        return create_app(cfg, store=store)
+    return create_app(cfg, store=store, clock=clock)
+
+
 @asynccontextmanager
 async def gateway_client(
     cfg: Config | str, store: Store, clock: Callable[[], float] | None = None, **env: str
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to a gateway app built from `cfg` over `store`."""
-    if isinstance(cfg, str):
-        cfg = config(cfg, **env)
-    kwargs: dict[str, Any] = {"store": store}
-    if clock is not None:
-        kwargs["clock"] = clock
-    app = create_app(cfg, **kwargs)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=_app(cfg, store, clock, env))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
         yield client
 
@@ -178,15 +182,10 @@ async def served_gateway(
     matters: real sockets, real parsing, what a vendor's client really sends."""
     import uvicorn
 
-    if isinstance(cfg, str):
-        cfg = config(cfg, **env)
-    kwargs: dict[str, Any] = {"store": store}
-    if clock is not None:
-        kwargs["clock"] = clock
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(cfg, **kwargs),
+            _app(cfg, store, clock, env),
             host="127.0.0.1",
             port=port,
             log_level="warning",

@@ -47,14 +47,14 @@ def unavailable(service: str, problem: str) -> NoReturn:
     pytest.skip(message)
 
 
-def _in_a_thread(coro_fn) -> BaseException | None:
+def _in_a_thread(coro_fn) -> Exception | None:
     """Run an async check on a loop of its own (callable from sync and async tests)."""
-    error: list[BaseException] = []
+    error: list[Exception] = []
 
     def run() -> None:
         try:
             asyncio.run(coro_fn())
-        except BaseException as e:  # reported to the caller, who says what is missing
+        except Exception as e:  # reported to the caller, who says what is missing
             error.append(e)
 
     thread = threading.Thread(target=run)
