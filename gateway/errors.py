@@ -71,9 +71,12 @@ class SignatureError(RequestRejected):
     reason = "bad_signature"
 
 
+# For when the signature's header, form and timestamp were all found right: the digest is
+# what differs, so the secret (or, for a scheme written in config, what is signed) is wrong.
 NO_MATCH = (
-    "no signature matched: check that this source's secret is the one the vendor signs "
-    "with (and, while rotating, that both are listed)"
+    "no signature matched: the signature is there and readable, but none of this source's "
+    "secrets gives it; check that the secret is the one the vendor signs with (and, while "
+    "rotating, that both are listed)"
 )
 
 

@@ -119,6 +119,11 @@ class HmacGenericSource(HmacSource):
             timestamp_header=(config.timestamp_header or "").lower() or None,
             tolerance=float(config.tolerance) if has_ts and config.tolerance is not None else None,
             display_header=config.signature_header,
+            timestamp_field=config.timestamp_field,
+            secret_encoding=config.secret_encoding,
+            # The user wrote this scheme: a refusal says which one was tried, so a mistake
+            # in it (encoding, prefix, signed content) is not taken for a wrong secret.
+            explain=True,
         )
 
     def verify(self, body: bytes, headers: Headers, now: float) -> None:
@@ -132,7 +137,9 @@ class HmacGenericSource(HmacSource):
                     "the body is not JSON, so it has no signed timestamp"
                 ) from None
             if isinstance(value, bool) or not isinstance(value, int | float | str):
-                raise SignatureError(f"the body's `{self.ts_field}` timestamp is missing")
+                raise SignatureError(
+                    f"the signature timestamp (the body's `{self.ts_field}`) is missing"
+                )
             timestamp = str(value)
         values = {"method": "POST", "url": self.url}
         if "delivery_id" in self.scheme.template:

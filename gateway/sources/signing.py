@@ -25,9 +25,13 @@ ALGORITHMS: dict[str, Callable] = {
     "sha256": hashlib.sha256,
     "sha512": hashlib.sha512,
 }
+DIGEST_SIZES = {name: fn().digest_size for name, fn in ALGORITHMS.items()}
 PLACEHOLDERS = ("body", "timestamp", "delivery_id", "method", "url")
 _PLACEHOLDER = re.compile(r"\{([a-z_]*)\}")
 _PAIR_SPLIT = re.compile(r"[,;]")
+_HEX = re.compile(r"[0-9A-Fa-f]*")
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+_KEY = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 
 
 def compile_template(template: str) -> tuple[str, ...]:
@@ -111,10 +115,58 @@ class HmacScheme:
     tolerance: float | None = None
     """Seconds either way; None: no freshness check."""
     display_header: str = field(default="", compare=False)
+    # For messages only (the caller reads the field and decodes the secrets):
+    timestamp_field: str | None = field(default=None, compare=False)
+    secret_encoding: str = field(default="utf8", compare=False)
+    explain: bool = field(default=False, compare=False)
+    """Name the scheme in refusals (a generic source, where the user wrote it)."""
+    _form: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.display_header:
             object.__setattr__(self, "display_header", self.header.title())
+        object.__setattr__(self, "_form", _digest_form(self.algorithm, self.encoding))
+
+    def describe(self) -> str:
+        """The scheme in words, e.g. `HMAC-SHA256 hex of {timestamp}:{body} in
+        Paddle-Signature (pairs ts/h1)`; never a secret."""
+        content = "".join(p[1:] if p[0] == "=" else "{" + p + "}" for p in self.template)
+        text = f"HMAC-{self.algorithm.upper()} {self.encoding} of {content}"
+        text += f" in {self.display_header}"
+        if self.pairs:
+            text += f" (pairs {self.timestamp_key}/{self.signature_key})"
+        if self.prefix:
+            text += f" after `{self.prefix}`"
+        if self.timestamp_header or self.timestamp_field:
+            text += f", timestamp in {self._timestamp_where()}"
+        if self.secret_encoding != "utf8":
+            text += f", key: the secret decoded from {self.secret_encoding}"
+        return text
+
+    def _timestamp_where(self) -> str:
+        if self.timestamp_header:
+            return self.timestamp_header.title()
+        if self.timestamp_field:
+            return f"the body's `{self.timestamp_field}`"
+        return f"`{self.timestamp_key}=` in {self.display_header}"
+
+    def _refuse(self, detail: str) -> SignatureError:
+        """A refusal about the signature's form or digest; names the scheme if `explain`."""
+        if self.explain:
+            detail += f"; scheme tried: {self.describe()}"
+        return SignatureError(detail)
+
+    def _malformed(self, signature: str) -> SignatureError:
+        """Why a signature cannot be this scheme's digest: what was expected, what it is."""
+        size = DIGEST_SIZES[self.algorithm]
+        name = f"HMAC-{self.algorithm.upper()}"
+        if self.encoding == "hex":
+            wanted = f"{name} digest in hex ({2 * size} hex digits)"
+        else:
+            wanted = f"{name} digest in base64 ({4 * -(-size // 3)} characters)"
+        return self._refuse(
+            f"the {self.display_header} signature is not an {wanted}: {_looks_like(signature)}"
+        )
 
     @property
     def uses_timestamp(self) -> bool:
@@ -128,10 +180,13 @@ class HmacScheme:
         timestamp = None
         if self.pairs:
             sigs = []
+            keys: dict[str, None] = {}
             for item in _PAIR_SPLIT.split(raw):
                 key, sep, value = item.strip().partition("=")
                 if not sep:
                     continue
+                if _KEY.fullmatch(key) and len(keys) < 6:
+                    keys[key] = None
                 if key == self.signature_key:
                     sigs.append(value.strip())
                 elif key == self.timestamp_key:
@@ -142,13 +197,27 @@ class HmacScheme:
                             f"the {self.display_header} header holds more than one timestamp"
                         )
                     timestamp = value.strip()
+            if not sigs:
+                found = f"found: {', '.join(keys)}" if keys else "no key=value pairs found"
+                raise self._refuse(
+                    f"the {self.display_header} header has no `{self.signature_key}=` "
+                    f"signature ({found})"
+                )
         else:
             sigs = raw.replace(",", " ").split()
-        if self.prefix:
+        if self.prefix and sigs:
             sigs = [s[len(self.prefix) :] for s in sigs if s.startswith(self.prefix)]
+            if not sigs:
+                raise self._refuse(
+                    f"the {self.display_header} signature does not start with `{self.prefix}`"
+                )
         if not sigs:
-            raise SignatureError(f"the {self.display_header} header holds no signature")
-        return sigs, timestamp
+            raise self._refuse(f"the {self.display_header} header holds no signature")
+        # Only well-formed ones can match; when none is, say so rather than blame the secret.
+        well_formed = [s for s in sigs if self._form.fullmatch(s)]
+        if not well_formed:
+            raise self._malformed(sigs[0])
+        return well_formed, timestamp
 
     def verify(
         self,
@@ -171,10 +240,17 @@ class HmacScheme:
             ts_text = headers.get(self.timestamp_header)
         if self.uses_timestamp:
             if not ts_text:
-                where = self.timestamp_header or f"`{self.timestamp_key}=` in {self.display_header}"
+                where = self._timestamp_where()
                 raise SignatureError(f"the signature timestamp ({where}) is missing")
             if self.tolerance is not None:
-                check_window(parse_timestamp(ts_text), now, self.tolerance)
+                try:
+                    signed_at = parse_timestamp(ts_text)
+                except SignatureError:
+                    raise SignatureError(
+                        f"the signature timestamp ({self._timestamp_where()}) is malformed: "
+                        "expected unix seconds or milliseconds, or ISO 8601"
+                    ) from None
+                check_window(signed_at, now, self.tolerance)
         content = self._content(body, ts_text or "", values or {})
         digest = [hmac.new(k, content, ALGORITHMS[self.algorithm]).digest() for k in keys]
         if self.encoding == "hex":
@@ -184,7 +260,7 @@ class HmacScheme:
             expected = [base64.b64encode(d) for d in digest]
             given = [s.encode("latin-1") for s in sigs]
         if not matches_any(expected, given):
-            raise SignatureError(NO_MATCH)
+            raise self._refuse(NO_MATCH)
 
     def _content(self, body: bytes, timestamp: str, values: dict[str, str]) -> bytes:
         if self.template == ("body",):
@@ -200,6 +276,35 @@ class HmacScheme:
             else:
                 out.append(values.get(part, "").encode("latin-1", "replace"))
         return b"".join(out)
+
+
+def _digest_form(algorithm: str, encoding: str) -> re.Pattern[str]:
+    """Exactly the text of a digest in this encoding: hex of its length, or canonical
+    padded base64 (what b64encode makes: anything else can never compare equal)."""
+    size = DIGEST_SIZES[algorithm]
+    if encoding == "hex":
+        return re.compile(f"[0-9A-Fa-f]{{{2 * size}}}")
+    char = "[A-Za-z0-9+/]"
+    tail = {0: "", 1: f"{char}[AQgw]==", 2: f"{char}{{2}}[AEIMQUYcgkosw048]="}[size % 3]
+    return re.compile(f"{char}{{{4 * (size // 3)}}}{tail}")
+
+
+def _looks_like(signature: str) -> str:
+    """What a malformed signature is (its shape only: never the value itself)."""
+    others = {size: name for name, size in DIGEST_SIZES.items()}
+    if signature and len(signature) % 2 == 0 and _HEX.fullmatch(signature):
+        size = len(signature) // 2
+        other = f", an HMAC-{others[size].upper()} digest's length" if size in others else ""
+        return f"it is {len(signature)} hex digits{other}"
+    if signature and len(signature) % 4 == 0 and _BASE64.fullmatch(signature):
+        try:
+            size = len(base64.b64decode(signature, validate=True))
+        except (binascii.Error, ValueError):
+            size = -1
+        if size > 0:
+            other = f", an HMAC-{others[size].upper()} digest's length" if size in others else ""
+            return f"it is base64 of {size} bytes{other}"
+    return f"it is {len(signature)} characters, neither hex nor base64 of a digest"
 
 
 def decode_secret(secret: str, encoding: str) -> bytes:

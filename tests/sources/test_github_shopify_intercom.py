@@ -103,10 +103,15 @@ async def test_shopify_keeps_its_headers_and_the_exact_body(store):
 @pytest.mark.parametrize(
     ("headers", "detail"),
     [
-        ({"x-shopify-hmac-sha256": "not-base64"}, "no signature matched"),
+        (
+            {"x-shopify-hmac-sha256": "not-base64"},
+            "the X-Shopify-Hmac-Sha256 signature is not an HMAC-SHA256 digest in base64 "
+            "(44 characters): it is 10 characters, neither hex nor base64 of a digest",
+        ),
+        ({"x-shopify-hmac-sha256": "A" * 43 + "="}, "no signature matched"),
         ({}, "the X-Shopify-Hmac-Sha256 header is missing"),
     ],
-    ids=["not-base64", "missing"],
+    ids=["not-base64", "wrong", "missing"],
 )
 async def test_shopify_bad_signature_is_401(store, headers, detail):
     async with gateway_client(CFG, store) as client:

@@ -37,8 +37,12 @@ STRIPE_SECRET = "whsec_stripe_NEVER_ECHO_8d2a"
 SW_KEY = b"svix-NEVER-ECHO-key-51b7"
 SW_SECRET = "whsec_" + base64.b64encode(SW_KEY).decode()
 REDIS_PASSWORD = "redis-NEVER-ECHO-0e44"
+PADDLE_SECRET = "pdl_ntfset_NEVER-ECHO-77a1"
+GITHUB_SECRET = "gh-NEVER-ECHO-5d0c"
 SECRETS = [
     ACME_SECRET,
+    PADDLE_SECRET,
+    GITHUB_SECRET,
     STRIPE_SECRET,
     STRIPE_SECRET.removeprefix("whsec_"),
     SW_SECRET,
@@ -63,18 +67,42 @@ sources:
   clerk:
     type: standard-webhooks
     secrets: ["{SW_SECRET}"]
+  paddle:
+    type: hmac
+    secrets: ["{PADDLE_SECRET}"]
+    signature_header: Paddle-Signature
+    signature_format: pairs
+    timestamp_key: ts
+    signature_key: h1
+    signed_content: "{{timestamp}}:{{body}}"
+  github:
+    type: github
+    secrets: ["{GITHUB_SECRET}"]
 """
 NO_MATCH = (
-    "no signature matched: check that this source's secret is the one the vendor signs "
-    "with (and, while rotating, that both are listed)"
+    "no signature matched: the signature is there and readable, but none of this source's "
+    "secrets gives it; check that the secret is the one the vendor signs with (and, while "
+    "rotating, that both are listed)"
+)
+# A generic `hmac` source's refusals name the scheme it tried: the user wrote it, and a
+# mistake in it must not pass for a wrong secret.
+ACME_SCHEME = (
+    "; scheme tried: HMAC-SHA256 hex of {timestamp}.{body} in X-Acme-Signature, "
+    "timestamp in X-Acme-Timestamp"
+)
+PADDLE_SCHEME = (
+    "; scheme tried: HMAC-SHA256 hex of {timestamp}:{body} in Paddle-Signature (pairs ts/h1)"
 )
 BODY = b'{"type":"order.paid","id":"ord_1"}'
 
 Request = dict[str, Any]  # httpx.request keyword arguments
 
 
-def acme(now: int, ts: int | None = None, secret: str = ACME_SECRET, **headers: str) -> Request:
+def acme(
+    now: int, ts: int | str | None = None, secret: str = ACME_SECRET, **headers: str
+) -> Request:
     ts = now if ts is None else ts
+    # README's generic `hmac` type: hex HMAC-SHA256 of signed_content, "{timestamp}.{body}".
     sig = hmac.new(secret.encode(), f"{ts}.".encode() + BODY, hashlib.sha256).hexdigest()
     return {
         "method": "POST",
@@ -92,6 +120,36 @@ def acme(now: int, ts: int | None = None, secret: str = ACME_SECRET, **headers: 
 def without(request: Request, header: str) -> Request:
     request["headers"].pop(header)
     return request
+
+
+def with_signature(request: Request, signature: str) -> Request:
+    request["headers"]["x-acme-signature"] = signature
+    return request
+
+
+def acme_digest(now: int) -> bytes:
+    return hmac.new(ACME_SECRET.encode(), f"{now}.".encode() + BODY, hashlib.sha256).digest()
+
+
+def paddle(now: int, key: str = "h1") -> Request:
+    # Paddle Billing: `Paddle-Signature: ts=<unix>;h1=<hex HMAC-SHA256 of "ts:body">`.
+    # https://developer.paddle.com/webhooks/signature-verification
+    sig = hmac.new(PADDLE_SECRET.encode(), f"{now}:".encode() + BODY, hashlib.sha256).hexdigest()
+    return {
+        "method": "POST",
+        "url": "/webhooks/paddle",
+        "content": BODY,
+        "headers": {"paddle-signature": f"ts={now};{key}={sig}"},
+    }
+
+
+def github(now: int, header: str) -> Request:
+    return {
+        "method": "POST",
+        "url": "/webhooks/github",
+        "content": BODY,
+        "headers": {"x-hub-signature-256": header, "x-github-delivery": "d-1"},
+    }
 
 
 def stripe_signed(now: int, body: str, secret: str) -> Request:
@@ -157,7 +215,88 @@ REFUSALS = [
         401,
         "rejected",
         "bad_signature",
-        NO_MATCH,
+        NO_MATCH + ACME_SCHEME,
+    ),
+    # When no signature matches, the detail says which part failed: the header, its form,
+    # the timestamp, or (only then) the digest, i.e. the secret.
+    (
+        "signature-base64-not-hex",
+        lambda now: with_signature(acme(now), base64.b64encode(acme_digest(now)).decode()),
+        401,
+        "rejected",
+        "bad_signature",
+        "the X-Acme-Signature signature is not an HMAC-SHA256 digest in hex (64 hex digits): "
+        "it is base64 of 32 bytes, an HMAC-SHA256 digest's length" + ACME_SCHEME,
+    ),
+    (
+        "signature-sha1-length",
+        lambda now: with_signature(acme(now), "ab" * 20),
+        401,
+        "rejected",
+        "bad_signature",
+        "the X-Acme-Signature signature is not an HMAC-SHA256 digest in hex (64 hex digits): "
+        "it is 40 hex digits, an HMAC-SHA1 digest's length" + ACME_SCHEME,
+    ),
+    (
+        "signature-neither-hex-nor-base64",
+        lambda now: with_signature(acme(now), "v1,not*a*digest"),
+        401,
+        "rejected",
+        "bad_signature",
+        "the X-Acme-Signature signature is not an HMAC-SHA256 digest in hex (64 hex digits): "
+        "it is 2 characters, neither hex nor base64 of a digest" + ACME_SCHEME,
+    ),
+    (
+        "timestamp-missing",
+        lambda now: without(acme(now), "x-acme-timestamp"),
+        401,
+        "rejected",
+        "bad_signature",
+        "the signature timestamp (X-Acme-Timestamp) is missing",
+    ),
+    (
+        "timestamp-malformed",
+        lambda now: acme(now, ts="yesterday"),
+        401,
+        "rejected",
+        "bad_signature",
+        "the signature timestamp (X-Acme-Timestamp) is malformed: expected unix seconds or "
+        "milliseconds, or ISO 8601",
+    ),
+    (
+        "pairs-without-the-signature-key",
+        lambda now: paddle(now, key="v1"),
+        401,
+        "rejected",
+        "bad_signature",
+        "the Paddle-Signature header has no `h1=` signature (found: ts, v1)" + PADDLE_SCHEME,
+    ),
+    (
+        "pairs-signature-wrong",
+        lambda now: {**paddle(now), "content": BODY + b" "},
+        401,
+        "rejected",
+        "bad_signature",
+        NO_MATCH + PADDLE_SCHEME,
+    ),
+    (
+        "prefix-not-the-expected-one",
+        lambda now: github(now, "sha1=" + "ab" * 20),
+        401,
+        "rejected",
+        "bad_signature",
+        "the X-Hub-Signature-256 signature does not start with `sha256=`",
+    ),
+    (
+        "stripe-no-v1",
+        lambda now: {
+            **stripe_signed(now, '{"id":"evt_1"}', STRIPE_SECRET),
+            "headers": {"stripe-signature": f"t={now},v0={'ab' * 32}"},
+        },
+        401,
+        "rejected",
+        "bad_signature",
+        "the Stripe-Signature header has no `v1=` signature (found: t, v0)",
     ),
     (
         "stripe-signature-wrong",
@@ -275,6 +414,26 @@ async def test_refusal_is_json_with_status_reason_and_detail(
         r = await client.request(**send(NOW))
     check_refusal(r, status, label, reason, detail)
     assert await redis_store.client.keys(f"{redis_store.keys.prefix}:*") == []
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "0" * 64,  # well-formed, wrong: the digest part failed
+        "ab" * 20,  # the form failed
+        lambda now: base64.b64encode(acme_digest(now)).decode(),  # the right digest, base64
+    ],
+    ids=["wrong", "malformed", "right-digest-wrong-encoding"],
+)
+async def test_no_refusal_shows_the_expected_digest(redis_store, signature):
+    """The digest the gateway computed would let anyone forge this delivery: never shown."""
+    text = signature(NOW) if callable(signature) else signature
+    async with gateway_client(SOURCES, redis_store, Clock(NOW)) as client:
+        r = await client.request(**with_signature(acme(NOW), text))
+    assert r.status_code == 401
+    digest = acme_digest(NOW)
+    for form in (digest.hex(), digest.hex().upper(), base64.b64encode(digest).decode()):
+        assert form not in r.text
 
 
 async def test_redis_away_is_503_unavailable_with_retry_after(private_redis):
