@@ -1,4 +1,4 @@
-"""`postgres`: a warehouse table, one row per event, deduplicated on message_id.
+"""`postgres`: a warehouse table, one row per event, keyed by message_id.
 
 The table is created if missing:
 
@@ -16,8 +16,11 @@ The table is created if missing:
     context      jsonb
     loaded_at    timestamptz not null default now()
 
-Rows are inserted in batches with ON CONFLICT (message_id) DO NOTHING, so redeliveries
-and replays never duplicate a row.
+Rows are upserted in batches (ON CONFLICT (message_id) DO UPDATE), so redeliveries and
+replays never duplicate a row, and a replay after a mapping fix that changed only
+properties (or ids, times) corrects the row in place; `loaded_at` then says when. The
+update skips rows that would not change, so a plain resend rewrites nothing. (A fix
+that renames an event gives it a new messageId: a new row, beside the old one.)
 """
 
 from __future__ import annotations
@@ -59,12 +62,24 @@ CREATE TABLE IF NOT EXISTS {table} (
 )
 """
 INSERT = """
-INSERT INTO {table} (message_id, type, event, user_id, anonymous_id, timestamp, received_at,
-                     source, delivery_id, properties, traits, context)
+INSERT INTO {table} AS existing (message_id, type, event, user_id, anonymous_id, timestamp,
+                                 received_at, source, delivery_id, properties, traits, context)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[],
                      $10::text[]::jsonb[], $11::text[]::jsonb[], $12::text[]::jsonb[])
-ON CONFLICT (message_id) DO NOTHING
+ON CONFLICT (message_id) DO UPDATE SET
+    type = EXCLUDED.type, event = EXCLUDED.event, user_id = EXCLUDED.user_id,
+    anonymous_id = EXCLUDED.anonymous_id, timestamp = EXCLUDED.timestamp,
+    received_at = EXCLUDED.received_at, source = EXCLUDED.source,
+    delivery_id = EXCLUDED.delivery_id, properties = EXCLUDED.properties,
+    traits = EXCLUDED.traits, context = EXCLUDED.context, loaded_at = now()
+WHERE (existing.type, existing.event, existing.user_id, existing.anonymous_id,
+       existing.timestamp, existing.received_at, existing.source, existing.delivery_id,
+       existing.properties, existing.traits, existing.context)
+    IS DISTINCT FROM
+      (EXCLUDED.type, EXCLUDED.event, EXCLUDED.user_id, EXCLUDED.anonymous_id,
+       EXCLUDED.timestamp, EXCLUDED.received_at, EXCLUDED.source, EXCLUDED.delivery_id,
+       EXCLUDED.properties, EXCLUDED.traits, EXCLUDED.context)
 """
 
 
@@ -135,7 +150,7 @@ class PostgresDestination(Destination):
         try:
             assert self.pool is not None
             async with self.pool.acquire() as conn:
-                await conn.execute(self.insert, *_columns(batch))
+                await conn.execute(self.insert, *_columns(_latest(batch)))
         except (OSError, TimeoutError, asyncpg.InterfaceError) as e:
             return [retry(f"PostgreSQL unreachable: {type(e).__name__}: {e}")] * len(batch)
         except asyncpg.PostgresError as e:
@@ -151,6 +166,13 @@ class PostgresDestination(Destination):
                 return await self.send(batch[:half], now) + await self.send(batch[half:], now)
             return [fail(f"PostgreSQL refused the rows: {state}: {e}")] * len(batch)
         return [OK] * len(batch)
+
+
+def _latest(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One event per messageId, the last in stream order (a redo's copy, or a replay's
+    correction): an upsert cannot touch one row twice in a statement (SQLSTATE 21000)."""
+    by_id = {e["messageId"]: e for e in batch}
+    return batch if len(by_id) == len(batch) else list(by_id.values())
 
 
 def _columns(batch: list[dict[str, Any]]) -> list[list[Any]]:

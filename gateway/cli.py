@@ -527,12 +527,20 @@ def _map(args: argparse.Namespace) -> int:
     except PayloadError as e:
         delivery_id = body_hash(body)
         print(f"note: {e.detail}; using {delivery_id} as the delivery id", file=sys.stderr)
+    # The mapping sees what the worker would: only the headers the source stores.
+    kept = source.headers_to_store(headers)
+    if dropped := sorted(set(headers) - set(kept)):
+        print(
+            f"note: this source does not store {', '.join(dropped)}, so (as in the worker) "
+            "the mappings do not see it (header() in a mapping, or keep_headers, keeps one)",
+            file=sys.stderr,
+        )
     delivery = Delivery(
         source=args.source,
         source_type=source.config.__struct_config__.tag,
         delivery_id=delivery_id,
         received_at_ms=int(time.time() * 1000),
-        headers=headers,
+        headers=kept,
         body=body,
         config=source.config,
     )

@@ -142,7 +142,8 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
     raw_retention: int = 100_000
     """Raw deliveries kept in the source's stream (approximate, oldest trimmed first)."""
     keep_headers: list[str] = []
-    """Extra request headers stored with each raw delivery (besides the vendor's own)."""
+    """Extra request headers stored with each raw delivery (besides the vendor's own and
+    those a mapping reads with header(), which are kept without it)."""
     user_id: str | None = None
     """JMESPath to the customer's own id in the payload (becomes userId); see README."""
     mappings: list[MappingRule] = []

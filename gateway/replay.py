@@ -1,8 +1,9 @@
 """Operations over stored data: replay raw deliveries, read events, re-run the quarantine.
 
-Replayed deliveries become the same events as the first time (same messageIds, same
-timestamps), appended to the events stream again; destinations drop the copies of
-what they already have and take what a fixed mapping now produces.
+Replayed deliveries become the same events as the first time (same timestamps; same
+messageIds unless a fixed mapping changed an event's type or name), appended to the
+events stream again; destinations drop the copies of what they already have and take
+what a fixed mapping now produces.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ async def replay(
     delivery_id: str | None = None,
     report: Callable[[Progress], None] | None = None,
 ) -> Progress:
-    """Normalize stored deliveries again and append their events (same ids and times)."""
+    """Normalize stored deliveries again and append their events (same times; same ids
+    unless an event's type or name changed)."""
     pipeline = Pipeline(config, store)
     progress = Progress()
     batch: list[Outcome] = []

@@ -158,14 +158,19 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
             delivery_id=delivery.delivery_id,
             event_type=draft.event_type,
         )
+        name = draft.event if draft.type == "track" else None
         events.append(
             Event(
                 type=draft.type,  # type: ignore[arg-type]
-                message_id=message_id(delivery.source, delivery.delivery_id, index),
+                # What the event says (type, name) is part of its id: a replay that renames
+                # it must reach deduping destinations as new, not as a copy of the old one.
+                message_id=message_id(
+                    delivery.source, delivery.delivery_id, index, draft.type, name
+                ),
                 timestamp=iso_time(draft.timestamp) or delivery.received_at,
                 received_at=delivery.received_at,
                 context=Context(source=source, library=library(), external_ids=external),
-                event=draft.event if draft.type == "track" else None,
+                event=name,
                 user_id=uid,
                 anonymous_id=anonymous,
                 group_id=_text(draft.group_id),

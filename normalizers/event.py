@@ -19,7 +19,8 @@ from gateway import __version__
 
 EventType = Literal["track", "identify", "group", "page", "screen", "alias"]
 
-# All messageIds live under this namespace: uuid5(NAMESPACE, "source\ndelivery\nindex").
+# All messageIds live under this namespace:
+# uuid5(NAMESPACE, "source\ndelivery\nindex\ntype\nevent name").
 NAMESPACE = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
 LIBRARY_NAME = "webhook-gateway"
 
@@ -62,7 +63,9 @@ class Event(msgspec.Struct, rename="camel", omit_defaults=True):
 
     type: EventType
     message_id: str
-    """Deterministic: UUIDv5 of (source, delivery id, index of the event in the delivery)."""
+    """Deterministic: UUIDv5 of (source, delivery id, index of the event in the delivery,
+    type, event name): a replay gives the same id unless a fixed mapping changed what the
+    event says (its type or name), which a destination must then take as a new event."""
     timestamp: str
     """When it happened at the vendor, ISO 8601 UTC (receivedAt when the vendor says not)."""
     received_at: str
@@ -83,13 +86,17 @@ class Event(msgspec.Struct, rename="camel", omit_defaults=True):
 _NAMESPACE_BYTES = NAMESPACE.bytes
 
 
-def message_id(source: str, delivery_id: str, index: int) -> str:
+def message_id(source: str, delivery_id: str, index: int, type: str, event: str | None) -> str:
     """The event's idempotency key: the same delivery always yields the same ids.
 
-    Exactly str(uuid.uuid5(NAMESPACE, "source\\ndelivery\\nindex")), built without the UUID
-    object (this runs for every event).
+    Exactly str(uuid.uuid5(NAMESPACE, "source\\ndelivery\\nindex\\ntype\\nevent")), with
+    `event` the track event's name ("" for other types), built without the UUID object
+    (this runs for every event). The type and name are in it so that a replay after a
+    mapping fix that renames an event reaches destinations that dedupe on the id as a new
+    event instead of a copy of the wrong one; properties are not, so re-running an
+    unchanged mapping stays idempotent.
     """
-    name = f"{source}\n{delivery_id}\n{index}".encode()
+    name = f"{source}\n{delivery_id}\n{index}\n{type}\n{event or ''}".encode()
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

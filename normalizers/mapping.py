@@ -311,8 +311,66 @@ def _check_functions(node: Any, path: str) -> None:
                 raise MappingError(
                     f"{name}() takes {len(signature)} argument(s), not {given}", path
                 )
+            if name == "header" and _header_name(node) is None:
+                # The front door stores only the headers a source keeps; it keeps the ones
+                # its mappings name, which it can know only if the name is written out.
+                raise MappingError(
+                    "header() needs the header's name as quoted text, e.g. "
+                    "header('X-Event-Kind'): the source keeps only the headers its mappings "
+                    "name, so a computed name would find nothing in the live worker",
+                    path,
+                )
         for child in node.get("children", []):
             _check_functions(child, path)
+
+
+def _header_name(node: dict[str, Any]) -> str | None:
+    """The literal name in a `header('...')` call node, else None."""
+    [arg] = node.get("children", [None])
+    if isinstance(arg, dict) and arg.get("type") == "literal" and isinstance(arg["value"], str):
+        return arg["value"]
+    return None
+
+
+def _header_names(node: Any, found: dict[str, None]) -> None:
+    if isinstance(node, dict):
+        if node.get("type") == "function_expression" and node.get("value") == "header":
+            name = _header_name(node) if len(node.get("children", [])) == 1 else None
+            if name:
+                found[name.lower()] = None
+        for child in node.get("children", []):
+            _header_names(child, found)
+
+
+_EXPRESSION_KEYS = ("for_each", "timestamp", "user_id", "anonymous_id", "group_id")
+_EXPRESSION_KEYS += ("previous_id", "name")
+
+
+def headers_used(rules: list[MappingRule], user_id: str | None = None) -> tuple[str, ...]:
+    """Lower-case names of the request headers the rules and `user_id:` read with header().
+
+    A source keeps these with each delivery, so the worker's mappings see what `map` and
+    `test` see. (Expressions that do not compile are left to `Mapper`, which says why.)
+    """
+    texts: list[Any] = [user_id]
+    for rule in rules:
+        texts.append(rule.when)
+        for spec in (rule, *rule.events):
+            texts += [getattr(spec, key) for key in _EXPRESSION_KEYS]
+            texts += _leaves(spec.properties) + _leaves(spec.traits)
+    found: dict[str, None] = {}
+    for text in texts:
+        if isinstance(text, str) and "header" in text:
+            try:
+                parsed = jmespath.compile(text.strip())
+            except jmespath_errors.JMESPathError:
+                continue
+            _header_names(parsed.parsed, found)
+    return tuple(found)
+
+
+def _leaves(tree: dict[str, Any]) -> list[Any]:
+    return [x for v in tree.values() for x in (_leaves(v) if isinstance(v, dict) else [v])]
 
 
 class CompiledEvent:
@@ -441,6 +499,8 @@ class Mapper:
     def __init__(self, rules: list[MappingRule], user_id: str | None = None) -> None:
         self.rules = [CompiledRule(r, f"mappings[{i}]") for i, r in enumerate(rules)]
         self.user_id = compile_expression(user_id, "user_id") if user_id else None
+        # The request headers these rules read (the source keeps them with each delivery).
+        self.headers = headers_used(rules, user_id)
 
     @staticmethod
     def enter(payload: Any, headers: Mapping[str, str]) -> tuple[Any, Any]:

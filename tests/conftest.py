@@ -29,9 +29,13 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 MESSAGE_ID_NAMESPACE = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
 
 
-def expected_message_id(source: str, delivery_id: str, index: int) -> str:
-    """The messageId README.md documents, computed with the standard library."""
-    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{source}\n{delivery_id}\n{index}"))
+def expected_message_id(
+    source: str, delivery_id: str, index: int, event: str | None, type: str = "track"
+) -> str:
+    """The messageId README.md documents, computed with the standard library: `event` is
+    the track event's name (None for the other types)."""
+    name = f"{source}\n{delivery_id}\n{index}\n{type}\n{event or ''}"
+    return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
 
 
 def free_port() -> int:

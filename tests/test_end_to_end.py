@@ -97,7 +97,7 @@ def test_stripe_webhook_to_postgres_and_posthog(tmp_path, redis_url, pg, prefix)
         assert set(rows) == {"identify", "Charge Succeeded", "Order Refunded"}
         charge = rows["Charge Succeeded"]
         assert charge["message_id"] == expected_message_id(
-            "stripe", "evt_3OkLmN2eZvKYlo2C0charge1", 0
+            "stripe", "evt_3OkLmN2eZvKYlo2C0charge1", 0, "Charge Succeeded"
         )
         assert charge["user_id"] == "u_4821"
         assert charge["timestamp"].isoformat() == "2023-11-14T22:15:01+00:00"  # Stripe's time
@@ -117,7 +117,7 @@ def test_stripe_webhook_to_postgres_and_posthog(tmp_path, redis_url, pg, prefix)
         assert "Charge Succeeded" in shown.stdout
         assert "warehouse  attempt 1  ok" in shown.stdout
         assert "analytics  attempt 1  ok  HTTP 200" in shown.stdout  # PostHog answered 200
-        refund_id = "392f1634-5574-5e47-be8d-2f6309735fa6"  # as README.md shows it
+        refund_id = "ee015c74-4d91-5486-89f6-7dd2aa8b1f1b"  # as README.md shows it
         attempts = cli("events", "show", refund_id, "--config", cfg)
         assert "hook  attempt 1  fail  HTTP 400" in attempts.stdout
 
@@ -187,7 +187,9 @@ destinations:
         server = Server(tmp_path, {"LOG_LEVEL": "warning"}, config=text, port=port)
         vendor([i for i in range(total) if i not in accepted])  # the vendor retries
         assert len(accepted) == total
-        expected = {expected_message_id("stripe", f"evt_{i}", 0) for i in range(total)}
+        expected = {
+            expected_message_id("stripe", f"evt_{i}", 0, "Charge Succeeded") for i in range(total)
+        }
 
         def seen() -> set[str]:
             return {e["messageId"] for r in list(sink.requests) for e in r.json()}

@@ -106,7 +106,7 @@ async def test_replay_command_replays_only_the_deliveries_in_its_window(
     stored = await redis_store.client.xrange(redis_store.keys.events())
     assert [f[b"delivery_id"].decode() for _, f in stored] == replayed
     assert [f[b"message_id"].decode() for _, f in stored] == [
-        expected_message_id("stripe", d, 0) for d in replayed
+        expected_message_id("stripe", d, 0, "Charge Succeeded") for d in replayed
     ]
 
 

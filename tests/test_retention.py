@@ -45,7 +45,7 @@ destinations:
 
 
 def message_id(source: str, delivery_id: str, index: int = 0) -> str:
-    return expected_message_id(source, delivery_id, index)
+    return expected_message_id(source, delivery_id, index, "Form Submitted")
 
 
 def configure(

@@ -99,8 +99,9 @@ async def test_deliveries_become_events_and_are_acknowledged(store):
     names = sorted(e["event"].decode() for e in out)
     assert names == ["Charge Succeeded", "Form Submitted"]
     by_id = {e["message_id"].decode(): msgspec.json.decode(e["data"]) for e in out}
-    assert expected_message_id("stripe", "evt_1", 0) in by_id
-    assert by_id[expected_message_id("forms", "f1", 0)]["properties"] == {"form": "signup"}
+    assert expected_message_id("stripe", "evt_1", 0, "Charge Succeeded") in by_id
+    form = by_id[expected_message_id("forms", "f1", 0, "Form Submitted")]
+    assert form["properties"] == {"form": "signup"}
     assert await pending(store, "stripe") == 0 and await pending(store, "forms") == 0
 
 
@@ -121,7 +122,7 @@ async def test_through_the_front_door(redis_store):
     await worker.read_once()
     [event] = await events(redis_store)
     data = msgspec.json.decode(event["data"])
-    assert data["messageId"] == expected_message_id("stripe", "evt_front", 0)
+    assert data["messageId"] == expected_message_id("stripe", "evt_front", 0, "Charge Succeeded")
     assert data["timestamp"] == "2023-11-14T22:15:01.000Z"  # the Stripe event's `created`
     assert data["receivedAt"] == "2023-11-14T22:14:20.000Z"  # when the gateway took it
 
@@ -192,7 +193,9 @@ async def test_a_crashed_workers_deliveries_are_reclaimed(redis_store):
     )
     assert await survivor.reclaim() == 5
     ids = {e["message_id"].decode() for e in await events(redis_store)}
-    assert ids == {expected_message_id("stripe", f"evt_{i}", 0) for i in range(5)}
+    assert ids == {
+        expected_message_id("stripe", f"evt_{i}", 0, "Charge Succeeded") for i in range(5)
+    }
     assert await pending(redis_store, "stripe") == 0
 
 
@@ -282,7 +285,10 @@ def test_kill_dash_9_mid_batch_loses_nothing(redis_url, tmp_path):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        expected = {expected_message_id("forms", f"f{i}", 0).encode() for i in range(total)}
+        expected = {
+            expected_message_id("forms", f"f{i}", 0, "Form Submitted").encode()
+            for i in range(total)
+        }
         seen: set[bytes] = set()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and seen != expected:
@@ -347,7 +353,10 @@ async def test_a_worker_rides_out_a_redis_restart(private_redis):
             await put(probe, "forms", "after", body)
             [event] = await until(lambda: events(probe), what="the event made after the restart")
             assert event["delivery_id"] == b"after"
-            assert event["message_id"] == expected_message_id("forms", "after", 0).encode()
+            assert (
+                event["message_id"]
+                == expected_message_id("forms", "after", 0, "Form Submitted").encode()
+            )
             await until(lambda: _no_pending(probe, "forms"), what="the delivery acknowledged")
             await probe.close()
             stop.set()
@@ -373,7 +382,9 @@ async def test_a_worker_survives_a_failing_write_and_redoes_the_batch(redis_stor
         assert not task.done()
         await redis_store.client.delete(redis_store.keys.events())
         [event] = await until(lambda: events(redis_store), what="the event after the fix")
-        assert event["message_id"] == expected_message_id("forms", "f1", 0).encode()
+        assert (
+            event["message_id"] == expected_message_id("forms", "f1", 0, "Form Submitted").encode()
+        )
         await until(lambda: _no_pending(redis_store, "forms"), what="the delivery acknowledged")
     finally:
         stop.set()

@@ -41,6 +41,10 @@ class Source:
         self.config = config
         self.max_body = int(config.max_body)
         self.dedupe_ttl_ms = max(1, int(config.dedupe_ttl * 1000))
+        from normalizers.mapping import headers_used
+
+        # Every header a mapping reads with header() is kept too: otherwise `map` and `test`
+        # would see it and the live worker would not.
         self.kept_headers = tuple(
             dict.fromkeys(
                 [
@@ -48,6 +52,7 @@ class Source:
                     *self.vendor_headers,
                     *self.extra_headers(),
                     *(h.lower() for h in config.keep_headers),
+                    *headers_used(config.mappings, config.user_id),
                 ]
             )
         )

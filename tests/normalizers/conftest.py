@@ -70,7 +70,9 @@ def expected_event(
         context["externalIds"] = external_ids
     out: dict[str, Any] = {
         "type": "track" if event is not None else "identify",
-        "messageId": expected_message_id(source, "d-1", index),
+        "messageId": expected_message_id(
+            source, "d-1", index, event, "track" if event is not None else "identify"
+        ),
         "timestamp": timestamp,
         "receivedAt": RECEIVED_AT,
         "context": context,

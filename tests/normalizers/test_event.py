@@ -16,25 +16,35 @@ from tests.normalizers.conftest import fixture, run
 
 
 @pytest.mark.parametrize(
-    ("source", "delivery_id", "index", "golden"),
+    ("source", "delivery_id", "index", "type", "event", "golden"),
     [
         # The messageId README.md shows for this refund: pinned as printed there.
-        ("stripe", "evt_3OkLmN2eZvKYlo2C0refund1", 0, "392f1634-5574-5e47-be8d-2f6309735fa6"),
-        ("stripe", "evt_1", 0, "a4dc91fa-beb5-5ffd-93a8-21c079e2bcb1"),
-        ("stripe", "evt_1", 1, "690abe56-47f2-51c9-b7be-b501a0ff8539"),
-        ("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 0, None),
-        ("forms", "sha256:" + "ab" * 32, 2, None),
-        ("crm", "délivery-ü-✓", 0, None),
+        (
+            "stripe",
+            "evt_3OkLmN2eZvKYlo2C0refund1",
+            0,
+            "track",
+            "Order Refunded",
+            "ee015c74-4d91-5486-89f6-7dd2aa8b1f1b",
+        ),
+        ("stripe", "evt_1", 0, "track", "Charge Succeeded", "21cb268a-787f-58e8-8306-50af14f06c9a"),
+        ("stripe", "evt_1", 1, "track", "Order Completed", "cbf55679-36d5-52eb-a92d-fcc0f0261d47"),
+        # Types without a name sign an empty one.
+        ("stripe", "evt_1", 0, "identify", None, "ee2b610c-7abc-515d-a94a-ea0eafd5e827"),
+        ("github", "72d3162e-cc78-11e3-81ab-4c9367dc0958", 0, "track", "Star Created", None),
+        ("forms", "sha256:" + "ab" * 32, 2, "group", None, None),
+        ("crm", "délivery-ü-✓", 0, "track", "Contact Créé ✓", None),
     ],
 )
-def test_message_id_is_the_documented_uuid5(source, delivery_id, index, golden):
-    """UUIDv5 under the documented namespace of "source\\ndelivery id\\nindex"."""
+def test_message_id_is_the_documented_uuid5(source, delivery_id, index, type, event, golden):
+    """UUIDv5 under the documented namespace of "source\\ndelivery id\\nindex\\ntype\\nname"."""
     independent = str(
         uuid.uuid5(
-            uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51"), f"{source}\n{delivery_id}\n{index}"
+            uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51"),
+            f"{source}\n{delivery_id}\n{index}\n{type}\n{event or ''}",
         )
     )
-    assert message_id(source, delivery_id, index) == independent
+    assert message_id(source, delivery_id, index, type, event) == independent
     if golden is not None:
         assert independent == golden
     assert uuid.UUID(independent).version == 5
@@ -42,9 +52,12 @@ def test_message_id_is_the_documented_uuid5(source, delivery_id, index, golden):
 
 def test_the_readme_example_event_has_the_id_it_shows():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
-    shown = re.search(r'"messageId":"([0-9a-f-]{36})"', readme).group(1)
-    delivery = re.search(r'"deliveryId":"([^"]+)"', readme).group(1)
-    assert message_id("stripe", delivery, 0) == shown == "392f1634-5574-5e47-be8d-2f6309735fa6"
+    example = readme[readme.index('{"type":"track","messageId":') :]
+    shown = re.search(r'"messageId":"([0-9a-f-]{36})"', example).group(1)
+    delivery = re.search(r'"deliveryId":"([^"]+)"', example).group(1)
+    name = re.search(r'"event":"([^"]+)"', example).group(1)
+    assert message_id("stripe", delivery, 0, "track", name) == shown
+    assert shown == "ee015c74-4d91-5486-89f6-7dd2aa8b1f1b"
 
 
 def test_the_same_delivery_twice_gives_byte_identical_events():
@@ -56,7 +69,10 @@ def test_the_same_delivery_twice_gives_byte_identical_events():
     assert twice[0] == twice[1]
     assert len(twice[0]) == 2
     ids = [msgspec.json.decode(e)["messageId"] for e in twice[0]]
-    assert ids == [expected_message_id("s", "evt_9", 0), expected_message_id("s", "evt_9", 1)]
+    assert ids == [
+        expected_message_id("s", "evt_9", 0, "Subscription Created"),
+        expected_message_id("s", "evt_9", 1, "Trial Started"),
+    ]
 
 
 def test_events_decode_back_into_the_model():

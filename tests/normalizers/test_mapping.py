@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from normalizers import Delivery, Mapper, normalize
-from normalizers.mapping import compile_expression
+from normalizers.mapping import compile_expression, headers_used
 from tests.conftest import expected_message_id
 from tests.normalizers.conftest import fixture
 
 
-def expected_id(index: int, source: str = "s", delivery_id: str = "d-1") -> str:
-    return expected_message_id(source, delivery_id, index)
+def expected_id(index: int, event: str, source: str = "s", delivery_id: str = "d-1") -> str:
+    return expected_message_id(source, delivery_id, index, event)
 
 
 def source(rules: str, source_type: str = "hmac", extra: str = "") -> dict:
@@ -69,7 +69,10 @@ def test_a_rule_can_extend_a_builtin_type():
     out = events(cfg, fixture("stripe", "charge.succeeded"))
     assert [e["event"] for e in out] == ["Charge Succeeded", "First Purchase"]
     assert out[1]["properties"] == {"charge": "ch_3OkLmN2eZvKYlo2C1xyzabcd"}
-    assert [e["messageId"] for e in out] == [expected_id(0), expected_id(1)]
+    assert [e["messageId"] for e in out] == [
+        expected_id(0, "Charge Succeeded"),
+        expected_id(1, "First Purchase"),
+    ]
 
 
 def test_a_rule_can_override_a_builtin_type_or_drop_it():
@@ -97,7 +100,10 @@ def test_for_each_and_root_and_header():
         {"sku": "a", "cart": "c1", "price": 500},
         {"sku": "b", "cart": "c1", "price": 7},
     ]
-    assert [e["messageId"] for e in out] == [expected_id(0), expected_id(1)]
+    assert [e["messageId"] for e in out] == [
+        expected_id(0, "Item Bought"),
+        expected_id(1, "Item Bought"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -154,12 +160,43 @@ def test_custom_functions(expression, data, value):
             "      - events: [{properties: {a: b}}]\n",
             "m.yaml:7: sources.s.mappings[0].events[0]: a track event needs `event:`",
         ),
+        # header() with a computed name: the source could not know to keep that header.
+        (
+            "      - event: X\n        properties: {a: 'header(kind)'}\n",
+            "m.yaml:8: sources.s.mappings[0].properties.a: header() needs the header's name as "
+            "quoted text, e.g. header('X-Event-Kind')",
+        ),
+        (
+            "      - event: X\n        when: \"header(join('-', ['X', 'Kind'])) == 'a'\"\n",
+            "m.yaml:8: sources.s.mappings[0].when: header() needs the header's name as quoted",
+        ),
+        (
+            "      - events: [{event: X, for_each: 'header(`1`)'}]\n",
+            "m.yaml:7: sources.s.mappings[0].events[0].for_each: header() needs the header's name",
+        ),
     ],
 )
 def test_mapping_mistakes_are_config_errors_with_their_place(rules, where):
     with pytest.raises(ConfigError) as e:
         source(rules)
     assert str(e.value).startswith(where), str(e.value)
+
+
+def test_headers_used_are_every_literal_header_name_in_any_expression():
+    cfg = source(
+        "      - when: \"header('X-Kind') == 'a' && !header(`\\\"X-Not-Null\\\"`)\"\n"
+        "        events:\n"
+        "          - event: A\n            for_each: \"header('X-List') || items\"\n"
+        "            properties: {p: {q: \"lower(header('X-Deep'))\"}, n: 5, s: sku}\n"
+        "            traits: {t: \"header('X-Trait')\"}\n"
+        "          - type: identify\n            anonymous_id: \"header('x-kind')\"\n"
+        "            timestamp: \"coalesce(t, header('X-Time'))\"\n",
+        extra="    user_id: \"header('X-User-Id')\"\n",
+    )
+    want = ("x-user-id", "x-kind", "x-not-null", "x-list", "x-deep", "x-trait", "x-time")
+    assert headers_used(cfg.mappings, cfg.user_id) == want
+    assert Mapper(cfg.mappings, cfg.user_id).headers == want
+    assert headers_used(source("      - event: X\n        properties: {a: b}\n").mappings) == ()
 
 
 def test_user_id_expression_applies_to_every_event_of_the_source():
