@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _config_option(tester)
     tester.set_defaults(run=_test)
 
+    from .vendor_cli import add_commands
+
+    add_commands(sub, _config_option)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -78,7 +78,8 @@ def _document(schema: dict[str, Any] | None, cls: type) -> None:
     if not schema:
         return
     props = schema.get("properties", {})
-    docs = _field_docs(cls)
+    # Catalog vendors' structs are made at run time: their docs come with them.
+    docs = {**_field_docs(cls), **getattr(cls, "field_docs", {})}
     for f in msgspec.structs.fields(cls):
         prop = props.get(f.encode_name)
         if prop is None:

@@ -24,6 +24,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .sources import Source
+from .sources.catalog import QUERY, Reply
 from .store import RawDelivery, Store
 
 Scope = dict[str, Any]
@@ -64,16 +65,30 @@ class WebhookEndpoint:
                 if not name or "/" in name:
                     raise UnknownSource("webhooks are sent to /webhooks/<source name>")
                 raise UnknownSource(f"no source named {name!r} is configured")
-            if scope["method"] != "POST":
-                raise MethodNotAllowed("webhooks must be sent with POST")
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            body = await read_body(receive, headers.get("content-length"), source.max_body)
+            if scope["query_string"]:
+                headers[QUERY] = scope["query_string"].decode("latin-1")
             now = self.clock()
+            if scope["method"] != "POST":
+                # Dropbox and Meta check an endpoint with a GET, Trello with a HEAD; nothing
+                # else is a webhook.
+                reply = None
+                if source.has_challenge:
+                    reply = source.challenge(scope["method"], b"", headers, now)
+                if reply is None:
+                    raise MethodNotAllowed("webhooks must be sent with POST")
+                await self._reply(send, name, reply, started)
+                return
+            body = await read_body(receive, headers.get("content-length"), source.max_body)
+            if source.has_challenge and (reply := source.challenge("POST", body, headers, now)):
+                await self._reply(send, name, reply, started)
+                return
             source.verify(body, headers, now)
             reply = source.handshake(body, headers)
             if reply is not None:
-                await _respond(send, 200, reply)
-                self._log("handshake", name, None, started, status=200)
+                if isinstance(reply, bytes):
+                    reply = Reply(reply)
+                await self._reply(send, name, reply, started)
                 return
             delivery_id, dedupe_key = source.identify(body, headers)
             result = await self.store.accept(
@@ -109,9 +124,18 @@ class WebhookEndpoint:
         outcome = "accepted" if result.accepted else "duplicate"
         body_out = source.ack_body(headers)
         if body_out is None:
-            body_out = _encode({"status": outcome, "delivery_id": delivery_id})
-        await _respond(send, 200, body_out)
+            await _respond(send, 200, _encode({"status": outcome, "delivery_id": delivery_id}))
+        else:
+            status = source.ack_status()
+            await _respond(send, status, body_out, content_type=source.ack_content_type())
         self._log(outcome, name, delivery_id, started, status=200, entry_id=result.entry_id)
+
+    async def _reply(self, send: Send, name: str, reply: Reply, started: float) -> None:
+        """Answer a handshake (or a notice such as Twitch's revocation) without storing it."""
+        if reply.secret is not None:
+            await self.store.keep_handshake_secret(name, reply.secret, int(self.clock() * 1000))
+        await _respond(send, reply.status, reply.body, reply.headers, reply.content_type)
+        self._log(reply.outcome, name, None, started, status=reply.status)
 
     def _log(
         self, outcome: str, source: str, delivery_id: str | None, started: float, **fields: Any
@@ -120,7 +144,8 @@ class WebhookEndpoint:
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         # Unknown names are not labels: a scan of random URLs must not grow the metrics.
         self.metrics.delivery(source if source in self.sources else "_unknown", outcome)
-        log = self.log.warning if fields.get("status", 200) >= 500 else self.log.info
+        warn = fields.get("status", 200) >= 500 or outcome in ("revocation", "lifecycle")
+        log = self.log.warning if warn else self.log.info
         log(
             f"delivery.{outcome}",
             source=source,
@@ -158,9 +183,17 @@ async def read_body(receive: Receive, content_length: str | None, limit: int) ->
 
 
 async def _respond(
-    send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str] | None = None,
+    content_type: str | None = None,
 ) -> None:
-    raw = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    if status == 204:  # No Content: neither a body nor its headers (RFC 9110 8.6)
+        raw, body = [], b""
+    else:
+        kind = _JSON_HEADERS if content_type is None else [(b"content-type", content_type.encode())]
+        raw = [*kind, (b"content-length", str(len(body)).encode())]
     if headers:
         raw += [(k.encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -133,6 +133,10 @@ class Keys:
         """The events one inbound delivery became (message id -> event name)."""
         return f"{self.prefix}:log:delivery:{source}:{delivery_id}"
 
+    def handshakes(self, source: str) -> str:
+        """Signing secrets a vendor handed over in a handshake (Asana, Notion)."""
+        return f"{self.prefix}:{{{source}}}:handshakes"
+
     def pattern(self) -> str:
         return f"{self.prefix}:*"
 
@@ -186,6 +190,33 @@ class Store:
             return bool(await asyncio.wait_for(self.client.ping(), self.timeout))
         except (RedisError, OSError, TimeoutError):
             return False
+
+    async def keep_handshake_secret(self, source: str, secret: str, now_ms: int) -> None:
+        """Keep a secret a vendor handed over, newest first (the ten last, for 30 days),
+        until the operator reads it with `webhook-gateway handshakes` and configures it."""
+        key = self.keys.handshakes(source)
+        try:
+            await asyncio.wait_for(
+                self.execute(
+                    [
+                        ("LPUSH", key, f"{now_ms} {secret}"),
+                        ("LTRIM", key, 0, 9),
+                        ("PEXPIRE", key, 30 * 86_400_000),
+                    ]
+                ),
+                self.timeout,
+            )
+        except (RedisError, OSError, TimeoutError) as e:
+            raise StoreUnavailable("the store did not answer in time") from e
+
+    async def handshake_secrets(self, source: str) -> list[tuple[int, str]]:
+        """(received at ms, secret), newest first."""
+        out = []
+        for item in await self.client.lrange(self.keys.handshakes(source), 0, -1):
+            text = item.decode() if isinstance(item, bytes) else item
+            when, _, secret = text.partition(" ")
+            out.append((int(when), secret))
+        return out
 
     async def accept(self, delivery: RawDelivery) -> AcceptResult:
         """Store a raw delivery unless seen; StoreUnavailable if Redis did not confirm in time.

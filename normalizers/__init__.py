@@ -34,7 +34,7 @@ def normalize(delivery: Delivery, mapper: Mapper | None = None) -> list[Event]:
     try:
         if mapper is None:
             return finish(delivery, _builtin(delivery))
-        payload = delivery.payload
+        payload = generic.payload_of(delivery, generic.spec_of(delivery))
         tokens = mapper.enter(payload, delivery.headers)
         try:
             rule = mapper.match(payload) if mapper.rules else None
@@ -60,8 +60,10 @@ def _builtin(delivery: Delivery) -> list[Draft]:
 
 def vendor_event_type(delivery: Delivery) -> str | None:
     """The vendor's own name for what happened, for context.source.eventType."""
-    p, h, kind = delivery.payload, delivery.headers, delivery.source_type
+    h, kind = delivery.headers, delivery.source_type
     value: Any
+    if kind in ("github", "intercom", "slack"):
+        p = delivery.payload  # a catalog vendor's body may need its Spec.decode (below)
     if kind == "github":
         action = dig(p, "action")
         value = h.get("x-github-event")
@@ -73,6 +75,7 @@ def vendor_event_type(delivery: Delivery) -> str | None:
     elif kind == "slack":
         value = dig(p, "event", "type") or dig(p, "type")
     else:
-        field = getattr(delivery.config, "event_type_field", None) or "type"
-        value = dig(p, *field.split("."))
+        spec = generic.spec_of(delivery)
+        payload = generic.payload_of(delivery, spec)
+        value = generic.event_type_of(delivery, spec, payload) if spec.each is None else None
     return value if isinstance(value, str) else None

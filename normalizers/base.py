@@ -197,7 +197,8 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 
 # --- naming ------------------------------------------------------------------------------
 
-_WORD = re.compile(r"[A-Za-z0-9]+")
+# Words, camelCase split (`updateCard` -> update, Card; `SMSSent` -> SMS, Sent).
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
 _SMALL = {"and", "or", "of", "to", "for", "from", "a", "an", "the", "in", "on", "by", "with"}
 
 
@@ -234,6 +235,9 @@ def dig(obj: Any, *path: str | int) -> Any:
             obj = obj.get(part)
         elif isinstance(obj, list) and isinstance(part, int) and -len(obj) <= part < len(obj):
             obj = obj[part]
+        elif isinstance(obj, list) and isinstance(part, str) and part.isdigit():
+            # A dotted path's `changes.0.field` (catalog specs) indexes a list.
+            obj = obj[int(part)] if int(part) < len(obj) else None
         else:
             return None
     return obj

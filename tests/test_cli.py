@@ -133,6 +133,7 @@ class Server:
         self.port = port or free_port()
         path = tmp_path / "config.yaml"
         path.write_text(config)
+        self.config, self.env = path, env
         self.log = tmp_path / f"server-{self.port}-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
             [

@@ -5,7 +5,16 @@ subclass tagged with the type name) and a `@register`ed Source subclass, import 
 and add its official test vector to tests/sources/.
 """
 
-from . import github, hmac, intercom, shopify, slack, standard_webhooks, stripe  # noqa: F401
+from . import (  # noqa: F401
+    github,
+    hmac,
+    intercom,
+    shopify,
+    slack,
+    standard_webhooks,
+    stripe,
+    vendors,
+)
 from .base import SOURCE_TYPES, Source, build_sources
 
 __all__ = ["SOURCE_TYPES", "Source", "build_sources"]

@@ -69,13 +69,29 @@ class Source:
         """(delivery id, dedupe key) of a verified request; PayloadError if there is none."""
         raise NotImplementedError
 
-    def handshake(self, body: bytes, headers: Headers) -> bytes | None:
-        """A reply to a set-up request the vendor sends (e.g. Slack's url_verification)."""
+    has_challenge: ClassVar[bool] = False
+    """`challenge` may answer unsigned set-up requests (any method) before `verify`."""
+
+    def challenge(self, method: str, body: bytes, headers: Headers, now: float) -> Any:
+        """A catalog.Reply to an unsigned set-up request (Dropbox's GET challenge), or None."""
+        return None
+
+    def handshake(self, body: bytes, headers: Headers) -> Any:
+        """A reply (bytes, or a catalog.Reply) to a signed set-up request the vendor sends
+        after `verify` (e.g. Slack's url_verification); None for a delivery."""
         return None
 
     def ack_body(self, headers: Headers) -> bytes | None:
         """A replacement for the JSON acknowledgement, where the vendor shows it to users."""
         return None
+
+    def ack_content_type(self) -> str | None:
+        """The content type of `ack_body` (None: JSON)."""
+        return None
+
+    def ack_status(self) -> int:
+        """The status of an accepted delivery's answer (200; Discord wants 204)."""
+        return 200
 
     def headers_to_store(self, headers: Headers) -> dict[str, str]:
         return {k: headers[k] for k in self.kept_headers if k in headers}
