@@ -214,19 +214,21 @@ def test_sizes(text, size):
 
 
 def test_schema_covers_every_source_type():
+    from gateway.sources.catalog import VENDORS
+
     schema = config_schema()
     json.dumps(schema)  # serializable
     mapping = schema["$defs"]["Config"]["properties"]["sources"]["additionalProperties"]
     types = set(mapping["discriminator"]["mapping"])
-    assert types == {
-        "stripe",
-        "standard-webhooks",
-        "github",
-        "shopify",
-        "intercom",
-        "slack",
-        "hmac",
-    }
+    hand_written = {"stripe", "standard-webhooks", "github", "shopify", "intercom", "slack"}
+    assert types == {"hmac", *VENDORS}
+    assert hand_written <= types
+    paddle = schema["$defs"]["PaddleConfig"]
+    assert paddle["properties"]["tolerance"]["default"] == "300s"
+    assert "3 days" in paddle["properties"]["dedupe_ttl"]["description"]
+    assert paddle["additionalProperties"] is False
+    square = schema["$defs"]["SquareConfig"]
+    assert "public URL" in square["properties"]["url"]["description"]
     stripe = schema["$defs"]["StripeConfig"]
     assert stripe["properties"]["dedupe_ttl"]["default"] == "7d"
     assert stripe["properties"]["tolerance"]["default"] == "300s"
