@@ -10,6 +10,6 @@ request with the vendor's own SDK, a published vector, or the docs' algorithm wr
 """
 
 from ..catalog import VENDORS
-from . import builtin, fields, hmac_family, keys  # noqa: F401 (each registers)
+from . import builtin, fields, handshakes, hmac_family, keys  # noqa: F401 (each registers)
 
 __all__ = ["VENDORS"]
