@@ -9,12 +9,13 @@ built-in normalizer promises. `send`'s own signer is checked against the same ga
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from gateway.errors import ConfigError
 from gateway.sources.catalog import VENDORS, render_sample
-from gateway.vendor_cli import sign_sample
+from gateway.vendor_cli import sign_sample, vendors_markdown
 from gateway.worker import Pipeline
 from normalizers import normalize
 from tests.conftest import Clock, config, gateway_client, raw_entries
@@ -22,6 +23,10 @@ from tests.sources.catalog_cases import Case, Signed, all_cases, flip_body
 
 CASES = all_cases()
 CATALOG = sorted(name for name, v in VENDORS.items() if not v.builtin)
+
+
+def test_the_catalog_names_at_least_sixty_vendors() -> None:
+    assert len(VENDORS) >= 60, sorted(VENDORS)
 
 
 @pytest.mark.parametrize("name", sorted(VENDORS))
@@ -128,3 +133,11 @@ def test_send_refuses_to_sign_for_a_public_key_vendor() -> None:
     vendor = keyed[0]
     with pytest.raises(ConfigError, match="private key"):
         sign_sample(vendor, None, b"[]", 0.0, "d", "e")
+
+
+def test_docs_table_is_current() -> None:
+    """docs/vendors.md is what `webhook-gateway vendors --markdown` prints."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "vendors.md"
+    assert docs.read_text() == vendors_markdown(), (
+        "regenerate: webhook-gateway vendors --markdown > docs/vendors.md"
+    )
