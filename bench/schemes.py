@@ -70,7 +70,7 @@ def main() -> None:
         )
         sources = build_sources(cfg.sources)
         headers = {k.lower(): v for k, v in signed.headers.items()}
-        headers["content-type"] = vendor.content_type
+        headers.setdefault("content-type", vendor.content_type)
         if signed.query:
             headers[QUERY] = signed.query
         base_headers = {"x-sig": hmac.new(b"s", signed.body, hashlib.sha256).hexdigest()}

@@ -57,7 +57,14 @@ class Hmac(Scheme):
     timestamp_unit: str = "auto"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hmac", self._build())
+        scheme = self._build()
+        object.__setattr__(self, "_hmac", scheme)
+        # One scheme per signature header, built once (not per request).
+        variants = [
+            (n.lower(), dataclasses.replace(scheme, header=n.lower(), display_header=n))
+            for n in (self.header, *self.also)
+        ]
+        object.__setattr__(self, "_variants", variants)
         if self.timestamp_field:
             object.__setattr__(self, "_fields", BodyFields(self.timestamp_field))
 
@@ -112,10 +119,9 @@ class Hmac(Scheme):
             )
             return
         first: SignatureError | None = None
-        for name in (self.header, *self.also):
-            if not request.headers.get(name.lower()):
+        for name, one in self._variants:  # type: ignore[attr-defined]
+            if not request.headers.get(name):
                 continue
-            one = dataclasses.replace(scheme, header=name.lower(), display_header=name)
             try:
                 one.verify(
                     keys,
