@@ -128,11 +128,15 @@ class WebhookEndpoint:
         else:
             status = source.ack_status()
             await _respond(send, status, body_out, content_type=source.ack_content_type())
+            self._log(outcome, name, delivery_id, started, status=status, entry_id=result.entry_id)
+            return
         self._log(outcome, name, delivery_id, started, status=200, entry_id=result.entry_id)
 
     async def _reply(self, send: Send, name: str, reply: Reply, started: float) -> None:
         """Answer a handshake (or a notice such as Twitch's revocation) without storing it."""
-        if reply.secret is not None:
+        # Kept only while the source has no secret of its own: the set-up request is not
+        # signed, so once one is configured a stranger's cannot plant another.
+        if reply.secret is not None and not self.sources[name].config.secrets:
             await self.store.keep_handshake_secret(name, reply.secret, int(self.clock() * 1000))
         await _respond(send, reply.status, reply.body, reply.headers, reply.content_type)
         self._log(reply.outcome, name, None, started, status=reply.status)

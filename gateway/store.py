@@ -192,14 +192,15 @@ class Store:
             return False
 
     async def keep_handshake_secret(self, source: str, secret: str, now_ms: int) -> None:
-        """Keep a secret a vendor handed over, newest first (the ten last, for 30 days),
-        until the operator reads it with `webhook-gateway handshakes` and configures it."""
+        """Keep a secret a vendor handed over (the first ten, for 30 days) until the operator
+        reads it with `webhook-gateway handshakes` and configures it. The first ones, not
+        the last: a stranger's flood of set-up requests cannot push the real one out."""
         key = self.keys.handshakes(source)
         try:
             await asyncio.wait_for(
                 self.execute(
                     [
-                        ("LPUSH", key, f"{now_ms} {secret}"),
+                        ("RPUSH", key, f"{now_ms} {secret}"),
                         ("LTRIM", key, 0, 9),
                         ("PEXPIRE", key, 30 * 86_400_000),
                     ]
@@ -210,13 +211,16 @@ class Store:
             raise StoreUnavailable("the store did not answer in time") from e
 
     async def handshake_secrets(self, source: str) -> list[tuple[int, str]]:
-        """(received at ms, secret), newest first."""
+        """(received at ms, secret), oldest first."""
         out = []
         for item in await self.client.lrange(self.keys.handshakes(source), 0, -1):
             text = item.decode() if isinstance(item, bytes) else item
             when, _, secret = text.partition(" ")
             out.append((int(when), secret))
         return out
+
+    async def forget_handshake_secrets(self, source: str) -> None:
+        await self.client.delete(self.keys.handshakes(source))
 
     async def accept(self, delivery: RawDelivery) -> AcceptResult:
         """Store a raw delivery unless seen; StoreUnavailable if Redis did not confirm in time.

@@ -192,16 +192,37 @@ def handshakes_command(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
-    kept = asyncio.run(read())
+    async def clear() -> list[tuple[int, str]]:
+        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+        try:
+            await store.forget_handshake_secrets(args.source)
+            return []
+        finally:
+            await store.close()
+
+    kept = asyncio.run(read() if not args.clear else clear())
+    if args.clear:
+        print(f"{args.source}: kept handshake secrets forgotten")
+        return 0
     if not kept:
-        print(f"{args.source}: no handshake received (kept for 30 days)")
+        print(
+            f"{args.source}: no handshake received (secrets are kept for 30 days, and only "
+            "while the source has no `secrets:`)"
+        )
         return 0
     for when_ms, secret in kept:
         shown = secret if args.reveal else secret[:4] + "…" + f" ({len(secret)} chars)"
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when_ms / 1000))
         print(f"{stamp}  {shown}")
+    if len(kept) > 1:
+        print(
+            f"warning: {len(kept)} set-up requests arrived. They are not signed: anyone who "
+            "knows this URL can send one. Configure the secret that came when YOU created "
+            "the webhook (compare the times), then `--clear` the others.",
+            file=sys.stderr,
+        )
     if not args.reveal:
-        print("(--reveal prints the secrets; put the newest in this source's `secrets:`)")
+        print("(--reveal prints the secrets; put yours in this source's `secrets:`)")
     return 0
 
 
@@ -227,6 +248,7 @@ def add_commands(sub: Any, config_option: Any) -> None:
     )
     hs.add_argument("source", help="the source's name in the config")
     hs.add_argument("--reveal", action="store_true", help="print the secrets in full")
+    hs.add_argument("--clear", action="store_true", help="forget the kept secrets")
     config_option(hs)
     hs.set_defaults(run=handshakes_command)
 

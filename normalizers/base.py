@@ -99,6 +99,9 @@ class Draft:
     previous_id: str | None = None
     anonymous_id: str | None = None
     """Set by a mapping that says who it is; otherwise derived by the identity rule."""
+    element_id: str | None = None
+    """A batch element's own id (SendGrid's sg_event_id): it stands in for (delivery id,
+    index) in the messageId, so an event re-sent in another batch keeps its id."""
 
 
 Normalizer = Callable[[Delivery], list[Draft]]
@@ -165,7 +168,14 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
                 # What the event says (type, name) is part of its id: a replay that renames
                 # it must reach deduping destinations as new, not as a copy of the old one.
                 message_id=message_id(
-                    delivery.source, delivery.delivery_id, index, draft.type, name
+                    delivery.source,
+                    *(
+                        (delivery.delivery_id, index)
+                        if draft.element_id is None
+                        else (f"element:{draft.element_id}", 0)
+                    ),
+                    draft.type,
+                    name,
                 ),
                 timestamp=iso_time(draft.timestamp) or delivery.received_at,
                 received_at=delivery.received_at,

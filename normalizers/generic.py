@@ -48,6 +48,9 @@ class Spec:
     cannot. Pure, so mappings, `map` and replays read the body as the worker does."""
     strip: str = ""
     """A prefix the event name leaves out (Zendesk's `zen:event-type:`)."""
+    element_id: str | None = None
+    """A batch: path to each element's own id (SendGrid `sg_event_id`), which names its
+    event (messageId) whatever batch it comes in."""
     omit: tuple[str, ...] = ()
     """Keys left out of the properties (a shared secret echoed in the payload)."""
 
@@ -85,7 +88,11 @@ def elements(delivery: Delivery, spec: Spec) -> list[Any]:
     items = payload if spec.each == "@" else dig(payload, *spec.each.split("."))
     if not isinstance(items, list):
         raise NormalizeError(f"the batch `{spec.each}` is not a list")
-    return [item for item in items if isinstance(item, dict)]
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            # Never dropped in silence: the delivery goes to the quarantine with the reason.
+            raise NormalizeError(f"element {i} of the batch `{spec.each}` is not an object")
+    return items
 
 
 def event_type_of(delivery: Delivery, spec: Spec, element: Any) -> str | None:
@@ -134,7 +141,13 @@ def _draft(delivery: Delivery, spec: Spec, payload: dict[str, Any]) -> Draft:
         vid = dig(payload, *spec.person.split("."))
         if isinstance(vid, str | int) and not isinstance(vid, bool) and str(vid).strip():
             person = Person(vendor_id=str(vid), id_type=spec.person_type)
+    element_id = None
+    if spec.element_id is not None:
+        value = dig(payload, *spec.element_id.split("."))
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            element_id = str(value)
     return Draft(
+        element_id=element_id,
         event=generic_name(kind.removeprefix(spec.strip)) if kind else "Webhook Received",
         properties=properties,
         timestamp=when,

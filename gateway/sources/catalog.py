@@ -442,6 +442,11 @@ def register_vendor(vendor: Vendor) -> Vendor:
         raise ValueError(f"vendor {vendor.name!r} is listed twice")
     if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", vendor.name):
         raise ValueError(f"vendor name {vendor.name!r}: lower case and hyphens only")
+    uses_timestamp = getattr(vendor.scheme, "uses_timestamp", False)
+    if uses_timestamp and vendor.tolerance is None and not vendor.builtin:
+        # Hmac.with_tolerance(None) turns the window off: a signed timestamp nobody checks
+        # lets a captured request be replayed once its delivery id is forgotten.
+        raise ValueError(f"vendor {vendor.name!r} signs a timestamp: give it a tolerance")
     VENDORS[vendor.name] = vendor
     if not vendor.builtin:
         cls = type(

@@ -124,5 +124,16 @@ def test_handshakes_shows_the_secret_asana_handed_over(serve):
     assert "b537… (64 chars)" in masked.stdout
     shown = cli("handshakes", "asana", "--reveal", "--config", str(server.config), env=env)
     assert secret in shown.stdout
+    assert "warning" not in shown.stderr
+    # A second set-up request (anyone who knows the URL can send one) is kept after the
+    # first, and the operator is warned to pick theirs.
+    httpx.post(f"{server.url}/webhooks/asana", headers={"X-Hook-Secret": "not-yours"})
+    both = cli("handshakes", "asana", "--reveal", "--config", str(server.config), env=env)
+    assert both.stdout.index(secret) < both.stdout.index("not-yours")
+    assert "warning: 2 set-up requests arrived" in both.stderr
+    cleared = cli("handshakes", "asana", "--clear", "--config", str(server.config), env=env)
+    assert cleared.returncode == 0, cleared.stderr
+    after = cli("handshakes", "asana", "--config", str(server.config), env=env)
+    assert "no handshake received" in after.stdout
     # The secret never reaches the log.
     assert secret not in server.log.read_text()

@@ -208,8 +208,10 @@ async def test_get_head_and_header_handshakes_over_a_real_server(redis_store):
     assert stray.status_code == 405  # a GET that is no challenge is not a webhook
     for source in ("dropbox", "trello", "asana"):
         assert await raw_entries(redis_store, source) == []
-    assert [s for _, s in await redis_store.handshake_secrets("asana")] == ["fa1afe1"]
-    assert await _keys(redis_store) == [redis_store.keys.handshakes("asana")]
+    # This source has its secret already: a set-up request is answered, nothing is kept
+    # (it is unsigned: a stranger's must not plant another).
+    assert await redis_store.handshake_secrets("asana") == []
+    assert await _keys(redis_store) == []
 
 
 # --- Microsoft Graph ----------------------------------------------------------------------
@@ -307,9 +309,13 @@ async def test_asana_secret_is_kept_for_the_operator_and_not_trusted_until_confi
     redis_store,
 ):
     handed = "d4c3b2a1" * 8
-    before = _cfg(asana={"type": "asana", "secrets": [ASANA_SECRET]})
+    before = _cfg(asana={"type": "asana", "secrets": []})
     async with gateway_client(before, redis_store) as client:
         handshake = await client.post("/webhooks/asana", headers={"X-Hook-Secret": handed})
+        # Strangers who know the URL send their own: kept after the first, never in front,
+        # and a flood cannot push the first one out (the first ten are kept).
+        for i in range(12):
+            await client.post("/webhooks/asana", headers={"X-Hook-Secret": f"stranger-{i}"})
         early = await client.post(
             "/webhooks/asana",
             content=ASANA_EVENTS,
@@ -318,7 +324,8 @@ async def test_asana_secret_is_kept_for_the_operator_and_not_trusted_until_confi
     assert handshake.status_code == 200
     assert handshake.headers["x-hook-secret"] == handed
     assert early.status_code == 401  # anyone can send a handshake: it proves nothing
-    assert [s for _, s in await redis_store.handshake_secrets("asana")] == [handed]
+    kept = [s for _, s in await redis_store.handshake_secrets("asana")]
+    assert kept == [handed, *(f"stranger-{i}" for i in range(9))]
     assert await raw_entries(redis_store, "asana") == []
 
     after = _cfg(asana={"type": "asana", "secrets": [handed]})  # the operator's step
@@ -328,8 +335,11 @@ async def test_asana_secret_is_kept_for_the_operator_and_not_trusted_until_confi
             content=ASANA_EVENTS,
             headers=asana_sign(ASANA_EVENTS, 0, handed).headers,
         )
+        late = await client.post("/webhooks/asana", headers={"X-Hook-Secret": "late"})
     assert event.status_code == 200, event.text
     assert len(await raw_entries(redis_store, "asana")) == 1
+    assert late.status_code == 200 and late.headers["x-hook-secret"] == "late"
+    assert [s for _, s in await redis_store.handshake_secrets("asana")] == kept
 
 
 NOTION_EVENT = b'{"id":"evt-1","type":"page.created","timestamp":"2024-12-05T23:55:34.285Z"}'
@@ -339,7 +349,7 @@ async def test_notion_verification_token_is_kept_and_events_wait_for_the_operato
     # The one-time verification request (https://developers.notion.com/reference/webhooks
     # #step-2-verifying-the-subscription): unsigned, the token in the body.
     handshake_body = json.dumps({"verification_token": NOTION_TOKEN}).encode()
-    before = _cfg(notion={"type": "notion", "secrets": ["secret_from_an_older_subscription"]})
+    before = _cfg(notion={"type": "notion", "secrets": []})
     async with gateway_client(before, redis_store) as client:
         handshake = await client.post("/webhooks/notion", content=handshake_body)
         early = await client.post(

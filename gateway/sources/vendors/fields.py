@@ -465,7 +465,7 @@ def dropbox_sign_event(body: bytes, content_type: str) -> Any:
         raise PayloadError("the form has no `json` field")
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise PayloadError("the `json` form field is not JSON") from None
 
 

@@ -61,7 +61,8 @@ def _zoom_handshake(source: CatalogSource, request: Request) -> Reply | None:
     payload = _json_object(request.body)
     if payload is None or payload.get("event") != "endpoint.url_validation":
         return None
-    token = (payload.get("payload") or {}).get("plainToken")
+    inner = payload.get("payload")
+    token = inner.get("plainToken") if isinstance(inner, dict) else None
     if not isinstance(token, str) or not token:
         raise PayloadError("endpoint.url_validation without a payload.plainToken")
     key = _signing_key(source, request)
@@ -460,7 +461,13 @@ register_vendor(
         docs="https://developer.okta.com/docs/concepts/event-hooks/",
         tested_with="docs (shared Authorization value)",
         delivery_id=("body:eventId", "hash"),
-        spec=Spec(each="data.events", event_type="eventType", time="published", properties=None),
+        spec=Spec(
+            each="data.events",
+            element_id="uuid",
+            event_type="eventType",
+            time="published",
+            properties=None,
+        ),
         retry_window="one retry (3 s timeout; 4xx answers are not retried)",
         challenge=_okta_challenge,
         handshake_doc='GET `X-Okta-Verification-Challenge` answered with `{"verification": ...}`',

@@ -243,7 +243,11 @@ register_vendor(
         tested_with="docs (HMAC written out), gocardless-pro SDK webhooks.parse",
         delivery_id=("body:meta.webhook_id", "hash"),
         spec=Spec(
-            each="events", event_type="resource_type+action", time="created_at", properties=None
+            each="events",
+            element_id="id",
+            event_type="resource_type+action",
+            time="created_at",
+            properties=None,
         ),
         retry_window="with backoff (GoCardless resends failed webhooks)",
         note="One delivery holds several events; GoCardless wants 498 for a bad signature, "
@@ -334,8 +338,14 @@ register_vendor(
         scheme=Hmac("X-Line-Signature", encoding="base64"),
         docs="https://developers.line.biz/en/docs/messaging-api/verify-webhook-signature/",
         tested_with="docs (HMAC written out, as line-bot-sdk SignatureValidator does)",
-        delivery_id=("hash",),
-        spec=Spec(each="events", event_type="type", time="timestamp", properties=None),
+        delivery_id=("items:events:webhookEventId", "hash"),
+        spec=Spec(
+            each="events",
+            element_id="webhookEventId",
+            event_type="type",
+            time="timestamp",
+            properties=None,
+        ),
         retry_window="redelivery only when enabled (`deliveryContext.isRedelivery`)",
         handshake_doc="the console's Verify request (no events) is accepted",
     )
@@ -372,6 +382,9 @@ register_vendor(
         delivery_id=("body:event_id",),
         spec=Spec(event_type="object_type+metric", time="timestamp"),
         retry_window="7 days (exponential backoff)",
+        # No documented window; as long as the dedupe window, so a replayed request is
+        # either a duplicate or too old, and a retry that keeps its signature still lands.
+        tolerance="7d",
     )
 )
 for name, title, category, docs, spec in (
@@ -615,7 +628,13 @@ register_vendor(
         docs="https://developers.hubspot.com/docs/api/webhooks/validating-requests",
         tested_with="hubspot-api-client SDK Signature (v3)",
         delivery_id=("items:@:eventId", "hash"),
-        spec=Spec(each="@", event_type="subscriptionType", time="occurredAt", properties=None),
+        spec=Spec(
+            each="@",
+            element_id="eventId",
+            event_type="subscriptionType",
+            time="occurredAt",
+            properties=None,
+        ),
         retry_window="10 tries over 24 hours",
         tolerance="300s",
         options=("url",),
@@ -749,6 +768,7 @@ register_vendor(
             properties="data.attributes.payload.data.attributes",
         ),
         retry_window="retried on failure",
+        tolerance="7d",  # no documented window: the dedupe window (see customer-io)
     )
 )
 register_vendor(

@@ -57,17 +57,47 @@ def _load_public_key(text: str) -> Any:
     text = text.strip()
     try:
         if text.startswith("-----BEGIN"):
-            return serialization.load_pem_public_key(text.encode())
-        data = _key_bytes(text)
-        if len(data) == 32:  # a bare Ed25519 key (Discord, Telnyx)
-            return ed25519.Ed25519PublicKey.from_public_bytes(data)
-        return serialization.load_der_public_key(data)
+            key = serialization.load_pem_public_key(text.encode())
+        else:
+            data = _key_bytes(text)
+            if len(data) == 32:  # a bare Ed25519 key (Discord, Telnyx)
+                key = ed25519.Ed25519PublicKey.from_public_bytes(data)
+            else:
+                key = serialization.load_der_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as e:
         if str(e).startswith("not a public key"):
             raise
         raise ValueError(
             "not a public key: expected PEM, a base64 DER key, or a raw Ed25519 key"
         ) from None
+    if isinstance(key, ed25519.Ed25519PublicKey) and _small_order(key):
+        raise ValueError(
+            "not a usable Ed25519 public key: it is a point of small order, for which a "
+            "signature can be forged for any message (a placeholder or a broken copy?)"
+        )
+    return key
+
+
+# The Ed25519 points of small order (libsodium's blocklist, compared without the sign bit):
+# with such a "public key", R = the point and S = 0 verify for any message.
+_SMALL_ORDER = {
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # order 4
+        "0100000000000000000000000000000000000000000000000000000000000000",  # order 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p-1, order 2
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p, order 4
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # p+1, order 1
+    )
+}
+
+
+def _small_order(key: ed25519.Ed25519PublicKey) -> bool:
+    raw = bytearray(key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+    raw[31] &= 0x7F
+    return bytes(raw) in _SMALL_ORDER
 
 
 @dataclass(frozen=True)
@@ -346,7 +376,7 @@ def discord_ping(source: CatalogSource, request: Request) -> Reply | None:
     """
     try:
         envelope = msgspec.json.decode(request.body, type=_DiscordEnvelope)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if envelope.event is not None:
         return None
@@ -380,6 +410,7 @@ register_vendor(
         delivery_id=("hash",),
         spec=Spec(
             each="@",
+            element_id="sg_event_id",
             event_type="event",
             time="timestamp",
             properties=None,
