@@ -13,12 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.sources.catalog import Signed  # a request as sent: headers, body, query
 
-@dataclass(frozen=True)
-class Signed:
-    headers: dict[str, str]
-    body: bytes
-    query: str = ""
+__all__ = ["Case", "Signed", "all_cases", "flip_body"]
 
 
 @dataclass(frozen=True)
