@@ -137,3 +137,29 @@ def test_handshakes_shows_the_secret_asana_handed_over(serve):
     assert "no handshake received" in after.stdout
     # The secret never reaches the log.
     assert secret not in server.log.read_text()
+
+
+def test_the_readme_vendors_by_name_example_is_a_valid_config():
+    """README's `type: zoom` / `sendgrid` / `twilio` block, as written."""
+    from pathlib import Path
+
+    from gateway.config import parse_config
+    from tests.sources.cases_keys import SENDGRID_PUBLIC
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Vendors by name") :]
+    block = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    cfg = parse_config(
+        block,
+        "README.md",
+        {
+            "ZOOM_WEBHOOK_SECRET_TOKEN": "zoom-secret",
+            "SENDGRID_VERIFICATION_KEY": SENDGRID_PUBLIC,
+            "TWILIO_AUTH_TOKEN": "12345",
+        },
+    )
+    assert {n: c.__struct_config__.tag for n, c in cfg.sources.items()} == {
+        "zoom": "zoom",
+        "sendgrid": "sendgrid",
+        "twilio": "twilio",
+    }
