@@ -17,11 +17,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import __version__
+from .collect import CollectEndpoint
 from .config import Config
 from .deliver import DeliverWorker
 from .ingest import WebhookEndpoint
 from .metrics import Metrics
 from .sources import build_sources
+from .sources.collect import CollectSource
 from .store import Store
 from .worker import NormalizeWorker
 
@@ -43,6 +45,8 @@ def create_app(
         store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
     metrics = Metrics()
     webhooks = WebhookEndpoint(sources, store, clock, metrics)
+    collected = {n: s for n, s in sources.items() if isinstance(s, CollectSource)}
+    collect = CollectEndpoint(collected, store, clock, metrics) if collected else None
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -106,6 +110,7 @@ def create_app(
 
     app = GatewayApp(
         webhooks,
+        collect,
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -128,9 +133,12 @@ class GatewayApp(Starlette):
     twice (it suspends once, for Redis). Every other path is plain Starlette.
     """
 
-    def __init__(self, webhooks: WebhookEndpoint, **kwargs: object) -> None:
+    def __init__(
+        self, webhooks: WebhookEndpoint, collect: CollectEndpoint | None, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.webhooks = webhooks
+        self.collect = collect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -140,10 +148,14 @@ class GatewayApp(Starlette):
                 # source (empty, or with a slash) gets its JSON 404, not a router's text.
                 await self.webhooks(scope, receive, send, path[len(_WEBHOOKS) :].rstrip("/"))
                 return
+            if self.collect is not None and path.startswith(_COLLECT):
+                await self.collect(scope, receive, send, path[len(_COLLECT) :])
+                return
         await super().__call__(scope, receive, send)
 
 
 _WEBHOOKS = "/webhooks/"
+_COLLECT = "/v1/"
 
 
 def _describe(store: Store) -> str:

@@ -157,6 +157,10 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
         """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
         if not self.secrets:
             raise ConfigError("at least one secret is required", path="secrets")
+        self.check_common()
+
+    def check_common(self) -> None:
+        """The checks of every source type, whatever it authenticates with."""
         if self.raw_retention < 1:
             raise ConfigError("must be at least 1", path="raw_retention")
         try:

@@ -80,6 +80,13 @@ NO_MATCH = (
 )
 
 
+class Unauthorized(RequestRejected):
+    """No credential, or one this gateway does not know (a collect write key)."""
+
+    status = 401
+    reason = "unauthorized"
+
+
 class PayloadError(RequestRejected):
     status = 400
     reason = "bad_payload"

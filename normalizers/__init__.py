@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import generic, github, intercom, shopify, stripe  # noqa: F401 (registers them)
+from . import collect, generic, github, intercom, shopify, stripe  # noqa: F401 (registers them)
 from .base import NORMALIZERS, USER_ID_SCOPES, Delivery, Draft, NormalizeError, dig, finish
 from .event import Event, event_schema
 from .mapping import Mapper, MappingError

@@ -102,6 +102,15 @@ class Draft:
     element_id: str | None = None
     """A batch element's own id (SendGrid's sg_event_id): it stands in for (delivery id,
     index) in the messageId, so an event re-sent in another batch keeps its id."""
+    message_id: str | None = None
+    """The sender's own id for the event (a collected message's messageId): the event's
+    messageId as given, instead of the derived one."""
+    original_timestamp: Any = None
+    """When the sender's clock said it happened, before a skew correction (collected
+    messages): the event's originalTimestamp."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """Context fields the sender gave, by `Context` attribute name (collected messages):
+    `library` replaces ours, `external_ids` add to the vendor's, the rest are set as is."""
 
 
 Normalizer = Callable[[Delivery], list[Draft]]
@@ -162,12 +171,24 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
             event_type=draft.event_type,
         )
         name = draft.event if draft.type == "track" else None
+        if draft.context:
+            given = dict(draft.context)
+            external += given.pop("external_ids", [])
+            context = Context(
+                source=source,
+                library=given.pop("library", None) or library(),
+                external_ids=external,
+                **given,
+            )
+        else:
+            context = Context(source=source, library=library(), external_ids=external)
         events.append(
             Event(
                 type=draft.type,  # type: ignore[arg-type]
                 # What the event says (type, name) is part of its id: a replay that renames
                 # it must reach deduping destinations as new, not as a copy of the old one.
-                message_id=message_id(
+                message_id=draft.message_id
+                or message_id(
                     delivery.source,
                     *(
                         (delivery.delivery_id, index)
@@ -179,7 +200,7 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
                 ),
                 timestamp=iso_time(draft.timestamp) or delivery.received_at,
                 received_at=delivery.received_at,
-                context=Context(source=source, library=library(), external_ids=external),
+                context=context,
                 event=name,
                 user_id=uid,
                 anonymous_id=anonymous,
@@ -188,6 +209,7 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
                 name=_text(draft.name),
                 properties=_clean(draft.properties),
                 traits=_clean(draft.traits),
+                original_timestamp=iso_time(draft.original_timestamp),
             )
         )
     return events

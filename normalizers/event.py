@@ -53,9 +53,38 @@ class ExternalId(msgspec.Struct, omit_defaults=True):
 
 
 class Context(msgspec.Struct, rename="camel", omit_defaults=True):
+    """`context`: where the event came from, plus the Segment Spec's common context fields
+    a collected message carries (https://segment.com/docs/connections/spec/common/#context).
+    Each of those is left out when empty, so a webhook event's context is only `source`,
+    `library` and `externalIds`. Keys outside the Spec are not kept: Segment documents
+    context as "a complete and explicit specification, so properties outside the spec are
+    ignored"."""
+
     source: SourceInfo
     library: Library
+    """Who produced the event: the gateway, or a collected message's own client library."""
     external_ids: list[ExternalId] = []
+    active: bool | None = None
+    app: dict[str, Any] = {}
+    campaign: dict[str, Any] = {}
+    """UTM parameters (name, source, medium, term, content)."""
+    channel: str | None = None
+    consent: dict[str, Any] = {}
+    device: dict[str, Any] = {}
+    group_id: str | None = None
+    ip: str | None = None
+    """The person's IP address: the client's own, else the address the gateway saw."""
+    locale: str | None = None
+    location: dict[str, Any] = {}
+    network: dict[str, Any] = {}
+    os: dict[str, Any] = {}
+    page: dict[str, Any] = {}
+    referrer: dict[str, Any] = {}
+    screen: dict[str, Any] = {}
+    timezone: str | None = None
+    traits: dict[str, Any] = {}
+    user_agent: str | None = None
+    user_agent_data: dict[str, Any] = {}
 
 
 class Event(msgspec.Struct, rename="camel", omit_defaults=True):
@@ -67,7 +96,8 @@ class Event(msgspec.Struct, rename="camel", omit_defaults=True):
     type, event name): a replay gives the same id unless a fixed mapping changed what the
     event says (its type or name), which a destination must then take as a new event."""
     timestamp: str
-    """When it happened at the vendor, ISO 8601 UTC (receivedAt when the vendor says not)."""
+    """When it happened at the vendor, ISO 8601 UTC (receivedAt when the vendor says not);
+    for a collected message, its time corrected for the client's clock skew."""
     received_at: str
     """When the gateway accepted the delivery, ISO 8601 UTC."""
     context: Context
@@ -81,6 +111,9 @@ class Event(msgspec.Struct, rename="camel", omit_defaults=True):
     """Page or screen name."""
     properties: dict[str, Any] = {}
     traits: dict[str, Any] = {}
+    original_timestamp: str | None = None
+    """A collected message's own time as its client's clock said it (ISO 8601 UTC), before
+    `timestamp` corrected it for the clock's skew; absent on webhook events."""
 
 
 _NAMESPACE_BYTES = NAMESPACE.bytes
@@ -112,7 +145,12 @@ def iso_time(value: Any) -> str | None:
         try:
             millis = round(value if abs(value) >= 1e11 else value * 1000)
             seconds, millis = divmod(millis, 1000)
-            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+            t = time.gmtime(seconds)
+            # Fields written out: strftime's %Y does not pad years before 1000 on glibc.
+            return (
+                f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+                f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+            )
         except (OverflowError, OSError, ValueError):
             return None
     if isinstance(value, str):
@@ -132,8 +170,16 @@ def iso_time(value: Any) -> str | None:
             moment = moment.astimezone(UTC)
         except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00
             return None
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return utc_text(moment)
     return None
+
+
+def utc_text(moment: datetime) -> str:
+    """An aware UTC datetime as ISO 8601 with milliseconds and `Z` (microseconds cut)."""
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 _LIBRARY = Library(LIBRARY_NAME, __version__)

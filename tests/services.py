@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -36,6 +37,7 @@ START = {
     "(or set POSTGRES_DSN)",
     "nats": "start it with: nats-server -a 127.0.0.1 -p 4222 -js (JetStream on; or set NATS_URL)",
     "tools": "install them: apt-get install curl openssl (the README's quick start uses them)",
+    "js": "install Segment's JavaScript clients: npm ci --prefix tests/js (node 20 and npm)",
 }
 
 
@@ -111,6 +113,17 @@ def require_binary(name: str, service: str = "redis-server") -> str:
     if path is None:
         unavailable(service, f"no `{name}` on PATH")
     return path
+
+
+JS = Path(__file__).resolve().parent / "js"
+
+
+def require_js(package: str) -> Path:
+    """tests/js/, with node on PATH and `package` installed there by npm."""
+    require_binary("node", "js")
+    if not (JS / "node_modules" / package / "package.json").is_file():
+        unavailable("js", f"{package} is not installed in tests/js")
+    return JS
 
 
 class RedisServer:

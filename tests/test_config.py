@@ -221,7 +221,7 @@ def test_schema_covers_every_source_type():
     mapping = schema["$defs"]["Config"]["properties"]["sources"]["additionalProperties"]
     types = set(mapping["discriminator"]["mapping"])
     hand_written = {"stripe", "standard-webhooks", "github", "shopify", "intercom", "slack"}
-    assert types == {"hmac", *VENDORS}
+    assert types == {"hmac", "collect", *VENDORS}
     assert hand_written <= types
     paddle = schema["$defs"]["PaddleConfig"]
     assert paddle["properties"]["tolerance"]["default"] == "300s"

@@ -225,7 +225,7 @@ class CatalogConfig(SourceConfig, kw_only=True):
     def check(self) -> None:
         vendor = self.vendor
         if vendor.scheme.key_kind == "secret" and not self.secrets and vendor.secret_from_handshake:
-            SourceConfig.check(msgspec.structs.replace(self, secrets=[_PLACEHOLDER]))
+            self.check_common()
         elif vendor.scheme.key_kind == "secret":
             super().check()
         else:
@@ -240,7 +240,7 @@ class CatalogConfig(SourceConfig, kw_only=True):
                     f"at least one public key is required ({vendor.title} hands it out)",
                     path="public_keys",
                 )
-            SourceConfig.check(msgspec.structs.replace(self, secrets=[_PLACEHOLDER]))
+            self.check_common()
         keys = (
             [s.reveal() for s in self.secrets]
             if vendor.scheme.key_kind == "secret"
@@ -264,8 +264,6 @@ class CatalogConfig(SourceConfig, kw_only=True):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError("expected an absolute http(s) URL", path="url")
 
-
-_PLACEHOLDER = Secret("-")
 
 _OPTION_FIELDS: dict[str, tuple[Any, Any, str]] = {
     "public_keys": (
