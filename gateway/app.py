@@ -46,7 +46,9 @@ def create_app(
     metrics = Metrics()
     webhooks = WebhookEndpoint(sources, store, clock, metrics)
     collected = {n: s for n, s in sources.items() if isinstance(s, CollectSource)}
-    collect = CollectEndpoint(collected, store, clock, metrics) if collected else None
+    collect = (
+        CollectEndpoint(collected, store, clock, metrics, config.identity) if collected else None
+    )
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "version": __version__})

@@ -24,9 +24,12 @@ from typing import Any
 
 import msgspec
 import structlog
+from redis.exceptions import RedisError
 
 from normalizers.collect import validate_message
 
+from . import identity
+from .config import IdentityConfig
 from .errors import (
     BodyTooLarge,
     GatewayError,
@@ -36,6 +39,7 @@ from .errors import (
     Unauthorized,
     UnknownSource,
 )
+from .identity import Visitors
 from .ingest import Receive, Scope, Send, read_body
 from .metrics import Metrics
 from .sources.base import body_hash
@@ -69,9 +73,12 @@ class CollectEndpoint:
         store: Store,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        identity: IdentityConfig | None = None,
     ) -> None:
         self.sources = sources
         self.store = store
+        self.identity = identity or IdentityConfig()
+        self.visitors = Visitors(store, self.identity)
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.by_key = {k: s for s in sources.values() for k in s.write_keys}
@@ -82,9 +89,17 @@ class CollectEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         cors = self._cors(headers.get("origin"))
+        if cors and path.rstrip("/") == "id":
+            # The id endpoint reads and sets the visitor's cookie: credentials allowed.
+            cors["access-control-allow-credentials"] = "true"
         try:
             if scope["method"] == "OPTIONS":
                 await self._preflight(send, cors)
+                return
+            if path.rstrip("/") == "id":
+                if scope["method"] != "POST":
+                    raise MethodNotAllowed("POST /v1/id with the page's URL")
+                await self._id(scope, receive, send, headers, cors)
                 return
             if scope["method"] == "GET" and path.startswith("projects/"):
                 await self._settings(scope, send, path, headers, cors)
@@ -253,6 +268,49 @@ class CollectEndpoint:
                 message = merged
             out.append(message)
         return out
+
+    # --- POST /v1/id: the first-party visitor id --------------------------------------
+
+    async def _id(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str],
+        cors: dict[str, str],
+    ) -> None:  # fmt: skip
+        if not cors:
+            raise Unauthorized(
+                "POST /v1/id is called by your site's pages: the request's Origin must be "
+                "in a collect source's `origins:`"
+            )
+        raw = await read_body(receive, headers.get("content-length"), 16 * 1024)
+        try:
+            payload = _decode(raw) if raw.strip() else {}
+        except (msgspec.DecodeError, RecursionError):
+            raise PayloadError("the body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise PayloadError("the body must be a JSON object: {url, referrer, consent}")
+        config = self.identity
+        cookie = headers.get("cookie")
+        anonymous_id = identity.visitor_id(cookie, config.cookie_name) or identity.mint()
+        now = identity.now_ms(self.clock)
+        landing = identity.touch(payload.get("url"), payload.get("referrer"), cookie, now)
+        consent = identity.consent_of(payload.get("consent"))
+        try:
+            kept = await asyncio.wait_for(
+                self.visitors.record(anonymous_id, landing, consent, now), self.store.timeout
+            )
+        except (RedisError, OSError, TimeoutError) as e:
+            raise StoreUnavailable("the store did not answer in time") from e
+        answer: dict[str, Any] = {"anonymousId": anonymous_id}
+        if "clickIds" in kept:
+            answer["clickIds"] = kept["clickIds"]
+        if not identity.ads_allowed(config.consent, consent):
+            answer["ads"] = "denied"
+        await _respond(
+            send,
+            200,
+            answer,
+            {**cors, "set-cookie": identity.set_cookie(config, anonymous_id),
+             "cache-control": "no-store"},
+        )  # fmt: skip
 
     # --- CORS and analytics.js's settings --------------------------------------------
 

@@ -182,6 +182,31 @@ class WorkerConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     by another (after a crash)."""
 
 
+class IdentityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The first-party visitor id (POST /v1/id) and what is kept about a visitor."""
+
+    cookie_name: str = "gw_aid"
+    """The cookie holding the visitor's anonymousId (set by the gateway, HttpOnly)."""
+    cookie_domain: str | None = None
+    """e.g. `example.com` to share it with every subdomain; default: the gateway's host."""
+    cookie_max_age: Duration = duration("400d")
+    """How long the cookie lives (browsers cap it at 400 days)."""
+    cookie_secure: bool = True
+    """Send the cookie over HTTPS only (turn off only for local development on http)."""
+    consent: Literal["required", "implied"] = "required"
+    """required: nothing about advertising (click ids) is kept until the visitor grants
+    ad_storage; implied: kept unless the visitor denies it."""
+    anonymous_ttl: Duration = duration("400d")
+    """How long what is known about a visitor who never logged in is kept after their
+    last visit."""
+
+    def check(self) -> None:
+        if float(self.cookie_max_age) > 400 * 86400:
+            raise ConfigError("browsers cap cookies at 400 days", path="cookie_max_age")
+        if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.cookie_name):
+            raise ConfigError("letters, digits, '_' and '-' only", path="cookie_name")
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = ""
     """Redis (or Valkey) URL; empty runs an in-memory store for development only."""
@@ -207,6 +232,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     0 turns it off."""
     worker: WorkerConfig = msgspec.field(default_factory=lambda: WorkerConfig())
     """How the normalize worker reads the raw streams."""
+    identity: IdentityConfig = msgspec.field(default_factory=lambda: IdentityConfig())
+    """The first-party visitor id cookie, consent mode and how long visitors are kept."""
 
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -248,6 +275,10 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
         raise doc.error("must be a mapping of event name to its properties", ("events",))
     top = _convert(doc, {**data, "sources": {}, "destinations": {}, "events": {}}, Config, ())
     _check_store(doc, top)
+    try:
+        top.identity.check()
+    except ConfigError as e:
+        raise doc.error(e.message, ("identity", *_parse_path(e.path))) from None
     for path, value in (
         (("events_retention",), top.events_retention),
         (("dead_letter_retention",), top.dead_letter_retention),
