@@ -35,6 +35,7 @@ from .errors import (
     GatewayError,
     MethodNotAllowed,
     PayloadError,
+    RateLimited,
     StoreUnavailable,
     Unauthorized,
     UnknownSource,
@@ -42,6 +43,7 @@ from .errors import (
 from .identity import Visitors
 from .ingest import Receive, Scope, Send, read_body
 from .metrics import Metrics
+from .ratelimit import RateLimiter, client_bucket
 from .sources.base import body_hash
 from .sources.collect import CollectSource, key_id
 from .store import RawDelivery, Store
@@ -82,6 +84,7 @@ class CollectEndpoint:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.by_key = {k: s for s in sources.values() for k in s.write_keys}
+        self.limiter = RateLimiter(store, clock)
         self.origins = {o for s in sources.values() for o in s.origins}
         self.max_body = max((s.max_body for s in sources.values()), default=0)
         self.log = structlog.get_logger("gateway.collect")
@@ -145,16 +148,24 @@ class CollectEndpoint:
             raise Unauthorized("unknown write key")
         if len(body) > source.max_body:
             raise BodyTooLarge(f"the body is over {source.max_body} bytes")
-        messages = self._messages(payload, implied)
-        now = self.clock()
         peer = (scope.get("client") or (None,))[0]
         ip = source.client_ip(peer, headers.get("x-forwarded-for"))
+        kid = key_id(write_key)
+        wait = await self.limiter.check(
+            source.name,
+            (client_bucket(ip) if ip else "", source.config.limit_per_ip if ip else None),
+            (f"key:{kid}", source.config.limit_per_write_key),
+        )
+        if wait is not None:
+            self.metrics.delivery(source.name, "rate_limited")
+            raise RateLimited(wait)
+        messages = self._messages(payload, implied)
+        now = self.clock()
         stored_headers = {"content-type": "application/json"}
         if headers.get("user-agent"):
             stored_headers["user-agent"] = headers["user-agent"]
         if ip:
             stored_headers["x-collect-ip"] = ip
-        kid = key_id(write_key)
         deliveries, reasons = [], []
         for i, message in enumerate(messages):
             encoded = _encode(message)
@@ -280,6 +291,18 @@ class CollectEndpoint:
                 "POST /v1/id is called by your site's pages: the request's Origin must be "
                 "in a collect source's `origins:`"
             )
+        # The limit per client of the (first) source that allows this origin.
+        origin = headers.get("origin")
+        source = next(s for s in self.sources.values() if origin in s.origins or "*" in s.origins)
+        peer = (scope.get("client") or (None,))[0]
+        ip = source.client_ip(peer, headers.get("x-forwarded-for"))
+        if ip:
+            wait = await self.limiter.check(
+                source.name, (client_bucket(ip), source.config.limit_per_ip)
+            )
+            if wait is not None:
+                self.metrics.delivery(source.name, "rate_limited")
+                raise RateLimited(wait)
         raw = await read_body(receive, headers.get("content-length"), 16 * 1024)
         try:
             payload = _decode(raw) if raw.strip() else {}

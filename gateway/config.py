@@ -18,6 +18,7 @@ import msgspec
 from normalizers.mapping import Mapper, MappingError, MappingRule, MappingTest
 
 from .errors import ConfigError
+from .ratelimit import Limit
 from .tracking import PlannedEvent, SchemaMode
 from .yamlconf import Document, Path, load_document
 
@@ -103,7 +104,12 @@ class Secret:
         return hash(self._value)
 
 
-_CUSTOM = {Duration: Duration.parse, ByteSize: ByteSize.parse, Secret: Secret.parse}
+_CUSTOM = {
+    Duration: Duration.parse,
+    ByteSize: ByteSize.parse,
+    Secret: Secret.parse,
+    Limit: Limit.parse,
+}
 
 
 def _dec_hook(tp: type, value: Any) -> Any:

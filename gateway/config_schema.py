@@ -22,6 +22,7 @@ from .config import (
     destination_types,
     source_types,
 )
+from .ratelimit import LIMIT_RE, Limit
 
 _SCHEMAS = {
     Duration: {
@@ -39,6 +40,11 @@ _SCHEMAS = {
         "description": "bytes, or a size such as 512KiB, 1MiB",
     },
     Secret: {"type": "string", "description": 'a secret; write it as "${ENV_VAR}"'},
+    Limit: {
+        "type": "string",
+        "pattern": LIMIT_RE.pattern,
+        "description": "a rate limit: a count per duration such as 600/1m, 100/s, 50000/1h",
+    },
 }
 
 

@@ -8,6 +8,7 @@
     |   +-- BodyTooLarge         413  over the source's max_body (checked while reading)
     |   +-- SignatureError       401  missing or wrong signature, stale or future timestamp
     |   +-- PayloadError         400  the body or headers carry no usable delivery id
+    +-- RateLimited              429  over a collect source's rate limit; retry after Retry-After
     +-- StoreUnavailable         503  Redis did not answer in time; the vendor should retry
 
 The mapping to status codes lives here and nowhere else: the HTTP layer reads `status`,
@@ -90,6 +91,21 @@ class Unauthorized(RequestRejected):
 class PayloadError(RequestRejected):
     status = 400
     reason = "bad_payload"
+
+
+class RateLimited(GatewayError):
+    """Over a rate limit of the collect API (per client IP or per write key)."""
+
+    status = 429
+    reason = "rate_limited"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"retry-after": str(self.retry_after)}
 
 
 class StoreUnavailable(GatewayError):

@@ -13,6 +13,8 @@ one slot and the accept script may touch them together):
     <prefix>:{dlq}:stream                 dead letters: destination, message_id, reason, data
     <prefix>:log:delivery:<source>:<id>   what a delivery became (message id -> event name)
     <prefix>:log:event:<message id>       every attempt to send one event (JSON list)
+    <prefix>:{<source>}:rl:<bucket>:<n>   a collect rate limit's count in window n (its
+                                          script and layout: gateway/ratelimit.py)
 
 Raw stream entry fields: source, delivery_id, received_at (unix ms), headers (JSON object
 of the headers that matter), body (the bytes exactly as received).

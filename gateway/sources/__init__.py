@@ -6,6 +6,7 @@ and add its official test vector to tests/sources/.
 """
 
 from . import (  # noqa: F401
+    collect,
     github,
     hmac,
     intercom,

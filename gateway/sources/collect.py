@@ -13,6 +13,7 @@ import ipaddress
 
 from ..config import ByteSize, Secret, SourceConfig, size
 from ..errors import ConfigError, UnknownSource
+from ..ratelimit import Limit, limit
 from .base import Headers, Source, register
 
 
@@ -31,6 +32,11 @@ class CollectConfig(SourceConfig, tag="collect", kw_only=True):
     """A request's largest body, after gzip is inflated (Segment: 500 KB)."""
     max_message: ByteSize = size("32KB")
     """A message's largest size (Segment: 32 KB); a larger one is refused and quarantined."""
+    limit_per_ip: Limit | None = limit("600/1m")
+    """Requests one client may send (an IPv4 address, or an IPv6 /64), as count/duration;
+    over it the answer is 429 with Retry-After. Visitors behind one NAT share it. null: off."""
+    limit_per_write_key: Limit | None = limit("60000/1m")
+    """Requests per write key, all clients together (429 with Retry-After). null: off."""
 
     def check(self) -> None:
         if self.secrets:

@@ -1,0 +1,315 @@
+"""Rate limits for the collect API: per client IP and per write key, shared through Redis.
+
+The collect API faces the open internet with a write key every page shows and no
+signature, so a request is counted in buckets (`ip:<address>` and `key:<key id>`), each
+with a `Limit` such as `600/1m` from the source's config. Several gateway processes share
+the counts in Redis; a refused request gets 429 with Retry-After.
+
+Keys (one source's buckets share its hash tag, the one its raw stream already has):
+
+    <prefix>:{<source>}:rl:<bucket>:<window number>    requests counted in that window
+
+Each counter lives two windows (it is the "previous window" of the next one), then
+expires: nothing stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from redis.exceptions import NoScriptError, RedisError
+
+from .errors import StoreUnavailable
+from .store import Store
+
+# --- the config value: "600/1m" --------------------------------------------------------
+
+_UNIT = r"(?:ms|s|m|h|d|w)"
+LIMIT_RE = re.compile(rf"^\s*(\d+)\s*/\s*((?:\d+(?:\.\d+)?\s*{_UNIT}?)|{_UNIT})\s*$")
+_MAX_COUNT = 1_000_000_000
+_MAX_WINDOW = 86_400.0
+_INVALID = (
+    "expected a rate limit such as 600/1m, 100/s or 50000/1h (a count, '/', a duration), "
+    "or null to turn it off"
+)
+
+
+class Limit:
+    """At most `count` requests per `window` seconds; written `600/1m`, `100/s`, `50000/1h`."""
+
+    __slots__ = ("count", "window")
+
+    def __init__(self, count: int, window: float) -> None:
+        self.count = count
+        self.window = window
+
+    @classmethod
+    def parse(cls, value: Any) -> Limit:
+        # Imported here: config.py imports this module to decode the type.
+        from .config import Duration
+
+        if isinstance(value, Limit):
+            return value
+        m = LIMIT_RE.match(value) if isinstance(value, str) else None
+        if not m:
+            # The value is not repeated: it may have come from an environment variable.
+            raise ValueError(_INVALID)
+        count, span = int(m.group(1)), m.group(2)
+        if not 1 <= count <= _MAX_COUNT:
+            raise ValueError(
+                f"the count must be between 1 and {_MAX_COUNT} (null turns the limit off)"
+            )
+        try:
+            window = float(Duration.parse(span if span[0].isdigit() else f"1{span}"))
+        except ValueError:
+            window = -1.0
+        if not 1 <= window <= _MAX_WINDOW:
+            raise ValueError(
+                "the duration must be between 1s (Retry-After counts whole seconds) and 1d"
+            )
+        return cls(count, window)
+
+    @property
+    def window_ms(self) -> int:
+        return round(self.window * 1000)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Limit) and (other.count, other.window) == (self.count, self.window)
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.window))
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.window:g}s"
+
+    def __repr__(self) -> str:
+        return f"Limit({str(self)!r})"
+
+
+def limit(text: str) -> Any:
+    """A struct field defaulting to the limit `text` (shown as such in the JSON Schema)."""
+    factory = lambda: Limit.parse(text)  # noqa: E731
+    factory.shown = text  # type: ignore[attr-defined]
+    return msgspec.field(default_factory=factory)
+
+
+# --- buckets ---------------------------------------------------------------------------
+
+
+def client_bucket(address: str) -> str:
+    """The bucket of a client address: an IPv4 address is one client, an IPv6 one is its
+    /64 (what a provider hands one subscriber, who can use any address in it)."""
+    # inet_pton/inet_ntop rather than ipaddress: the same strict parsing, in C (this runs
+    # for every collect request; ipaddress takes microseconds per address).
+    try:
+        return "ip:" + socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, address))
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, address)
+    except OSError:
+        # Not an address (a unix socket peer, a zone id, a proxy's odd header): bounded.
+        return "ip:?" + hashlib.sha256(address.encode()).hexdigest()[:16]
+    if packed[:12] == _V4_MAPPED:  # ::ffff:192.0.2.1 is the IPv4 client 192.0.2.1
+        return "ip:" + socket.inet_ntop(socket.AF_INET, packed[12:])
+    return "ip:" + socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+# --- the limiter -------------------------------------------------------------------------
+
+# KEYS: per bucket, its counter for the current window and for the previous one.
+# ARGV[1] now (unix ms); then per bucket: window (ms), limit.
+# Reply: per bucket, 0 if it allows the request, else the ms until it would. The request
+# is counted in every bucket only if all allow it: a refused request counts nowhere, so a
+# flood one IP bucket refuses cannot use up the write key's bucket for everyone else.
+# The estimate is integer arithmetic (exact in Lua's doubles), so no rounding decides.
+RATE_SCRIPT = """
+local now = tonumber(ARGV[1])
+local waits, refused = {}, false
+for i = 1, #KEYS / 2 do
+  local window = tonumber(ARGV[2 * i])
+  local limit = tonumber(ARGV[2 * i + 1])
+  local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local left = window - now % window
+  local wait = 0
+  if previous * left + (current + 1) * window > limit * window then
+    if current < limit then
+      -- Allowed once the previous window's weight has shrunk enough, in this window.
+      wait = left - window * (limit - 1 - current) / previous
+    else
+      -- Allowed in the next window, once this window's weight has shrunk enough.
+      wait = left + window - window * (limit - 1) / current
+    end
+    wait = math.max(1, math.ceil(wait))
+    refused = true
+  end
+  waits[i] = wait
+end
+if not refused then
+  for i = 1, #KEYS / 2 do
+    if redis.call('INCR', KEYS[2 * i - 1]) == 1 then
+      local window = tonumber(ARGV[2 * i])
+      redis.call('PEXPIRE', KEYS[2 * i - 1], window - now % window + window + 1000)
+    end
+  end
+end
+return waits
+"""
+RATE_SHA = hashlib.sha1(RATE_SCRIPT.encode()).hexdigest()
+
+Bucket = tuple[str, Limit | None]
+
+
+class RateLimiter:
+    """Counts requests in named buckets shared by every gateway process through Redis.
+
+    A sliding window, approximated from two fixed windows the way Cloudflare describes it
+    (https://blog.cloudflare.com/counting-things-a-lot-of-different-things/): the count is
+    this window's plus the previous window's weighted by how much of it still overlaps the
+    last `window` seconds. A plain fixed window lets 2x the limit through around a window
+    boundary; a log of every request costs memory per request (60000 a minute for a write
+    key); this costs two small counters per bucket and one script call per request.
+
+    One script call per request, whatever the number of buckets: over keys that share the
+    group's hash tag (a source's, so Redis Cluster adds no new slot to it), which also makes
+    the request count in all its buckets or in none. The calls of requests arriving together
+    go to Redis in one write (a pipeline), as the store's accepts do: under load a limit
+    costs a fraction of a round trip per request, not one connection's worth each.
+
+    When Redis does not answer, `check` raises StoreUnavailable (503 + Retry-After): the
+    collect path cannot store the messages without Redis anyway, so failing open would let
+    a flood through only to be refused a moment later by the write.
+
+    A refusal is also remembered in this process until its Retry-After: a flood from one
+    client is then answered without Redis at all. That is never stricter than Redis would
+    be, as counts only grow within a window and a refused request adds nothing.
+    """
+
+    def __init__(
+        self, store: Store, clock: Callable[[], float] = time.time, remember: int = 10_000
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.remember = remember
+        self._refused: dict[tuple[str, str], float] = {}  # (group, bucket) -> refused until
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[list[int]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def key(self, group: str, bucket: str, number: int) -> str:
+        """The counter of `bucket` in window `number` (unix ms // window ms)."""
+        return f"{self.store.keys.prefix}:{{{group}}}:rl:{bucket}:{number}"
+
+    async def check(self, group: str, *buckets: Bucket) -> int | None:
+        """Count a request in `group`'s buckets: None if every limit allows it, else the
+        seconds until all would (Retry-After: rounded up, at least 1). A bucket whose
+        limit is None is not counted."""
+        now = self.clock()
+        live: list[tuple[str, Limit]] = [(b, lim) for b, lim in buckets if lim is not None]
+        if not live:
+            return None
+        wait = self._remembered(group, live, now)
+        if wait:
+            return _seconds(wait)
+        now_ms = int(now * 1000)
+        keys: list[str] = []
+        args: list[int] = [now_ms]
+        for bucket, lim in live:
+            window = lim.window_ms
+            number = now_ms // window
+            keys += (self.key(group, bucket, number), self.key(group, bucket, number - 1))
+            args += (window, lim.count)
+        waits = await self._run(("EVALSHA", RATE_SHA, len(keys), *keys, *args))
+        if not any(waits):
+            return None
+        for (bucket, _), ms in zip(live, waits, strict=True):
+            if ms:
+                self._remember(group, bucket, now + ms / 1000)
+        return _seconds(max(waits) / 1000)
+
+    async def _run(self, call: tuple[Any, ...]) -> list[int]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._pending.append((call, future))
+        if len(self._pending) == 1:
+            # Let every request that is ready in this loop iteration join the write.
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[list[int]]]]) -> None:
+        calls = [call for call, _ in batch]
+        try:
+            async with asyncio.timeout(self.store.timeout):
+                try:
+                    replies = await self.store.execute(calls)
+                except NoScriptError:
+                    # Redis restarted or flushed its scripts: NOSCRIPT means the calls did
+                    # nothing (short of a flush in the middle of the pipeline, which could
+                    # count a request twice: harmless for a limit).
+                    await self.store.execute([("SCRIPT", "LOAD", RATE_SCRIPT)])
+                    replies = await self.store.execute(calls)
+        except (RedisError, OSError, TimeoutError) as e:
+            _fail(
+                batch,
+                StoreUnavailable(
+                    f"Redis is unavailable ({type(e).__name__}) to count requests; retry later"
+                ),
+            )
+            return
+        except BaseException as e:
+            # Whatever else went wrong, no request may be left waiting for an answer.
+            _fail(batch, e if isinstance(e, Exception) else StoreUnavailable("shutting down"))
+            if not isinstance(e, Exception):
+                raise
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():  # its request may have gone (client disconnected)
+                future.set_result([int(ms) for ms in reply])
+
+    def _remembered(self, group: str, live: list[tuple[str, Limit]], now: float) -> float:
+        wait = 0.0
+        for bucket, _ in live:
+            until = self._refused.get((group, bucket))
+            if until is not None:
+                if until > now:
+                    wait = max(wait, until - now)
+                else:
+                    del self._refused[(group, bucket)]
+        return wait
+
+    def _remember(self, group: str, bucket: str, until: float) -> None:
+        if len(self._refused) >= self.remember:
+            now = self.clock()
+            self._refused = {k: t for k, t in self._refused.items() if t > now}
+            if len(self._refused) >= self.remember:
+                # Still full of live refusals: forget the older half (Redis still counts).
+                items = list(self._refused.items())
+                self._refused = dict(items[len(items) // 2 :])
+        self._refused[(group, bucket)] = until
+
+
+def _fail(batch: list[tuple[Any, asyncio.Future[list[int]]]], error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _seconds(wait: float) -> int:
+    return max(1, math.ceil(wait))
