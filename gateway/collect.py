@@ -340,7 +340,13 @@ class CollectEndpoint:
     def _cors(self, origin: str | None) -> dict[str, str]:
         if not origin or not (origin in self.origins or "*" in self.origins):
             return {}
-        return {"access-control-allow-origin": origin, "vary": "Origin"}
+        # Retry-After is not a CORS-safelisted response header: without this, analytics.js
+        # cannot read it on a 429 and retries on its own backoff instead.
+        return {
+            "access-control-allow-origin": origin,
+            "access-control-expose-headers": "Retry-After",
+            "vary": "Origin",
+        }
 
     async def _preflight(self, send: Send, cors: dict[str, str]) -> None:
         if not cors:
@@ -352,7 +358,11 @@ class CollectEndpoint:
         headers = {
             **cors,
             "access-control-allow-methods": "POST, OPTIONS",
-            "access-control-allow-headers": "Content-Type, Authorization, Content-Encoding",
+            # analytics.js adds X-Retry-Count when it resends a message: without it allowed,
+            # the browser blocks every resend after a 503 or 429 and the message is lost.
+            "access-control-allow-headers": (
+                "Content-Type, Authorization, Content-Encoding, X-Retry-Count"
+            ),
             "access-control-max-age": "86400",
         }
         await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})

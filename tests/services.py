@@ -38,6 +38,9 @@ START = {
     "nats": "start it with: nats-server -a 127.0.0.1 -p 4222 -js (JetStream on; or set NATS_URL)",
     "tools": "install them: apt-get install curl openssl (the README's quick start uses them)",
     "js": "install Segment's JavaScript clients: npm ci --prefix tests/js (node 20 and npm)",
+    "chromium": "install Debian's Chromium: apt-get install -y chromium (Playwright's own "
+    "browser download is not used)",
+    "playwright": "install the dev extra: pip install -e '.[dev]' (playwright drives Chromium)",
 }
 
 
@@ -124,6 +127,20 @@ def require_js(package: str) -> Path:
     if not (JS / "node_modules" / package / "package.json").is_file():
         unavailable("js", f"{package} is not installed in tests/js")
     return JS
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+
+
+def require_chromium() -> str:
+    """Debian's Chromium and the playwright package that drives it; returns its path."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError as e:
+        unavailable("playwright", f"the playwright package is missing ({e})")
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        unavailable("chromium", f"no Chromium at {CHROMIUM}")
+    return CHROMIUM
 
 
 class RedisServer:

@@ -1,0 +1,275 @@
+"""analytics.js in a real browser: Segment's @segment/analytics-next (npm) in headless
+Chromium (Debian's package, driven by Playwright), against the gateway on a real socket.
+
+The site (tests/js/page.html, served by a static server of the test's own on another
+port) does what README.md tells a site to do: POST /v1/id with the landing URL and the
+visitor's consent (the gateway sets its HttpOnly cookie), hands the anonymousId to
+analytics.js, and loads analytics.js with only its CDN pointed at the gateway
+(`cdnURL`); the settings document the gateway serves must then send every event back to
+the gateway. Nothing may leave 127.0.0.1: a request anywhere else (Segment's CDN or API)
+fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from gateway.identity import Visitors
+from gateway.store import Store
+from gateway.worker import Pipeline
+from tests.conftest import config, raw_entries, served_gateway, until
+from tests.services import require_chromium, require_js
+
+WRITE_KEY = "wk_browser_0123456789"
+EMAIL = "ada@example.com"
+GRANTED = {"ad_storage": "granted", "ad_user_data": "granted", "analytics_storage": "granted"}
+QUERY = (
+    "?utm_source=google&utm_medium=cpc&utm_campaign=spring"
+    "&gclid=EAIaIQobChMI-browser&fbclid=IwAR-browser"
+)
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def static_site(root: Path) -> Iterator[str]:
+    """The site's own web server: tests/js (page.html and the npm packages), on a port of
+    its own (bound to port 0: the system picks a free one)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _cfg(site: str):
+    return config(
+        json.dumps(
+            {
+                "sources": {
+                    "web": {"type": "collect", "write_keys": [WRITE_KEY], "origins": [site]}
+                },
+                # The test's page is http: a Secure cookie would not be kept.
+                "identity": {"cookie_secure": False},
+            }
+        )
+    )
+
+
+@dataclass
+class Browser:
+    """A Chromium page on the site, and what it asked for."""
+
+    context: Any
+    page: Any
+    version: str
+    requests: list[str] = field(default_factory=list)
+    responses: list[tuple[str, int]] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+    async def visit(self, url: str) -> dict[str, Any]:
+        """Open `url` (page.html) and wait for its script to finish; its result."""
+        await self.page.goto(url)
+        await self.page.wait_for_function("window.result || window.failed", timeout=10_000)
+        failed = await self.page.evaluate("window.failed")
+        assert failed is None, f"{failed}\nconsole: {self.console}"
+        result = await self.page.evaluate("window.result")
+        assert result["failures"] == [], self.console
+        return result
+
+
+@asynccontextmanager
+async def chromium(gateway: str) -> AsyncIterator[Browser]:
+    from playwright.async_api import async_playwright
+
+    executable = require_chromium()
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=executable)
+        try:
+            context = await browser.new_context()
+            page = await context.new_page()
+            b = Browser(context, page, browser.version)
+
+            await context.add_init_script(
+                "window.TEST = "
+                + json.dumps(
+                    {
+                        "gateway": gateway,
+                        "writeKey": WRITE_KEY,
+                        "consent": GRANTED,
+                        "userId": "user-42",
+                        "traits": {"email": EMAIL},
+                    }
+                )
+            )
+            page.on("console", lambda m: b.console.append(f"{m.type}: {m.text}"))
+            # Requests are watched, never routed: with any route set, Playwright answers
+            # the browser's CORS preflights itself (permissively), which would hide the
+            # gateway's own answers (crNetworkManager.ts, isInterceptedOptionsPreflight).
+            page.on("request", lambda r: b.requests.append(f"{r.method} {r.url}"))
+            page.on("response", lambda r: b.responses.append((r.url, r.status)))
+            yield b
+            outside = [r for r in b.requests if not r.split(" ")[1].startswith("http://127.0.0.1:")]
+            assert outside == [], f"requests left the machine: {outside}"
+        finally:
+            await browser.close()
+
+
+async def _events(store: Store, cfg) -> list:
+    pipeline = Pipeline(cfg, store)
+    out = []
+    for entry in await raw_entries(store, "web"):
+        fields = {k.encode(): (v.encode() if isinstance(v, str) else v) for k, v in entry.items()}
+        out.extend(pipeline.run("web", entry["id"], fields).events)
+    return out
+
+
+async def _count(store: Store, n: int) -> bool:
+    return len(await raw_entries(store, "web")) >= n
+
+
+async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway(redis_store):
+    js = require_js("@segment/analytics-next")
+    with static_site(js) as site:
+        cfg = _cfg(site)
+        landing = f"{site}/page.html{QUERY}"
+        async with served_gateway(cfg, redis_store) as gateway, chromium(gateway) as browser:
+            assert gateway.rsplit(":", 1)[1] != site.rsplit(":", 1)[1]
+            result = await browser.visit(landing)
+            jar = await browser.context.cookies(gateway)
+            await until(lambda: _count(redis_store, 2), what="the first visit's messages")
+            # The visitor comes back: the browser sends the cookie, the id is the same.
+            again = await browser.visit(f"{site}/page.html?utm_source=newsletter")
+            await until(lambda: _count(redis_store, 4), what="the second visit's messages")
+
+    aid = result["anonymousId"]
+    assert again["anonymousId"] == aid
+    # analytics.js took its settings from the gateway, and those sent it to the gateway.
+    assert f"GET {gateway}/v1/projects/{WRITE_KEY}/settings" in browser.requests
+    assert f"POST {gateway}/v1/p" in browser.requests
+    assert f"POST {gateway}/v1/i" in browser.requests
+
+    # The gateway's cookie is in the browser, HttpOnly (the page's script cannot read
+    # it), holding the id the page was given.
+    [cookie] = [c for c in jar if c["name"] == "gw_aid"]
+    assert cookie["value"] == aid
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Lax"
+    assert "gw_aid" not in result["documentCookie"]
+
+    # Two visits, a page and an identify each, stored as they arrived.
+    entries = await raw_entries(redis_store, "web")
+    bodies = [json.loads(e["body"]) for e in entries]
+    assert [b["type"] for b in bodies] == ["page", "identify", "page", "identify"]
+    assert [e["delivery_id"] for e in entries[:2]] == result["messageIds"]
+    for entry, body in zip(entries, bodies, strict=True):
+        assert body["anonymousId"] == aid
+        assert body["context"]["library"]["name"] == "analytics.js"
+        assert "writeKey" not in body  # a credential, not part of the message
+        stored = json.loads(entry["headers"])
+        assert stored["x-collect-ip"] == "127.0.0.1"
+        assert stored["user-agent"] == result["userAgent"]
+
+    events = await _events(redis_store, cfg)
+    assert [e.type for e in events] == ["page", "identify", "page", "identify"]
+    page, identify = events[0], events[1]
+    for event in events:
+        assert event.anonymous_id == aid
+        assert event.context.ip == "127.0.0.1"
+        # Chromium's own user agent, as analytics.js put it in the message.
+        assert event.context.user_agent == result["userAgent"]
+        assert f"Chrome/{browser.version.split('.')[0]}." in event.context.user_agent
+    assert page.message_id == result["messageIds"][0]
+    assert page.context.page["url"] == landing
+    assert page.context.page["search"] == QUERY
+    assert page.context.campaign == {"source": "google", "medium": "cpc", "name": "spring"}
+    assert identify.user_id == "user-42"
+    assert identify.traits == {"email": EMAIL}
+    assert identify.context.page["url"] == landing
+
+    # What the landing told, kept for the visitor (consent was granted in /v1/id).
+    kept = await Visitors(redis_store, cfg.identity).get(aid)
+    assert kept["consent"] == GRANTED
+    first = kept["first_touch"]
+    assert first["url"] == landing
+    assert first["clickIds"]["gclid"] == "EAIaIQobChMI-browser"
+    assert first["clickIds"]["fbc"].startswith("fb.1.")
+    assert first["clickIds"]["fbc"].endswith(".IwAR-browser")
+    assert first["campaign"] == {"source": "google", "medium": "cpc", "name": "spring"}
+    assert kept["last_touch"]["campaign"] == {"source": "newsletter"}
+    assert "clickIds" not in kept["last_touch"]
+
+
+async def test_analytics_js_retries_a_message_the_gateway_could_not_store(private_redis):
+    """Redis away: the gateway answers 503; analytics.js keeps the message and resends it
+    with an `X-Retry-Count` header (src/plugins/segmentio/fetch-dispatcher.ts), which the
+    browser first asks the gateway about in a CORS preflight. Once Redis is back the
+    retry must be stored: nothing lost."""
+    js = require_js("@segment/analytics-next")
+    store = Store.connect(private_redis.url, "t", timeout=0.5)
+    try:
+        with static_site(js) as site:
+            async with served_gateway(_cfg(site), store) as gateway, chromium(gateway) as browser:
+                await browser.visit(f"{site}/page.html")
+                await until(lambda: _count(store, 2), what="the visit's messages")
+                private_redis.stop()
+                await browser.page.evaluate("window.ajs.track('Retried', {n: 1})")
+                assert (f"{gateway}/v1/t", 503) in browser.responses
+                private_redis.start()  # empty: it keeps nothing on disk
+                await until(lambda: _count(store, 1), seconds=5, what="the retried message")
+        [entry] = await raw_entries(store, "web")
+        assert json.loads(entry["body"])["event"] == "Retried"
+        assert browser.requests.count(f"POST {gateway}/v1/t") >= 2
+    finally:
+        await store.close()
+
+
+async def test_the_page_can_read_retry_after_on_a_429(redis_store):
+    """Over the limit, the gateway answers 429 with Retry-After; analytics.js waits that
+    long only if it can read the header (parseRetryAfter in
+    src/plugins/segmentio/shared-dispatcher.ts), and a cross-origin page reads only the
+    CORS-safelisted response headers unless the server exposes more (Fetch standard,
+    "CORS-safelisted response-header name"; Retry-After is not one)."""
+    js = require_js("@segment/analytics-next")
+    with static_site(js) as site:
+        cfg = config(
+            json.dumps(
+                {
+                    "sources": {
+                        "web": {
+                            "type": "collect",
+                            "write_keys": [WRITE_KEY],
+                            "origins": [site],
+                            "limit_per_ip": "3/1m",  # /v1/id, /v1/p, /v1/i: the 4th is refused
+                        }
+                    },
+                    "identity": {"cookie_secure": False},
+                }
+            )
+        )
+        async with served_gateway(cfg, redis_store) as gateway, chromium(gateway) as browser:
+            await browser.visit(f"{site}/page.html")
+            status, retry_after = await browser.page.evaluate(
+                """([gateway, writeKey]) => fetch(gateway + '/v1/t', {
+                     method: 'POST', headers: {'Content-Type': 'text/plain'},
+                     body: JSON.stringify({writeKey, type: 'track', event: 'E', anonymousId: 'a'}),
+                   }).then((r) => [r.status, r.headers.get('Retry-After')])""",
+                [gateway, WRITE_KEY],
+            )
+    assert status == 429
+    assert retry_after is not None and 0 < int(retry_after) <= 60
