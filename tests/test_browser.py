@@ -272,4 +272,6 @@ async def test_the_page_can_read_retry_after_on_a_429(redis_store):
                 [gateway, WRITE_KEY],
             )
     assert status == 429
-    assert retry_after is not None and 0 < int(retry_after) <= 60
+    # The sliding window is weighted from two fixed ones (gateway/ratelimit.py): a wait
+    # can reach two windows when the burst came early in the last one.
+    assert retry_after is not None and 0 < int(retry_after) <= 121
