@@ -151,9 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _config_option(tester)
     tester.set_defaults(run=_test)
 
-    from .vendor_cli import add_commands
+    from . import profile_cli, vendor_cli
 
-    add_commands(sub, _config_option)
+    vendor_cli.add_commands(sub, _config_option)
+    profile_cli.add_commands(sub, _config_option)
 
     args = parser.parse_args(argv)
     try:
