@@ -41,7 +41,7 @@ from .errors import (
     UnknownSource,
 )
 from .identity import Visitors
-from .ingest import Receive, Scope, Send, read_body
+from .ingest import Receive, Scope, Send, read_body, respond
 from .metrics import Metrics
 from .ratelimit import RateLimiter, client_bucket
 from .sources.base import body_hash
@@ -204,7 +204,9 @@ class CollectEndpoint:
                 raise error
             raise StoreUnavailable("the store failed; retry later") from error
         accepted = sum(1 for r in results if r.accepted)  # type: ignore[union-attr]
-        self.metrics.delivery(source.name, "accepted")
+        # Per message, as webhooks are counted per delivery.
+        self.metrics.delivery(source.name, "accepted", accepted)
+        self.metrics.delivery(source.name, "duplicate", len(messages) - accepted)
         self.log.info(
             "collect.batch",
             source=source.name,
@@ -365,8 +367,7 @@ class CollectEndpoint:
             ),
             "access-control-max-age": "86400",
         }
-        await send({"type": "http.response.start", "status": 204, "headers": _raw(headers)})
-        await send({"type": "http.response.body", "body": b""})
+        await respond(send, 204, b"", headers)
 
     async def _settings(
         self, scope: Scope, send: Send, path: str, headers: dict[str, str], cors: dict[str, str]
@@ -404,15 +405,7 @@ def _numbered(index: int, reason: str | None) -> str | None:
     return None if reason is None else f"message {index}: {reason}"
 
 
-def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(k.encode(), v.encode()) for k, v in headers.items()]
-
-
 async def _respond(
     send: Send, status: int, body: Any, headers: Mapping[str, str] | None = None
 ) -> None:
-    data = _encode(body)
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-    raw += _raw(headers or {})
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": data})
+    await respond(send, status, _encode(body), headers)

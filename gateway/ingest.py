@@ -106,7 +106,7 @@ class WebhookEndpoint:
         except GatewayError as e:
             status = e.status
             label = "unavailable" if isinstance(e, StoreUnavailable) else "rejected"
-            await _respond(
+            await respond(
                 send,
                 status,
                 _encode({"status": label, "reason": e.reason, "detail": e.detail}),
@@ -119,15 +119,15 @@ class WebhookEndpoint:
         except Exception:
             # A bug, not the client's fault: 500 so the vendor retries, details only in logs.
             self.log.exception("delivery.failed", source=name, delivery_id=delivery_id)
-            await _respond(send, 500, b'{"status":"error","reason":"internal_error"}')
+            await respond(send, 500, b'{"status":"error","reason":"internal_error"}')
             return
         outcome = "accepted" if result.accepted else "duplicate"
         body_out = source.ack_body(headers)
         if body_out is None:
-            await _respond(send, 200, _encode({"status": outcome, "delivery_id": delivery_id}))
+            await respond(send, 200, _encode({"status": outcome, "delivery_id": delivery_id}))
         else:
             status = source.ack_status()
-            await _respond(send, status, body_out, content_type=source.ack_content_type())
+            await respond(send, status, body_out, content_type=source.ack_content_type())
             self._log(outcome, name, delivery_id, started, status=status, entry_id=result.entry_id)
             return
         self._log(outcome, name, delivery_id, started, status=200, entry_id=result.entry_id)
@@ -138,7 +138,7 @@ class WebhookEndpoint:
         # signed, so once one is configured a stranger's cannot plant another.
         if reply.secret is not None and not self.sources[name].config.secrets:
             await self.store.keep_handshake_secret(name, reply.secret, int(self.clock() * 1000))
-        await _respond(send, reply.status, reply.body, reply.headers, reply.content_type)
+        await respond(send, reply.status, reply.body, reply.headers, reply.content_type)
         self._log(reply.outcome, name, None, started, status=reply.status)
 
     def _log(
@@ -186,7 +186,7 @@ async def read_body(receive: Receive, content_length: str | None, limit: int) ->
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def _respond(
+async def respond(
     send: Send,
     status: int,
     body: bytes,

@@ -64,14 +64,15 @@ class Metrics:
         )
         self._delivery_children: dict[tuple[str, str], Any] = {}
 
-    def delivery(self, source: str, outcome: str) -> None:
-        """Count one webhook (the ingest hot path: label children are cached)."""
+    def delivery(self, source: str, outcome: str, count: int = 1) -> None:
+        """Count a webhook (or a batch's collected messages); the ingest hot path: label
+        children are cached."""
         child = self._delivery_children.get((source, outcome))
         if child is None:
             child = self._delivery_children[(source, outcome)] = self.deliveries.labels(
                 source, outcome
             )
-        child.inc()
+        child.inc(count)
 
     async def update_lag(self, store: Store, streams: dict[str, str]) -> None:
         """Read the consumer groups' lag from Redis (XINFO GROUPS): {stream key: label}."""

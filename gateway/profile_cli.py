@@ -4,14 +4,13 @@ graph (gateway/graph.py), found by any of their identifiers."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from typing import Any
 
-from .config import Config, load_config
-from .errors import ConfigError
+from .cli import _with_store
+from .config import Config
 from .graph import Graph, email_id, phone_id
 from .identity import Visitors
 from .store import Store
@@ -44,24 +43,8 @@ async def _find(graph: Graph, text: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _with(config: Config, work: Any) -> Any:
-    if not config.redis_url:
-        raise ConfigError("the identity graph lives in Redis: set redis_url")
-
-    async def run() -> Any:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
-
-
 def show_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-
-    async def work(store: Store) -> int:
+    async def work(config: Config, store: Store) -> int:
         graph = Graph(store)
         found = await _find(graph, args.id)
         if found is None:
@@ -78,13 +61,11 @@ def show_command(args: argparse.Namespace) -> int:
         print(json.dumps({**profile, "visitors": seen}, indent=2, sort_keys=True))
         return 0
 
-    return _with(config, work)
+    return _with_store(args, work)
 
 
 def forget_command(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-
-    async def work(store: Store) -> int:
+    async def work(config: Config, store: Store) -> int:
         graph = Graph(store)
         found = await _find(graph, args.id)
         if found is None:
@@ -104,7 +85,7 @@ def forget_command(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _with(config, work)
+    return _with_store(args, work)
 
 
 def add_commands(sub: Any, config_option: Any) -> None:

@@ -176,54 +176,38 @@ def _source(config: Config, name: str) -> Any:
 
 
 def handshakes_command(args: argparse.Namespace) -> int:
-    import asyncio
+    from .cli import _with_store
 
-    from .store import Store
+    _source(load_config(args.config), args.source)
 
-    config = load_config(args.config)
-    _source(config, args.source)
-    if not config.redis_url:
-        raise ConfigError("handshake secrets are kept in Redis: set redis_url")
-
-    async def read() -> list[tuple[int, str]]:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
-        try:
-            return await store.handshake_secrets(args.source)
-        finally:
-            await store.close()
-
-    async def clear() -> list[tuple[int, str]]:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
-        try:
+    async def work(config: Config, store: Any) -> int:
+        if args.clear:
             await store.forget_handshake_secrets(args.source)
-            return []
-        finally:
-            await store.close()
+            print(f"{args.source}: kept handshake secrets forgotten")
+            return 0
+        kept = await store.handshake_secrets(args.source)
+        if not kept:
+            print(
+                f"{args.source}: no handshake received (secrets are kept for 30 days, and "
+                "only while the source has no `secrets:`)"
+            )
+            return 0
+        for when_ms, secret in kept:
+            shown = secret if args.reveal else secret[:4] + "…" + f" ({len(secret)} chars)"
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when_ms / 1000))
+            print(f"{stamp}  {shown}")
+        if len(kept) > 1:
+            print(
+                f"warning: {len(kept)} set-up requests arrived. They are not signed: anyone "
+                "who knows this URL can send one. Configure the secret that came when YOU "
+                "created the webhook (compare the times), then `--clear` the others.",
+                file=sys.stderr,
+            )
+        if not args.reveal:
+            print("(--reveal prints the secrets; put yours in this source's `secrets:`)")
+        return 0
 
-    kept = asyncio.run(read() if not args.clear else clear())
-    if args.clear:
-        print(f"{args.source}: kept handshake secrets forgotten")
-        return 0
-    if not kept:
-        print(
-            f"{args.source}: no handshake received (secrets are kept for 30 days, and only "
-            "while the source has no `secrets:`)"
-        )
-        return 0
-    for when_ms, secret in kept:
-        shown = secret if args.reveal else secret[:4] + "…" + f" ({len(secret)} chars)"
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when_ms / 1000))
-        print(f"{stamp}  {shown}")
-    if len(kept) > 1:
-        print(
-            f"warning: {len(kept)} set-up requests arrived. They are not signed: anyone who "
-            "knows this URL can send one. Configure the secret that came when YOU created "
-            "the webhook (compare the times), then `--clear` the others.",
-            file=sys.stderr,
-        )
-    if not args.reveal:
-        print("(--reveal prints the secrets; put yours in this source's `secrets:`)")
-    return 0
+    return _with_store(args, work)
 
 
 def add_commands(sub: Any, config_option: Any) -> None:

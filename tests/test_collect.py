@@ -291,3 +291,16 @@ async def test_segments_node_client_is_taken_as_is(redis_store):
     assert [e.type for e in events] == ["identify", "track"]
     assert events[1].event == "Node Event" and events[1].user_id == "node-user"
     assert events[1].context.library.name == "@segment/analytics-node"
+
+
+async def test_metrics_count_collected_messages_not_requests(redis_store):
+    batch = [
+        {"type": "track", "event": "E", "userId": "u", "messageId": f"metric-{i}"}
+        for i in range(3)
+    ]
+    async with gateway_client(_cfg(), redis_store) as client:
+        await client.post("/v1/batch", json={"batch": batch}, headers=_basic())
+        await client.post("/v1/batch", json={"batch": batch[:2]}, headers=_basic())
+        text = (await client.get("/metrics")).text
+    assert 'gateway_deliveries_total{outcome="accepted",source="web"} 3.0' in text
+    assert 'gateway_deliveries_total{outcome="duplicate",source="web"} 2.0' in text
