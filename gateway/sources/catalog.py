@@ -51,10 +51,6 @@ class Request:
     def query(self) -> str:
         return self.headers.get(QUERY, "")
 
-    def form(self) -> list[tuple[str, str]]:
-        """The body's form fields, in order (application/x-www-form-urlencoded)."""
-        return parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True)
-
     def query_params(self) -> dict[str, str]:
         return dict(parse_qsl(self.query, keep_blank_values=True))
 
