@@ -8,7 +8,8 @@ Identity rule (documented in README.md): an event's `userId` is the customer's o
 when the payload carries it (per source: `user_id:` in config, or the vendor default);
 otherwise `anonymousId` is the vendor's stable id for the person, `<vendor>:<id>`
 (`stripe:cus_123`); an event about no person at all is attributed to `<source>:system`.
-The vendor's id always also goes to `context.externalIds`.
+The vendor's id always also goes to `context.externalIds`, and the person's match keys
+(email, phone, name, address) the payload gives to `context.traits`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ class Person:
     """What the id is, for context.externalIds (stripe_customer_id, ...)."""
     user_id: str | None = None
     """The customer's own id, when the payload carries it (Stripe metadata.user_id, ...)."""
+    traits: dict[str, Any] = field(default_factory=dict)
+    """The person's match keys as the payload gives them, plain, by Segment Spec trait name
+    (email, phone, firstName, lastName, name, address): what an identity graph and ad
+    platforms know a person by. They go to context.traits; empty ones are left out."""
 
 
 @dataclass
@@ -171,17 +176,24 @@ def finish(delivery: Delivery, drafts: list[Draft], own_user_id: Any = None) -> 
             event_type=draft.event_type,
         )
         name = draft.event if draft.type == "track" else None
+        traits = match_keys(person.traits)
         if draft.context:
             given = dict(draft.context)
             external += given.pop("external_ids", [])
+            if traits:  # the draft's own context.traits keys win over the vendor's
+                own = given.pop("traits", None)
+                traits = {**traits, **own} if isinstance(own, dict) else traits
             context = Context(
                 source=source,
                 library=given.pop("library", None) or library(),
                 external_ids=external,
+                **({"traits": traits} if traits else {}),
                 **given,
             )
         else:
-            context = Context(source=source, library=library(), external_ids=external)
+            context = Context(
+                source=source, library=library(), external_ids=external, traits=traits
+            )
         events.append(
             Event(
                 type=draft.type,  # type: ignore[arg-type]
@@ -220,6 +232,31 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def match_keys(traits: dict[str, Any]) -> dict[str, Any]:
+    """A person's traits without empty values: no None, blank text, or empty object (an
+    address keeps only its non-empty parts). Text is stripped, never otherwise changed:
+    destinations normalize and hash as each vendor requires."""
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        if isinstance(value, dict):
+            value = match_keys(value)
+        elif isinstance(value, str):
+            value = value.strip()
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = value  # e.g. a zip code or phone number sent as a number
+            continue
+        else:
+            continue  # None, true/false, a list: not a match key
+        if value:
+            out[key] = value
+    return out
+
+
+def street(*lines: Any) -> str | None:
+    """A Segment address's `street` from a vendor's address lines (line1, line2)."""
+    return ", ".join(t for line in lines if (t := _text(line)) is not None) or None
 
 
 def _clean(values: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,15 @@ class Spec:
     """Path to the vendor's id of the person (becomes anonymousId `<type>:<id>`)."""
     person_type: str = ""
     """What that id is, for context.externalIds (e.g. `sendgrid_email`)."""
+    traits: tuple[tuple[str, str], ...] = ()
+    """The person's match keys for context.traits: (Segment trait name, path) pairs, e.g.
+    `("email", "content.customer.email")` (`a|b`: the first present); `address.city` names
+    a part of `address`. Only paths to the customer themselves, never to a merchant, a
+    teammate or a shipping recipient."""
+    traits_when: tuple[str, tuple[str, ...]] | None = None
+    """(path, values): read `traits` only when the value at the path is one of these, for
+    a vendor whose same field names someone else in other events (Lemon Squeezy's
+    `user_email` is an affiliate's on `affiliates`)."""
     json_field: str | None = None
     """A form field holding the JSON payload (Mandrill's `mandrill_events`)."""
     decode: Callable[[bytes, Mapping[str, str]], Any] | None = None
@@ -141,6 +150,9 @@ def _draft(delivery: Delivery, spec: Spec, payload: dict[str, Any]) -> Draft:
         vid = dig(payload, *spec.person.split("."))
         if isinstance(vid, str | int) and not isinstance(vid, bool) and str(vid).strip():
             person = Person(vendor_id=str(vid), id_type=spec.person_type)
+    if spec.traits and _about_the_customer(spec, payload):
+        traits = _traits(spec.traits, payload)
+        person = dataclasses.replace(person, traits=traits) if person else Person(traits=traits)
     element_id = None
     if spec.element_id is not None:
         value = dig(payload, *spec.element_id.split("."))
@@ -154,6 +166,29 @@ def _draft(delivery: Delivery, spec: Spec, payload: dict[str, Any]) -> Draft:
         event_type=kind,
         person=person,
     )
+
+
+def _about_the_customer(spec: Spec, payload: Any) -> bool:
+    if spec.traits_when is None:
+        return True
+    path, values = spec.traits_when
+    return dig(payload, *path.split(".")) in values
+
+
+def _traits(paths: tuple[tuple[str, str], ...], payload: Any) -> dict[str, Any]:
+    """{trait: the value at its path}; `address.<part>` names go into `address`."""
+    traits: dict[str, Any] = {}
+    for name, path in paths:
+        value = None
+        for one in path.split("|"):  # alternatives: the first present wins
+            if (value := dig(payload, *one.split("."))) not in (None, ""):
+                break
+        parent, _, part = name.rpartition(".")
+        if parent:
+            traits.setdefault(parent, {})[part] = value
+        else:
+            traits[name] = value
+    return traits
 
 
 def _slack(payload: dict[str, Any]) -> list[Draft]:

@@ -84,21 +84,34 @@ def normalize(delivery: Delivery) -> list[Draft]:
 
 
 def _person(contact: dict[str, Any]) -> Person:
+    """The contact, with the match keys its payload gives (email, phone, name: Intercom's
+    name is one field, kept whole)."""
     return Person(
         vendor_id=contact.get("id"),
         id_type="intercom_contact_id",
         user_id=contact.get("external_id") or contact.get("user_id"),
+        traits={key: contact.get(key) for key in ("email", "phone", "name")},
     )
 
 
 def _conversation_contact(c: dict[str, Any]) -> dict[str, Any]:
+    """The conversation's (first) contact. A conversation's `contacts` list holds ids
+    only; the message that started it (`source`) names its author with email and name,
+    which are the contact's when the author is that contact (not a teammate)."""
+    author = dig(c, "source", "author")
+    if not isinstance(author, dict) or author.get("type") not in ("user", "lead", "contact"):
+        author = {}
     contacts = dig(c, "contacts", "contacts")
     if isinstance(contacts, list) and contacts and isinstance(contacts[0], dict):
-        return contacts[0]
-    author = dig(c, "source", "author")
-    if isinstance(author, dict) and author.get("type") in ("user", "lead", "contact"):
-        return author
-    return {}
+        contact = contacts[0]
+        if author and author.get("id") == contact.get("id"):
+            return {**{k: author.get(k) for k in ("email", "phone", "name")}, **_given(contact)}
+        return contact
+    return author
+
+
+def _given(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if v is not None}
 
 
 def _conversation(c: dict[str, Any]) -> dict[str, Any]:

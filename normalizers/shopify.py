@@ -26,6 +26,7 @@ from .base import (
     register,
     register_user_id_scope,
     scalars,
+    street,
     title,
 )
 from .event import iso_time
@@ -56,7 +57,11 @@ def normalize(delivery: Delivery) -> list[Draft]:
     obj = delivery.object
     resource, _, verb = topic.partition("/")
     customer = obj if resource == "customers" else obj.get("customer")
-    person = Person(vendor_id=dig(customer, "id"), id_type="shopify_customer_id")
+    person = Person(
+        vendor_id=dig(customer, "id"),
+        id_type="shopify_customer_id",
+        traits=_match_keys(resource, obj, customer),
+    )
     when = _when(obj, verb)
     if resource == "customers" and verb in ("create", "update", "enable", "disable"):
         return [
@@ -199,14 +204,61 @@ def _refund(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _match_keys(resource: str, obj: dict[str, Any], customer: Any) -> dict[str, Any]:
+    """The buyer's match keys (context.traits): a customers/* payload's own fields and its
+    default address; an order's or checkout's contact email and phone, its customer, and
+    its billing address ("the mailing address associated with the payment method",
+    https://shopify.dev/docs/api/admin-rest/latest/resources/order). Never the shipping
+    address (the recipient's) nor the customer's `state` (the account's, e.g. "enabled")."""
+    if resource == "customers":
+        c, address = obj, _dict(obj.get("default_address"))
+        email, phone = c.get("email"), c.get("phone")
+    elif resource in ("orders", "checkouts"):
+        c, address = _dict(customer), _dict(obj.get("billing_address"))
+        # The email and phone given for this order; the account's when it has none.
+        email = obj.get("email") or obj.get("contact_email") or c.get("email")
+        phone = obj.get("phone") or c.get("phone")
+    else:
+        return {}
+    return {
+        "email": email,
+        "phone": phone,
+        "firstName": c.get("first_name"),
+        "lastName": c.get("last_name"),
+        "name": _full_name(c.get("first_name"), c.get("last_name")),
+        "address": _address(address),
+    }
+
+
+def _full_name(first: Any, last: Any) -> str | None:
+    """Segment's `name` from first and last name, as Segment itself fills it in."""
+    return " ".join(p for p in (first, last) if isinstance(p, str) and p) or None
+
+
+def _address(a: dict[str, Any]) -> dict[str, Any] | None:
+    """A Shopify address as Segment's (street, city, state, postalCode, country)."""
+    if not a:
+        return None
+    return {
+        "street": street(a.get("address1"), a.get("address2")),
+        "city": a.get("city"),
+        "state": a.get("province_code") or a.get("province"),
+        "postalCode": a.get("zip"),
+        "country": a.get("country_code") or a.get("country"),
+    }
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _traits(c: dict[str, Any]) -> dict[str, Any]:
-    address = c.get("default_address") if isinstance(c.get("default_address"), dict) else {}
-    name = " ".join(p for p in (c.get("first_name"), c.get("last_name")) if p) or None
+    address = _dict(c.get("default_address"))
     return {
         "email": c.get("email"),
         "firstName": c.get("first_name"),
         "lastName": c.get("last_name"),
-        "name": name,
+        "name": _full_name(c.get("first_name"), c.get("last_name")),
         "phone": c.get("phone"),
         "createdAt": iso_time(c.get("created_at")),
         "state": c.get("state"),
@@ -216,14 +268,6 @@ def _traits(c: dict[str, Any]) -> dict[str, Any]:
         "acceptsMarketing": dig(c, "email_marketing_consent", "state") == "subscribed"
         if isinstance(c.get("email_marketing_consent"), dict)
         else c.get("accepts_marketing"),
-        "address": {
-            "street": address.get("address1"),
-            "city": address.get("city"),
-            "state": address.get("province_code") or address.get("province"),
-            "postalCode": address.get("zip"),
-            "country": address.get("country_code"),
-        }
-        if address
-        else None,
+        "address": _address(address),
         "shopifyCustomerId": str(c["id"]) if c.get("id") else None,
     }

@@ -15,7 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import Delivery, Draft, NormalizeError, Person, dig, generic_name, register, scalars
+from .base import (
+    Delivery,
+    Draft,
+    NormalizeError,
+    Person,
+    dig,
+    generic_name,
+    register,
+    scalars,
+    street,
+)
 from .event import iso_time
 from .money import currency_code, stripe_amount
 
@@ -137,40 +147,106 @@ def _id(value: Any) -> str | None:
 def _person(obj: dict[str, Any]) -> Person:
     """The customer; for a guest payment (no customer), the payment it belongs to (its
     PaymentIntent, else its charge), so a guest's charge, refund and dispute share one id
-    instead of a catch-all."""
+    instead of a catch-all. With the match keys the object gives for the payer."""
     user_id = dig(obj, "metadata", "user_id")
+    keys = _MATCH_KEYS.get(str(obj.get("object")))
+    traits = keys(obj) if keys else {}
     customer = obj.get("id") if obj.get("object") == "customer" else _id(obj.get("customer"))
     if customer:
-        return Person(vendor_id=customer, id_type="stripe_customer_id", user_id=user_id)
+        return Person(customer, "stripe_customer_id", user_id=user_id, traits=traits)
     payment = (
         obj.get("id") if obj.get("object") == "payment_intent" else _id(obj.get("payment_intent"))
     )
     if payment:
-        return Person(vendor_id=payment, id_type="stripe_payment_intent_id", user_id=user_id)
+        return Person(payment, "stripe_payment_intent_id", user_id=user_id, traits=traits)
     # A charge made with the Charges API has no PaymentIntent: its charge id stands in.
     charge = obj.get("id") if obj.get("object") == "charge" else _id(obj.get("charge"))
     if charge:
-        return Person(vendor_id=charge, id_type="stripe_charge_id", user_id=user_id)
-    return Person(user_id=user_id)
+        return Person(charge, "stripe_charge_id", user_id=user_id, traits=traits)
+    return Person(user_id=user_id, traits=traits)
+
+
+# --- the payer's match keys (context.traits) ----------------------------------------------
+# Plain, as Stripe has them; `name` is never split into first and last: Stripe's is one
+# field, "the customer's full name or business name"
+# (https://docs.stripe.com/api/customers/object#customer_object-name). Shipping details
+# (a PaymentIntent's or Charge's `shipping`, a Checkout Session's `shipping_details`)
+# name the recipient, not the payer: never read.
+
+
+def _session_keys(s: dict[str, Any]) -> dict[str, Any]:
+    """Checkout Session: what the customer entered at checkout (`customer_details`), else
+    the email the session was created with
+    (https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-customer_details)."""
+    d = s.get("customer_details") if isinstance(s.get("customer_details"), dict) else {}
+    return _keys(d.get("email") or s.get("customer_email"), d.get("phone"), _person_name(d), d)
+
+
+def _charge_keys(c: dict[str, Any]) -> dict[str, Any]:
+    """Charge: the payment method's billing details at the time of the charge, and the
+    email the receipt went to (https://docs.stripe.com/api/charges/object)."""
+    b = c.get("billing_details") if isinstance(c.get("billing_details"), dict) else {}
+    return _keys(b.get("email") or c.get("receipt_email"), b.get("phone"), b.get("name"), b)
+
+
+def _invoice_keys(i: dict[str, Any]) -> dict[str, Any]:
+    """Invoice: the customer's details as of its finalization
+    (https://docs.stripe.com/api/invoices/object#invoice_object-customer_email)."""
+    return _keys(
+        i.get("customer_email"),
+        i.get("customer_phone"),
+        i.get("customer_name"),
+        {"address": i.get("customer_address")},
+    )
+
+
+def _keys(email: Any, phone: Any, name: Any, has_address: dict[str, Any]) -> dict[str, Any]:
+    return {"email": email, "phone": phone, "name": name, "address": _address(has_address)}
+
+
+def _person_name(who: dict[str, Any]) -> Any:
+    """A person's name where Stripe may hold a business name instead: the individual name
+    when Checkout collected one, else `name` unless it is the business name
+    (https://docs.stripe.com/payments/checkout/name-collection)."""
+    if who.get("individual_name"):
+        return who["individual_name"]
+    name = who.get("name")
+    return None if name and name == who.get("business_name") else name
+
+
+def _address(has_address: dict[str, Any]) -> dict[str, Any] | None:
+    """Stripe's address (line1, line2, city, state, postal_code, country: ISO 3166-1
+    alpha-2) as Segment's (street, city, state, postalCode, country)."""
+    a = has_address.get("address")
+    if not isinstance(a, dict):
+        return None
+    return {
+        "street": street(a.get("line1"), a.get("line2")),
+        "city": a.get("city"),
+        "state": a.get("state"),
+        "postalCode": a.get("postal_code"),
+        "country": a.get("country"),
+    }
+
+
+_MATCH_KEYS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "checkout.session": _session_keys,
+    "charge": _charge_keys,
+    # A PaymentIntent's `shipping` is the recipient's: only the receipt email is the payer's.
+    "payment_intent": lambda p: {"email": p.get("receipt_email")},
+    "invoice": _invoice_keys,
+    "customer": lambda c: _keys(c.get("email"), c.get("phone"), _person_name(c), c),
+}
 
 
 def _customer_traits(c: dict[str, Any]) -> dict[str, Any]:
-    address = c.get("address") if isinstance(c.get("address"), dict) else {}
     return {
         "email": c.get("email"),
         "name": c.get("name"),
         "phone": c.get("phone"),
         "description": c.get("description"),
         "createdAt": iso_time(c.get("created")),
-        "address": {
-            "street": address.get("line1"),
-            "city": address.get("city"),
-            "state": address.get("state"),
-            "postalCode": address.get("postal_code"),
-            "country": address.get("country"),
-        }
-        if address
-        else None,
+        "address": _address(c) if c.get("address") else None,
         "stripeCustomerId": c.get("id"),
         "currency": currency_code(c.get("currency")),
     }

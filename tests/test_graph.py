@@ -155,9 +155,13 @@ def test_identifiers_of_webhook_events() -> None:
         key=priority,
     )
     [order] = stripe_events("checkout.session.completed")
-    # Its anonymousId `stripe:cus_...` only restates the vendor id: it is that id, once.
+    # Its anonymousId `stripe:cus_...` only restates the vendor id: it is that id, once;
+    # the buyer's email (customer_details, in context.traits) links it to them.
     assert order["anonymousId"] == "stripe:cus_NffrFeUfNV2Hib"
-    assert identifiers_of(order) == ["ext:stripe_customer_id:cus_NffrFeUfNV2Hib"]
+    assert identifiers_of(order) == [
+        "email:" + sha("jennyrosen@example.com"),
+        "ext:stripe_customer_id:cus_NffrFeUfNV2Hib",
+    ]
     system = {
         "type": "track",
         "anonymousId": "shop:system",

@@ -51,11 +51,13 @@ def expected_event(
     properties: dict[str, Any] | None = None,
     traits: dict[str, Any] | None = None,
     external_ids: list[dict[str, str]] | None = None,
+    context_traits: dict[str, Any] | None = None,
     source_type: str | None = None,
     index: int = 0,
 ) -> dict[str, Any]:
     """The whole event `run()` must return, from literals: a `track` named `event`, or an
-    `identify` when `event` is None; `who` is ("userId" or "anonymousId", the id)."""
+    `identify` when `event` is None; `who` is ("userId" or "anonymousId", the id);
+    `context_traits` the person's match keys (context.traits)."""
     key, value = who
     context: dict[str, Any] = {
         "source": {
@@ -68,6 +70,8 @@ def expected_event(
     }
     if external_ids:
         context["externalIds"] = external_ids
+    if context_traits:
+        context["traits"] = context_traits
     out: dict[str, Any] = {
         "type": "track" if event is not None else "identify",
         "messageId": expected_message_id(

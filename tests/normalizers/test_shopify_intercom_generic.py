@@ -42,6 +42,16 @@ ORDER_820 = {
 }
 JOHN = ("anonymousId", "shopify:115310627314723954")
 JOHN_EXTERNAL_IDS = [{"id": "115310627314723954", "type": "shopify_customer_id"}]
+# The buyer's match keys in orders-paid.json: the order's own email (its customer's
+# account email, john@example.com, is the fallback), the customer's names; its phone is
+# null, it has no billing address, and the customer's `state` ("disabled") is the
+# account's, not an address.
+JOHN_CONTEXT_TRAITS = {
+    "email": "jon@example.com",
+    "firstName": "John",
+    "lastName": "Smith",
+    "name": "John Smith",
+}
 
 
 def test_paid_order_is_order_completed_with_segment_products():
@@ -54,6 +64,7 @@ def test_paid_order_is_order_completed_with_segment_products():
         event="Order Completed",
         properties=ORDER_820 | {"revenue": 398.0},  # the subtotal after discounts
         external_ids=JOHN_EXTERNAL_IDS,
+        context_traits=JOHN_CONTEXT_TRAITS,
     )
     assert_same(out, expected)
 
@@ -137,6 +148,14 @@ def test_customer_create_is_identify_with_traits():
             "shopifyCustomerId": "706405506930370084",
         },
         external_ids=BOB_EXTERNAL_IDS,
+        # Match keys only: not `state` ("disabled", the account's), phone null.
+        context_traits={
+            "email": "bob@biller.com",
+            "firstName": "Bob",
+            "lastName": "Biller",
+            "name": "Bob Biller",
+            "address": BOB_ADDRESS,
+        },
     )
     assert_same(out, expected)
 
@@ -168,6 +187,9 @@ CONVERSATION_147 = {
 }
 
 
+JENNY_CONTACT = {"email": "jenny@example.com", "name": "Jenny Rosen"}  # phone null
+
+
 @pytest.mark.parametrize(
     ("topic", "who", "timestamp", "what"),
     [
@@ -187,7 +209,8 @@ CONVERSATION_147 = {
                     "intercomContactId": "65a1b2c3d4e5f6a7b8c9d0e1",
                     "plan": "pro",  # custom attributes
                     "seats": 3,
-                }
+                },
+                "context_traits": JENNY_CONTACT,
             },
             id="contact-created-is-identify-with-custom-attributes",
         ),
@@ -195,14 +218,23 @@ CONVERSATION_147 = {
             "conversation.user.created",
             JENNY,
             "2023-11-14T22:15:01.000Z",
-            {"event": "Conversation Started", "properties": CONVERSATION_147},
+            {
+                "event": "Conversation Started",
+                "properties": CONVERSATION_147,
+                # The contacts list holds ids only; the message's author is that contact.
+                "context_traits": JENNY_CONTACT,
+            },
             id="user-created-conversation-is-started",
         ),
         pytest.param(
             "contact.user.tag.created",
             JENNY,
             "2023-11-14T22:16:41.000Z",
-            {"event": "Contact Tagged", "properties": {"tag": "VIP", "tag_id": "2391"}},
+            {
+                "event": "Contact Tagged",
+                "properties": {"tag": "VIP", "tag_id": "2391"},
+                "context_traits": {"email": "jenny@example.com"},
+            },
             id="user-tagged",
         ),
     ],
@@ -371,6 +403,15 @@ BOB_TRAITS = {
     "address": BOB_ADDRESS,
     "shopifyCustomerId": "706405506930370084",
 }
+# customers-update.json's match keys: its `state` is "enabled", which is no address.
+BOB_CONTEXT_TRAITS = {
+    "email": "bob@biller.com",
+    "phone": "+16135551111",
+    "firstName": "Bob",
+    "lastName": "Biller",
+    "name": "Bob Biller",
+    "address": BOB_ADDRESS,
+}
 
 
 def shopify_source(user_id: str | None):
@@ -399,6 +440,7 @@ def test_shopify_customer_update_is_identify_with_traits_and_no_user_id_by_defau
         "2024-02-01T14:30:00.000Z",  # updated_at, 2024-02-01T09:30:00-05:00
         traits=BOB_TRAITS,
         external_ids=BOB_EXTERNAL_IDS,
+        context_traits=BOB_CONTEXT_TRAITS,
         source_type="shopify",
     )
     assert_same(out, expected)
@@ -422,6 +464,7 @@ def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id
             "2024-02-01T14:30:00.000Z",
             traits=BOB_TRAITS,
             external_ids=BOB_EXTERNAL_IDS,
+            context_traits=BOB_CONTEXT_TRAITS,
             source_type="shopify",
         ),
     )
@@ -435,6 +478,7 @@ def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id
             event="Order Completed",
             properties=ORDER_820 | {"revenue": 398.0},
             external_ids=BOB_EXTERNAL_IDS,
+            context_traits=JOHN_CONTEXT_TRAITS,  # the order's buyer, as the order says
             source_type="shopify",
         ),
     )
@@ -529,5 +573,14 @@ def test_intercom_topic_becomes(topic, event, timestamp, who, external_ids, prop
         event=event,
         properties=properties,
         external_ids=external_ids,
+        context_traits=INTERCOM_CONTACTS.get(topic),
     )
     assert_same(out, expected)
+
+
+# The contact's email where the notification gives it (tags carry the contact; these
+# conversations' authors have null email and name).
+INTERCOM_CONTACTS = {
+    "contact.user.tag.deleted": {"email": "jenny@example.com"},
+    "contact.lead.tag.deleted": {"email": "visitor@example.org"},
+}

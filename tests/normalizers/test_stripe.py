@@ -16,6 +16,14 @@ CUSTOMER_U4821 = ("userId", "u_4821")
 CUS_NFFR = [{"id": "cus_NffrFeUfNV2Hib", "type": "stripe_customer_id"}]
 CUS_PQ2 = [{"id": "cus_Pq2Rs3Tu4Vw5Xy", "type": "stripe_customer_id"}]
 PI_3OKLMN = [{"id": "pi_3OkLmN2eZvKYlo2C1abcdefg", "type": "stripe_payment_intent_id"}]
+# tests/fixtures/stripe/customer.created.json's address, as Segment's address trait.
+JENNY_CUSTOMER_ADDRESS = {
+    "street": "354 Oyster Point Blvd",
+    "city": "South San Francisco",
+    "state": "CA",
+    "postalCode": "94080",
+    "country": "US",
+}
 SUBSCRIPTION_SUB_1OKSUB = {
     "subscription_id": "sub_1OkSub2eZvKYlo2Cabcdefgh",
     "status": "trialing",
@@ -53,14 +61,14 @@ CASES = [
                     "email": "jennyrosen@example.com",
                     "name": "Jenny Rosen",
                     "createdAt": "2023-11-14T22:13:10.000Z",
-                    "address": {
-                        "street": "354 Oyster Point Blvd",
-                        "city": "South San Francisco",
-                        "state": "CA",
-                        "postalCode": "94080",
-                        "country": "US",
-                    },
+                    "address": JENNY_CUSTOMER_ADDRESS,
                     "stripeCustomerId": "cus_NffrFeUfNV2Hib",
+                },
+                # The customer's match keys (phone is null: left out).
+                context_traits={
+                    "email": "jennyrosen@example.com",
+                    "name": "Jenny Rosen",
+                    "address": JENNY_CUSTOMER_ADDRESS,
                 },
             )
         ],
@@ -89,6 +97,18 @@ CASES = [
                     "payment_intent": "pi_3OkLmN2eZvKYlo2C1abcdefg",
                     "client_reference_id": "order_8812",
                 },  # no revenue: it is counted on the charge
+                # customer_details: what the buyer entered at checkout.
+                context_traits={
+                    "email": "jennyrosen@example.com",
+                    "name": "Jenny Rosen",
+                    "address": {
+                        "street": "1 Main St",
+                        "city": "Austin",
+                        "state": "TX",
+                        "postalCode": "78701",
+                        "country": "US",
+                    },
+                },
             )
         ],
         id="paid-checkout-is-order-completed",
@@ -116,6 +136,12 @@ CASES = [
                     "payment_intent": "pi_3OkLmN2eZvKYlo2C1abcdefg",
                     "payment_method_type": "card",
                     "revenue": 54.5,
+                },
+                # billing_details: only the postal code and country of its address are set.
+                context_traits={
+                    "email": "jennyrosen@example.com",
+                    "name": "Jenny Rosen",
+                    "address": {"postalCode": "78701", "country": "US"},
                 },
             )
         ],
@@ -647,14 +673,190 @@ LIFECYCLE = [
     ("name", "event", "timestamp", "who", "external_ids", "properties"), LIFECYCLE
 )
 def test_stripe_event_becomes(name, event, timestamp, who, external_ids, properties):
-    """The whole event: its name, Stripe's `created` as the time, who it is about, and
-    every property, money in major units with revenue only where money moves (README:
-    "Built-in normalizers", "Identity")."""
+    """The whole event: its name, Stripe's `created` as the time, who it is about, the
+    payer's match keys, and every property, money in major units with revenue only where
+    money moves (README: "Built-in normalizers", "Identity")."""
     [out] = run("stripe", fixture("stripe", name))
     expected = stripe(
-        name, who, timestamp, external_ids=external_ids, event=event, properties=properties
+        name,
+        who,
+        timestamp,
+        external_ids=external_ids,
+        event=event,
+        properties=properties,
+        context_traits=PAYERS.get(name),
     )
     assert_same(out, expected)
+
+
+# context.traits of the LIFECYCLE fixtures, from their payloads; the others carry none
+# (refunds, disputes and subscriptions name no person's details; the expired session's
+# customer_details is null; the other PaymentIntents have no receipt_email).
+PAYERS = {
+    "checkout.session.async_payment_succeeded": {
+        "email": "max@example.de",
+        "name": "Max Mustermann",
+        "address": {
+            "street": "Unter den Linden 1",
+            "city": "Berlin",
+            "postalCode": "10117",
+            "country": "DE",
+        },
+    },
+    "checkout.session.async_payment_failed": {
+        "email": "erika@example.de",
+        "name": "Erika Musterfrau",
+        "address": {
+            "street": "Jungfernstieg 7",
+            "city": "Hamburg",
+            "postalCode": "20354",
+            "country": "DE",
+        },
+    },
+    "charge.failed": {
+        "email": "sam@example.com",
+        "name": "Sam Lee",
+        "address": {"postalCode": "10001", "country": "US"},
+    },
+    "payment_intent.succeeded": {"email": "jennyrosen@example.com"},  # its receipt_email
+}
+
+
+def _with(name, **fields):
+    """A fixture whose data.object has these fields changed."""
+    event = json.loads(fixture("stripe", name))
+    event["data"]["object"].update(fields)
+    return event
+
+
+# Who pays, by object, as Stripe's API reference describes each field. Plain: no case
+# folding, no phone formatting, no hashing (destinations do that per vendor).
+ERIKA_ADDRESS = {
+    "city": "Hamburg",
+    "country": "DE",
+    "line1": "Jungfernstieg 7",
+    "line2": "3. OG",
+    "postal_code": "20354",
+    "state": None,
+}
+MATCH_KEYS = [
+    pytest.param(
+        _with(
+            "checkout.session.expired",
+            customer_email="Pat.Doe@Example.com",
+        ),
+        {"email": "Pat.Doe@Example.com"},
+        id="checkout-customer-email-when-no-customer-details",
+    ),
+    pytest.param(
+        _with(
+            "checkout.session.completed",
+            customer_email="prefilled@example.com",
+            customer_details={
+                "address": ERIKA_ADDRESS,
+                "email": "erika@example.de",
+                "name": "Acme GmbH",
+                "business_name": "Acme GmbH",
+                "individual_name": "Erika Musterfrau",
+                "phone": "+49 40 1234567",
+            },
+        ),
+        {
+            "email": "erika@example.de",
+            "phone": "+49 40 1234567",
+            "name": "Erika Musterfrau",
+            "address": {
+                "street": "Jungfernstieg 7, 3. OG",
+                "city": "Hamburg",
+                "postalCode": "20354",
+                "country": "DE",
+            },
+        },
+        id="checkout-details-win-individual-name-over-business-line2-joined",
+    ),
+    pytest.param(
+        _with(
+            "checkout.session.completed",
+            customer_details={
+                "address": None,
+                "email": "billing@acme.example",
+                "name": "Acme GmbH",
+                "business_name": "Acme GmbH",
+                "phone": None,
+            },
+        ),
+        {"email": "billing@acme.example"},
+        id="checkout-business-name-is-not-a-persons-name",
+    ),
+    pytest.param(
+        _with(
+            "charge.succeeded",
+            receipt_email="receipts@example.com",
+            billing_details={
+                "address": None,
+                "email": None,
+                "name": "Jenny Rosen",
+                "phone": "(415) 555-0123",
+            },
+            shipping={
+                "name": "Gift Recipient",
+                "phone": "+15550000000",
+                "address": {"line1": "9 Elsewhere Rd", "city": "Reno", "country": "US"},
+            },
+        ),
+        {"email": "receipts@example.com", "phone": "(415) 555-0123", "name": "Jenny Rosen"},
+        id="charge-receipt-email-when-billing-has-none-never-shipping",
+    ),
+    pytest.param(
+        _with(
+            "payment_intent.created",
+            receipt_email=None,
+            shipping={
+                "name": "Gift Recipient",
+                "phone": "+15550000000",
+                "address": {"line1": "9 Elsewhere Rd", "city": "Reno", "country": "US"},
+            },
+        ),
+        None,
+        id="payment-intent-shipping-is-the-recipient-not-the-payer",
+    ),
+    pytest.param(
+        _with(
+            "invoice.paid",
+            customer_email="jennyrosen@example.com",
+            customer_name="Jenny Rosen",
+            customer_phone="+14155550123",
+            customer_address={
+                "city": "South San Francisco",
+                "country": "US",
+                "line1": "354 Oyster Point Blvd",
+                "line2": None,
+                "postal_code": "94080",
+                "state": "CA",
+            },
+            customer_shipping={"name": "Someone Else", "address": {"city": "Reno"}},
+        ),
+        {
+            "email": "jennyrosen@example.com",
+            "phone": "+14155550123",
+            "name": "Jenny Rosen",
+            "address": JENNY_CUSTOMER_ADDRESS,
+        },
+        id="invoice-customer-fields",
+    ),
+    pytest.param(
+        _with("customer.created", phone="  +1 415 555 0123 ", email="", address=None),
+        {"phone": "+1 415 555 0123", "name": "Jenny Rosen"},
+        id="customer-blank-email-left-out-phone-trimmed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "traits"), MATCH_KEYS)
+def test_payers_match_keys_go_to_context_traits(event, traits):
+    for out in run("stripe", event):
+        assert out["context"].get("traits") == traits
+        assert "firstName" not in str(out)  # Stripe's one name field is never split
 
 
 # A Charges-API guest: a charge with no customer and no PaymentIntent, whose charge id

@@ -202,7 +202,18 @@ register_vendor(
         docs="https://docs.lemonsqueezy.com/help/webhooks/signing-requests",
         tested_with="docs (HMAC written out)",
         delivery_id=("hash",),
-        spec=Spec(event_type="meta.event_name", time="data.attributes.updated_at"),
+        spec=Spec(
+            event_type="meta.event_name",
+            time="data.attributes.updated_at",
+            # The customer's full name and email on orders, subscriptions, their invoices
+            # and license keys (https://docs.lemonsqueezy.com/api/orders/retrieve-order);
+            # on `affiliates` the same fields are the affiliate's.
+            traits=(("email", "data.attributes.user_email"), ("name", "data.attributes.user_name")),
+            traits_when=(
+                "data.type",
+                ("orders", "subscriptions", "subscription-invoices", "license-keys"),
+            ),
+        ),
         retry_window="3 retries after 5 s, 25 s and 125 s",
     )
 )
@@ -322,7 +333,23 @@ register_vendor(
         tested_with="docs (HMAC written out)",
         delivery_id=("header:X-WC-Webhook-Delivery-ID", "hash"),
         spec=Spec(
-            event_type="header:X-WC-Webhook-Topic", time="date_modified_gmt", properties=None
+            event_type="header:X-WC-Webhook-Topic",
+            time="date_modified_gmt",
+            properties=None,
+            # The buyer's billing details (orders, and customers, whose own name and email
+            # stand in when billing has none); never `shipping`, the recipient's
+            # (https://woocommerce.github.io/woocommerce-rest-api-docs/#order-properties).
+            traits=(
+                ("email", "billing.email|email"),
+                ("phone", "billing.phone"),
+                ("firstName", "billing.first_name|first_name"),
+                ("lastName", "billing.last_name|last_name"),
+                ("address.street", "billing.address_1"),
+                ("address.city", "billing.city"),
+                ("address.state", "billing.state"),
+                ("address.postalCode", "billing.postcode"),
+                ("address.country", "billing.country"),
+            ),
         ),
         retry_window="no retries (the webhook is disabled after 5 failures)",
     )

@@ -571,6 +571,23 @@ register_vendor(
             properties="content",
             person="content.customer.id",
             person_type="chargebee_customer_id",
+            # The customer resource every event carries, and its own billing address
+            # (https://apidocs.chargebee.com/docs/api/customers#customer_attributes).
+            traits=(
+                ("email", "content.customer.email"),
+                ("phone", "content.customer.phone"),
+                ("firstName", "content.customer.first_name"),
+                ("lastName", "content.customer.last_name"),
+                ("address.street", "content.customer.billing_address.line1"),
+                ("address.city", "content.customer.billing_address.city"),
+                (
+                    "address.state",
+                    "content.customer.billing_address.state_code"
+                    "|content.customer.billing_address.state",
+                ),
+                ("address.postalCode", "content.customer.billing_address.zip"),
+                ("address.country", "content.customer.billing_address.country"),
+            ),
         ),
         retry_window="7 retries, the last about 3 days 7 hours after the event",
         note="Turn on `Protect webhook URL with basic authentication` and give the same "
