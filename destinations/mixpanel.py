@@ -7,6 +7,20 @@ says so instead of a bare 0 under HTTP 200). In strict mode Mixpanel imports the
 batch and answers 400 with `failed_records` for the others: only those are
 dead-lettered, the rest count as sent (they are in).
 https://developer.mixpanel.com/reference/import-events
+
+alias (the identity graph joining a vendor id to a person) goes through /import too, in
+the way the project's ID merge API takes it (`id_merge`, which cannot change once a
+project has data; see Project Settings > Identity Merge):
+- `simplified` (the default for new organizations): a `$identify` event carrying
+  `$device_id` = previousId and `$user_id` = userId (`distinct_id` = userId). The first
+  event with both links them, and every event sent with either id as its `distinct_id`
+  counts for the user. `$create_alias` and `$merge` do nothing in these projects.
+  https://docs.mixpanel.com/docs/tracking-methods/id-management/identifying-users-simplified
+- `original`: `$merge` with `$distinct_ids` = [userId, previousId]. `$identify` would
+  merge only a UUIDv4 `$anon_id` (a vendor id like `stripe:cus_123` is not one), and
+  `$create_alias` is the legacy call. `$merge` is irreversible and fails past 500 ids
+  in one person. https://docs.mixpanel.com/reference/identity-merge
+Projects without ID merge (legacy ID management) cannot join past histories: not handled.
 """
 
 from __future__ import annotations
@@ -30,6 +44,9 @@ from .base import (
     unix_seconds,
 )
 
+ID_MERGE_APIS = ("simplified", "original")
+"""Mixpanel's two Identity Merge APIs, which join histories differently."""
+
 
 class MixpanelConfig(DestinationConfig, tag="mixpanel", kw_only=True):
     project_token: Secret
@@ -41,9 +58,17 @@ class MixpanelConfig(DestinationConfig, tag="mixpanel", kw_only=True):
     project_id: str | None = None
     host: str = "https://api.mixpanel.com"
     """https://api-eu.mixpanel.com for EU data residency."""
+    id_merge: str = "simplified"
+    """The project's Identity Merge API, which decides what an alias sends: simplified
+    (Mixpanel's default for new organizations) or original."""
 
     def check(self) -> None:
         super().check()
+        if self.id_merge not in ID_MERGE_APIS:
+            raise ConfigError(
+                "must be simplified or original (the project's Identity Merge setting)",
+                path="id_merge",
+            )
         if self.secret is None:
             raise ConfigError(
                 "/import needs `secret` (a service account's, with "
@@ -60,16 +85,34 @@ def insert_id(message_id: str) -> str:
 
 def to_mixpanel(event: dict[str, Any], now: float) -> dict[str, Any]:
     properties = dict(event.get("properties") or {})
-    properties.update(
-        {
-            "time": int(unix_seconds(event.get("timestamp"), now) * 1000),
-            "distinct_id": event.get("userId") or event.get("anonymousId"),
-            "$insert_id": insert_id(event["messageId"]),
-            "$source": "webhook-gateway",
-            "source": event.get("context", {}).get("source", {}).get("name"),
-        }
-    )
+    properties.update(_common(event, now))
     return {"event": event.get("event") or event["type"], "properties": properties}
+
+
+def alias_to_mixpanel(
+    event: dict[str, Any], now: float, id_merge: str, token: str
+) -> dict[str, Any]:
+    """The /import record that joins previousId's history to userId's."""
+    user, previous = event.get("userId"), event.get("previousId")
+    properties = _common(event, now)
+    if id_merge == "original":
+        # $merge takes exactly two ids and the project token.
+        properties.update({"$distinct_ids": [user, previous], "token": token})
+        return {"event": "$merge", "properties": properties}
+    # What the JS SDK's identify() sends in a Simplified project: both ids on one event.
+    properties.update({"$device_id": previous, "$user_id": user})
+    return {"event": "$identify", "properties": properties}
+
+
+def _common(event: dict[str, Any], now: float) -> dict[str, Any]:
+    """What every /import record has: strict mode needs time, distinct_id and $insert_id."""
+    return {
+        "time": int(unix_seconds(event.get("timestamp"), now) * 1000),
+        "distinct_id": event.get("userId") or event.get("anonymousId"),
+        "$insert_id": insert_id(event["messageId"]),
+        "$source": "webhook-gateway",
+        "source": event.get("context", {}).get("source", {}).get("name"),
+    }
 
 
 @register
@@ -100,7 +143,13 @@ class MixpanelDestination(HttpDestination):
     async def _import(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         config: MixpanelConfig = self.config  # type: ignore[assignment]
         query = "strict=1" + (f"&project_id={config.project_id}" if config.project_id else "")
-        body = encode_json([to_mixpanel(e, now) for e in batch])
+        records = [
+            alias_to_mixpanel(e, now, config.id_merge, config.project_token.reveal())
+            if e["type"] == "alias"
+            else to_mixpanel(e, now)
+            for e in batch
+        ]
+        body = encode_json(records)
         return await self.post(
             f"{config.host}/import?{query}", self.auth, body, batch, now, self._import
         )

@@ -1,10 +1,18 @@
 """`posthog`: PostHog's batch capture API.
 
 track -> the event by name; identify -> `$identify` with `$set` (the traits); group ->
-`$groupidentify`; page -> `$pageview`; screen -> `$screen`; alias -> `$create_alias`.
-`uuid` is the messageId (PostHog drops copies), `distinct_id` the userId or anonymousId,
-`timestamp` the event's own time. `historical_migration: true` marks backfills.
+`$groupidentify`; page -> `$pageview`; screen -> `$screen`. `uuid` is the messageId
+(PostHog drops copies), `distinct_id` the userId or anonymousId, `timestamp` the event's
+own time. `historical_migration: true` marks backfills.
 https://posthog.com/docs/api/capture
+
+alias (the identity graph joining a vendor id to a person) -> `$create_alias` with
+`distinct_id` = userId and `properties.alias` = previousId. PostHog merges the `alias`
+side into the `distinct_id` side, past events included, and refuses (an ingestion
+warning `cannot_merge_already_identified`, the event still 200) when the `alias` side is
+already identified: the anonymous previousId must be that side, never the userId.
+`$identify` with `$anon_distinct_id` merges the same way; `$merge_dangerously` skips the
+check and is kept out. https://posthog.com/docs/product-analytics/identify
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ def to_posthog(event: dict[str, Any]) -> dict[str, Any]:
             }
         )
     elif kind == "alias":
+        # The `alias` side is merged into `distinct_id` (the userId, below), and only if it
+        # is not identified yet: an anonymous previousId always may be.
         properties["alias"] = event.get("previousId")
     elif kind in ("page", "screen") and event.get("name"):
         properties["$screen_name" if kind == "screen" else "title"] = event["name"]

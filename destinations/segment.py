@@ -4,6 +4,12 @@ Events are already Segment Spec, so they go as they are; `messageId` lets Segmen
 copies. Set `endpoint` for RudderStack (https://<dataplane>/v1/batch), Jitsu or any other
 Segment-compatible collector. Limits: 500 KB per batch, 32 KB per event.
 https://segment.com/docs/connections/sources/catalog/libraries/server/http-api/#batch
+
+alias (the identity graph joining a vendor id to a person) goes as Segment's own alias
+call, `{"type": "alias", "userId", "previousId"}` in the batch: each Segment destination
+then joins the histories its own way (or not at all: not every destination takes alias,
+and Segment Unify profiles ignore it).
+https://segment.com/docs/connections/spec/alias/
 """
 
 from __future__ import annotations
