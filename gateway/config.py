@@ -204,13 +204,38 @@ class IdentityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ad_storage; implied: kept unless the visitor denies it."""
     anonymous_ttl: Duration = duration("400d")
     """How long what is known about a visitor who never logged in is kept after their
-    last visit."""
+    last visit (their visitor record, and a profile without a userId)."""
+    graph: bool = True
+    """Resolve every event against the identity graph (gateway/graph.py) and enrich it
+    with what the person's profile knows; false: events go out as normalized."""
+    match_keys: bool = True
+    """Keep the person's email, phone, name and address (plain) in the profile, to put
+    on their later events for ad platforms' matching; false keeps only the hashes the
+    graph links on."""
+    limits: dict[str, int] = {}
+    """Most identifiers of one type in a profile (user, email, phone, ext, anon);
+    default user: 1 (two userIds never merge), email: 20, phone: 20, ext: 50, anon: 100."""
+    blocked: list[str] = []
+    """More values never linked (besides -1, null, undefined, anonymous, zeroes):
+    shared addresses such as a support desk's or a test account's email."""
+    phone_region: str | None = None
+    """ISO country (US, DE) for phone numbers written without a country code."""
 
     def check(self) -> None:
         if float(self.cookie_max_age) > 400 * 86400:
             raise ConfigError("browsers cap cookies at 400 days", path="cookie_max_age")
         if not re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", self.cookie_name):
             raise ConfigError("letters, digits, '_' and '-' only", path="cookie_name")
+        kinds = ("user", "email", "phone", "ext", "anon")
+        for kind, cap in self.limits.items():
+            if kind not in kinds:
+                raise ConfigError(
+                    f"not an identifier type (one of {', '.join(kinds)})", path=f"limits.{kind}"
+                )
+            if cap < 0:
+                raise ConfigError("a limit is 0 or more", path=f"limits.{kind}")
+        if self.phone_region is not None and not re.fullmatch(r"[A-Z]{2}", self.phone_region):
+            raise ConfigError("an ISO 3166 alpha-2 country code (US, DE)", path="phone_region")
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -55,6 +55,7 @@ from typing import Any
 import phonenumbers
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from .config import IdentityConfig
 from .errors import StoreUnavailable
 from .store import Store
 
@@ -254,6 +255,29 @@ local function resolve(x)
   end
   return alive(redis.call('GET', idkey(x)))
 end
+-- An attribute of a profile: field f holds the value, f .. '@' when it was true (ms).
+-- `a:` fields keep the latest value, `f:` fields the earliest; a tie keeps the larger
+-- value, so the outcome does not depend on the order values arrive in.
+local function put(k, f, v, at)
+  at = tonumber(at)
+  if not v or not at then return end
+  local cur = redis.call('HMGET', k, f, f .. '@')
+  local was = tonumber(cur[2])
+  if was and cur[1] then
+    if string.sub(f, 1, 2) == 'f:' then
+      if at > was or (at == was and v <= cur[1]) then return end
+    elseif at < was or (at == was and v <= cur[1]) then
+      return
+    end
+  end
+  redis.call('HSET', k, f, v, f .. '@', at)
+end
+-- An `o:<id>` field: an id this profile's events went out under before it had a userId
+-- (the value: since when, ms); the earliest time is kept.
+local function put_pending(k, f, v)
+  local cur = tonumber(redis.call('HGET', k, f))
+  if not cur or tonumber(v) < cur then redis.call('HSET', k, f, v) end
+end
 """
 
 # KEYS[1] the tombstones (every key shares its hash tag). ARGV: base, the profile id to use
@@ -363,7 +387,14 @@ for _, p in ipairs(group) do
       written[#written + 1] = idkey(x)
     end
     for f, v in pairs(h) do
-      if string.sub(f, 1, 2) == 'n:' then redis.call('HINCRBY', sk, f, v) end
+      local kind = string.sub(f, 1, 2)
+      if kind == 'n:' then
+        redis.call('HINCRBY', sk, f, v)
+      elseif (kind == 'a:' or kind == 'f:') and string.sub(f, -1) ~= '@' then
+        put(sk, f, v, h[f .. '@'])
+      elseif kind == 'o:' then
+        put_pending(sk, f, v)
+      end
     end
     local from = redis.call('SMEMBERS', pk .. ':from')
     from[#from + 1] = p
@@ -419,7 +450,8 @@ return {s, created, merged, conflicts, blocked, refused}
 # identifiers (or `profile:<id>`), highest priority first: each list is answered by the
 # profile of its first identifier that has one.
 # Reply: {{per list: 0 or the index of its profile}, {id, {created, first_seen, last_seen,
-# expires at or false}, ids, from}...}: each profile once, however many lists share it.
+# expires at or false}, ids, from, HGETALL}...}: each profile once, however many lists
+# share it.
 RESOLVE_SCRIPT = (
     _LUA_COMMON
     + """
@@ -433,7 +465,7 @@ local function found(p)
     pos = 0
     if h[1] then
       profiles[#profiles + 1] = {p, h, redis.call('SMEMBERS', k .. ':ids'),
-        redis.call('SMEMBERS', k .. ':from')}
+        redis.call('SMEMBERS', k .. ':from'), redis.call('HGETALL', k)}
       pos = #profiles
     end
     position[p] = pos
@@ -460,6 +492,95 @@ return {index, profiles}
 """
 )
 
+# KEYS[1] the tombstones. ARGV: base, now (ms), number of lists, then per list: its
+# identifiers (count, then highest priority first), its attributes (count, then triples
+# field, value, at ms), and the id its event goes out under if that is a vendor's id
+# ('' if not). Each list is answered by the profile of its first identifier that has one;
+# that profile takes the list's attributes and what the visitor records of the list's
+# anonymousIds hold (consent, first and last touch), and remembers the vendor id while it
+# has no userId and no web anonymousId. Where the latest consent denies ad_storage, the
+# profile's click ids (touches) are dropped.
+# Reply: {{per list: 0 or the index of its profile}, {per list: the visitor record of its
+# first anonymousId (HGETALL) when it has no profile, else {}}, {id, {created,
+# first_seen, last_seen, expires at or false}, ids, from, attributes and pending ids
+# (field, value pairs; without their times)}...}.
+OBSERVE_SCRIPT = (
+    _LUA_COMMON
+    + """
+local now, lists = tonumber(ARGV[2]), tonumber(ARGV[3])
+local found, visits, at = {}, {}, 4
+local function vkey(x) return base .. 'v:' .. string.sub(x, 6) end
+for l = 1, lists do
+  local n, p, anons = tonumber(ARGV[at]), nil, {}
+  for j = at + 1, at + n do
+    local x = ARGV[j]
+    if not p then p = resolve(x) end
+    if string.sub(x, 1, 5) == 'anon:' then anons[#anons + 1] = x end
+  end
+  at = at + n + 1
+  local m = tonumber(ARGV[at])
+  local attrs_at = at + 1
+  at = at + 1 + 3 * m
+  local vendor = ARGV[at]
+  at = at + 1
+  found[l] = p or false
+  if p then
+    local k = pkey(p)
+    for _, x in ipairs(anons) do
+      local v = redis.call('HMGET', vkey(x), 'consent', 'consent@', 'first_touch',
+        'first_touch@', 'last_touch', 'last_touch@')
+      put(k, 'a:consent', v[1], v[2])
+      put(k, 'f:ft', v[3], v[4])
+      put(k, 'a:lt', v[5], v[6])
+    end
+    for j = attrs_at, attrs_at + 3 * m - 1, 3 do put(k, ARGV[j], ARGV[j + 1], ARGV[j + 2]) end
+    local consent = redis.call('HGET', k, 'a:consent')
+    if consent and string.find(consent, '"ad_storage":"denied"', 1, true) then
+      redis.call('HDEL', k, 'f:ft', 'f:ft@', 'a:lt', 'a:lt@')
+    end
+    if vendor ~= '' and tonumber(redis.call('HGET', k, 'n:user') or '0') == 0
+        and redis.call('HEXISTS', k, 'a:anon') == 0 then
+      put_pending(k, 'o:' .. vendor, now)
+    end
+    visits[l] = {}
+  elseif #anons > 0 then
+    visits[l] = redis.call('HGETALL', vkey(anons[1]))
+  else
+    visits[l] = {}
+  end
+end
+local index, profiles, position = {}, {}, {}
+for l = 1, lists do
+  local p = found[l]
+  if p then
+    local pos = position[p]
+    if not pos then
+      local k = pkey(p)
+      -- Attributes and pending ids only (not when each was recorded): what enriching
+      -- an event needs, no more to send and parse.
+      local flat, attrs = redis.call('HGETALL', k), {}
+      for f = 1, #flat, 2 do
+        local kind = string.sub(flat[f], 1, 2)
+        if (kind == 'a:' or kind == 'f:' or kind == 'o:') and string.sub(flat[f], -1) ~= '@' then
+          attrs[#attrs + 1] = flat[f]
+          attrs[#attrs + 1] = flat[f + 1]
+        end
+      end
+      profiles[#profiles + 1] = {p,
+        redis.call('HMGET', k, 'created', 'first_seen', 'last_seen', 'x'),
+        redis.call('SMEMBERS', k .. ':ids'), redis.call('SMEMBERS', k .. ':from'), attrs}
+      pos = #profiles
+      position[p] = pos
+    end
+    index[l] = pos
+  else
+    index[l] = 0
+  end
+end
+return {index, visits, profiles}
+"""
+)
+
 # KEYS[1] the tombstones. ARGV: base, identifier (or `profile:<id>`), now (ms), keep (ms),
 # the profile id the caller read for it ('' none), how many identifiers that profile had,
 # then pairs (identifier, tombstone name): the profile's identifiers, then any more to
@@ -482,7 +603,12 @@ if p then
   for _, m in ipairs(redis.call('SMEMBERS', k .. ':from')) do redis.call('DEL', fkey(m)) end
   redis.call('DEL', k, k .. ':ids', k .. ':from')
 end
-for j = 7, #ARGV, 2 do redis.call('ZADD', KEYS[1], now + keep, ARGV[j + 1]) end
+for j = 7, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], now + keep, ARGV[j + 1])
+  if string.sub(ARGV[j], 1, 5) == 'anon:' then
+    redis.call('DEL', base .. 'v:' .. string.sub(ARGV[j], 6))  -- its visitor record
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
 return p or ''
@@ -491,7 +617,7 @@ return p or ''
 
 _SHA = {
     script: hashlib.sha1(script.encode()).hexdigest()
-    for script in (LINK_SCRIPT, RESOLVE_SCRIPT, FORGET_SCRIPT)
+    for script in (LINK_SCRIPT, RESOLVE_SCRIPT, OBSERVE_SCRIPT, FORGET_SCRIPT)
 }
 
 
@@ -501,9 +627,11 @@ def _str(value: Any) -> str:
 
 def _profile(raw: Sequence[Any]) -> dict[str, Any]:
     """A profile as `resolve_many` answers it. `expires_at`: unix ms when it is deleted
-    unless linked again (a profile without a userId); None: kept."""
-    pid, (created, first_seen, last_seen, expires), ids, merged_from = raw
-    return {
+    unless linked again (a profile without a userId); None: kept. `attributes` (when the
+    script read them): what `observe` recorded, {name: (value, at ms)}; `pending`: ids
+    its events went out under before it had a userId, {id: since ms}."""
+    pid, (created, first_seen, last_seen, expires), ids, merged_from, *rest = raw
+    out = {
         "id": pid.decode(),
         "identifiers": sorted([x.decode() for x in ids], key=priority),
         "created": int(created),
@@ -512,10 +640,51 @@ def _profile(raw: Sequence[Any]) -> dict[str, Any]:
         "merged_from": sorted([m.decode() for m in merged_from]),
         "expires_at": int(expires) if expires else None,
     }
+    if rest:
+        flat = [x.decode() for x in rest[0]]
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        out["attributes"] = {
+            f[2:]: (v, int(fields.get(f + "@", 0)))
+            for f, v in fields.items()
+            if f[:2] in ("a:", "f:") and not f.endswith("@")
+        }
+        out["pending"] = {f[2:]: int(v) for f, v in fields.items() if f.startswith("o:")}
+    return out
+
+
+def _flat(raw: Sequence[Any]) -> dict[str, str]:
+    items = [_str(x) for x in raw]
+    return dict(zip(items[::2], items[1::2], strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What the graph knows for one event (see `Graph.observe`)."""
+
+    profile: dict[str, Any] | None
+    """The profile (with `attributes` and `pending`), None when none holds the event's ids."""
+    visitor: dict[str, str]
+    """With no profile: the visitor record of the event's anonymousId (raw fields)."""
+
+
+def limits_of(identity: IdentityConfig) -> GraphLimits:
+    """The guard rails config.yaml's `identity:` sets (defaults for what it leaves out)."""
+    caps = {**_default_caps(), **identity.limits}
+    ttl_ms = int(float(identity.anonymous_ttl) * 1000)
+    return GraphLimits(
+        per_type=MappingProxyType(caps),
+        blocked=GraphLimits().blocked + tuple(identity.blocked),
+        anonymous_ttl_ms=ttl_ms,
+        ttl_refresh_ms=min(DAY_MS, ttl_ms // 10),
+    )
 
 
 class Graph:
     """The identity graph in the store's Redis; see the module docstring for the rules."""
+
+    @classmethod
+    def of(cls, store: Store, identity: IdentityConfig) -> Graph:
+        return cls(store, limits_of(identity), phone_region=identity.phone_region)
 
     def __init__(
         self, store: Store, limits: GraphLimits | None = None, *, phone_region: str | None = None
@@ -596,7 +765,13 @@ class Graph:
             results.append((command, blocked, over))
             if command is not None:
                 commands.append(command)
-        replies = iter(await self._run(LINK_SCRIPT, commands) if commands else [])
+        return self._link_results(results, await self._run(commands) if commands else [])
+
+    @staticmethod
+    def _link_results(
+        results: list[tuple[Any, list[str], list[str]]], raw: Sequence[Any]
+    ) -> list[LinkResult]:
+        replies = iter(raw)
         out = []
         for command, blocked, over in results:
             if command is None:
@@ -623,9 +798,56 @@ class Graph:
             ids = sorted({x for x in identifiers if not self.is_blocked(x)}, key=priority)
             args += (len(ids), *ids)
         command = ("EVALSHA", _SHA[RESOLVE_SCRIPT], 1, self.tombstones, *args)
-        [(index, raw)] = await self._run(RESOLVE_SCRIPT, [command])
+        [(index, raw)] = await self._run([command])
         profiles = [_profile(r) for r in raw]
         return [profiles[int(i) - 1] if int(i) else None for i in index]
+
+    def observe_command(
+        self,
+        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], str]],
+        now_ms: int,
+    ) -> tuple[Any, ...]:
+        """The OBSERVE script call for a batch: per event its identifiers, the attributes
+        to record on its profile (name with its `a:`/`f:` kind, value, at ms), and the
+        vendor id it goes out under ('' if not one)."""
+        args: list[Any] = [self.base, int(now_ms), len(calls)]
+        for identifiers, attributes, vendor_id in calls:
+            ids = sorted({x for x in identifiers if not self.is_blocked(x)}, key=priority)
+            args += (len(ids), *ids, len(attributes))
+            for name, value, at in attributes:
+                args += (name, value, int(at))
+            args.append(vendor_id)
+        return ("EVALSHA", _SHA[OBSERVE_SCRIPT], 1, self.tombstones, *args)
+
+    def parse_observe(self, reply: Sequence[Any]) -> list[Observation]:
+        index, visits, raw = reply
+        profiles = [_profile(r) for r in raw]
+        return [
+            Observation(profiles[int(i) - 1] if int(i) else None, _flat(v))
+            for i, v in zip(index, visits, strict=True)
+        ]
+
+    async def observe(
+        self,
+        links: Sequence[tuple[Iterable[str], int, str | None]],
+        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], str]],
+        now_ms: int,
+    ) -> tuple[list[LinkResult], list[Observation]]:
+        """Links, then each call's profile with attributes recorded, in ONE round trip
+        (the links run first, in order): what the worker does for a batch of events."""
+        commands, results = [], []
+        for identifiers, at_ms, new_id in links:
+            command, blocked, over = self._link_command(identifiers, at_ms, new_id)
+            results.append((command, blocked, over))
+            if command is not None:
+                commands.append(command)
+        commands.append(self.observe_command(calls, now_ms))
+        replies = await self._run(commands)
+        return self._link_results(results, replies[:-1]), self.parse_observe(replies[-1])
+
+    def clear_pending(self, profile_id: str, ids: Iterable[str]) -> tuple[Any, ...]:
+        """The command that drops pending ids once the merge that joins them was sent."""
+        return ("HDEL", f"{self.base}p:{profile_id}", *(f"o:{x}" for x in ids))
 
     async def profile(self, identifier: str) -> dict | None:
         """The profile holding `identifier` (or `profile:<id>`, following merges)."""
@@ -648,20 +870,21 @@ class Graph:
                 int(now_ms), self.limits.forget_ttl_ms, found["id"] if found else "",
                 len(ids), *pairs,
             )  # fmt: skip
-            [reply] = await self._run(FORGET_SCRIPT, [command])
+            [reply] = await self._run([command])
             if _str(reply) != "changed":
                 return found is not None
         raise StoreUnavailable("the profile kept changing while it was being forgotten")
 
-    async def _run(self, script: str, commands: list[tuple[Any, ...]]) -> list[Any]:
+    async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         try:
             try:
                 return await self.store.execute(commands)
             except NoScriptError:
-                # Redis restarted or flushed its scripts: load and run the calls again. Had
-                # the flush come mid-pipeline, the calls that did run are no-ops the
-                # second time (a link already applied changes nothing).
-                await self.store.client.script_load(script)
+                # Redis restarted or flushed its scripts: load them and run the calls
+                # again. Had the flush come mid-pipeline, the calls that did run do
+                # nothing new the second time (a link or an attribute already recorded).
+                for script in _SHA:
+                    await self.store.client.script_load(script)
                 return await self.store.execute(commands)
         except ResponseError as e:
             if "is taken" in str(e):

@@ -150,7 +150,9 @@ class Visitors:
         self.config = config
 
     def key(self, anonymous_id: str) -> str:
-        return f"{self.store.keys.prefix}:{{visitor:{anonymous_id}}}"
+        # On the identity graph's hash tag: the graph copies a visitor's record into the
+        # profile the visitor joins, in the same script (gateway/graph.py).
+        return f"{self.store.keys.prefix}:{{idg}}:v:{anonymous_id}"
 
     async def record(
         self, anonymous_id: str, landing: dict[str, Any], consent: dict[str, str], now_ms: int
@@ -166,17 +168,18 @@ class Visitors:
             ("HSET", key, "last_seen", now_ms),
         ]
         if consent:
-            calls.append(("HSET", key, "consent", _encode(consent)))
+            calls.append(("HSET", key, "consent", _encode(consent), "consent@", now_ms))
         if not allowed:
             # Denied (or not granted where it is required): forget what was kept before.
-            calls.append(("HDEL", key, "first_touch", "last_touch"))
+            calls.append(("HDEL", key, "first_touch", "first_touch@", "last_touch", "last_touch@"))
             calls.append(("HSET", key, "ads", "denied"))
         else:
             calls.append(("HDEL", key, "ads"))
         if allowed and has_marketing:
             data = _encode(landing)
             calls.append(("HSETNX", key, "first_touch", data))
-            calls.append(("HSET", key, "last_touch", data))
+            calls.append(("HSETNX", key, "first_touch@", now_ms))
+            calls.append(("HSET", key, "last_touch", data, "last_touch@", now_ms))
         calls.append(("PEXPIRE", key, int(float(self.config.anonymous_ttl) * 1000)))
         await self.store.execute(calls)
         return landing
@@ -191,6 +194,8 @@ class Visitors:
                 out[name] = msgspec.json.decode(text)
             elif name in ("first_seen", "last_seen"):
                 out[name] = int(text)
+            elif name.endswith("@"):
+                continue  # when the field beside it was written (for the graph's merge)
             else:
                 out[name] = text
         return out

@@ -7,6 +7,9 @@
     gateway_destination_events_total{destination,outcome}   sent, retried, dead_lettered
     gateway_destination_batch_seconds{destination} time to send one batch
     gateway_stream_lag{stream,group}               entries not yet read by a consumer group
+    gateway_identity_total{what}                   identity graph: profile_created,
+                                                   profiles_merged, conflict, blocked,
+                                                   history_joined (alias events emitted)
 
 One registry per app (no global state); `serve` exposes it at GET /metrics, `worker`
 with --metrics-port.
@@ -60,6 +63,13 @@ class Metrics:
             "gateway_stream_lag",
             "Stream entries a consumer group has not read",
             ["stream", "group"],
+            registry=self.registry,
+        )
+        self.identity = Counter(
+            "gateway_identity_total",
+            "Identity graph: profiles created and merged, conflicts, blocked identifiers, "
+            "histories joined",
+            ["what"],
             registry=self.registry,
         )
         self._delivery_children: dict[tuple[str, str], Any] = {}

@@ -11,6 +11,7 @@ from typing import Any
 
 from .cli import _with_store
 from .config import Config
+from .enrich import describe
 from .graph import Graph, email_id, phone_id
 from .identity import Visitors
 from .store import Store
@@ -45,7 +46,7 @@ async def _find(graph: Graph, text: str) -> tuple[str, dict[str, Any]] | None:
 
 def show_command(args: argparse.Namespace) -> int:
     async def work(config: Config, store: Store) -> int:
-        graph = Graph(store)
+        graph = Graph.of(store, config.identity)
         found = await _find(graph, args.id)
         if found is None:
             print(f"no profile has {args.id!r}", file=sys.stderr)
@@ -58,7 +59,10 @@ def show_command(args: argparse.Namespace) -> int:
                 visit = await visitors.get(identifier[5:])
                 if visit:
                     seen[identifier[5:]] = visit
-        print(json.dumps({**profile, "visitors": seen}, indent=2, sort_keys=True))
+        shown = {k: v for k, v in profile.items() if k not in ("attributes", "pending")}
+        print(
+            json.dumps({**shown, **describe(profile), "visitors": seen}, indent=2, sort_keys=True)
+        )
         return 0
 
     return _with_store(args, work)
@@ -66,18 +70,15 @@ def show_command(args: argparse.Namespace) -> int:
 
 def forget_command(args: argparse.Namespace) -> int:
     async def work(config: Config, store: Store) -> int:
-        graph = Graph(store)
+        graph = Graph.of(store, config.identity)
         found = await _find(graph, args.id)
         if found is None:
             print(f"no profile has {args.id!r}", file=sys.stderr)
             return 1
         identifier, profile = found
-        visitors = Visitors(store, config.identity)
         anon = [i[5:] for i in profile.get("identifiers", []) if i.startswith("anon:")]
+        # One script: the profile, its identifiers and their visitor records.
         await graph.forget(identifier, int(time.time() * 1000))
-        # The visitor records (click ids, consent) live on their own hash tags.
-        for anonymous_id in anon:
-            await store.client.delete(visitors.key(anonymous_id))
         n = len(profile.get("identifiers", []))
         print(
             f"forgot profile {profile.get('id')}: {n} identifier(s) and {len(anon)} visitor "

@@ -109,9 +109,7 @@ async def replay(
 
 
 async def _write(pipeline: Pipeline, outcomes: list[Outcome]) -> None:
-    commands = [c for outcome in outcomes for c in pipeline.commands(outcome)]
-    if commands:
-        await pipeline.store.execute(commands)
+    await pipeline.write(outcomes)
 
 
 async def tail_events(store: Store, count: int) -> list[bytes]:
@@ -157,7 +155,7 @@ async def rerun_quarantine(
             reasons.extend(f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine)
             continue
         # Events first; the quarantine entry goes only once they are stored.
-        await store.execute(pipeline.commands(outcome))
+        await pipeline.write([outcome])
         await store.execute([("XDEL", store.keys.quarantine(), item["id"])])
         fixed += 1
     return fixed, failing, reasons

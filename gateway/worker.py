@@ -28,6 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 from normalizers import Delivery, Event, Mapper, NormalizeError, normalize
 
 from .config import Config
+from .enrich import Enricher
 from .metrics import Metrics
 from .store import Store
 from .tracking import violations
@@ -51,13 +52,24 @@ class Outcome:
 class Pipeline:
     """Normalization as the worker, replay and quarantine re-runs all do it."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
         self.mappers = {
             name: Mapper(source.mappings, source.user_id) for name, source in config.sources.items()
         }
+        self.enricher = Enricher(config, store, metrics)
         self.log = structlog.get_logger("gateway.worker")
+
+    async def write(self, outcomes: list[Outcome], extra: Iterable[tuple[Any, ...]] = ()) -> None:
+        """Enrich the outcomes' events against the identity graph (one round trip), then
+        store them, their quarantine entries and delivery log, with `extra`, in one more."""
+        writes = await self.enricher.enrich(outcomes)
+        commands = [c for outcome in outcomes for c in self.commands(outcome)]
+        commands += writes
+        commands += extra
+        if commands:
+            await self.store.execute(commands)
 
     def delivery(self, source: str, fields: dict[bytes, bytes]) -> Delivery | None:
         config = self.config.sources.get(source)
@@ -173,7 +185,7 @@ class NormalizeWorker:
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
-        self.pipeline = Pipeline(config, store)
+        self.pipeline = Pipeline(config, store, self.metrics)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.streams = {store.keys.raw(name): name for name in config.sources}
         self.claim_idle_ms = max(1, int(config.worker.claim_idle * 1000))
@@ -295,12 +307,12 @@ class NormalizeWorker:
         entries = list(entries)
         if not entries:
             return
-        writes: list[tuple[Any, ...]] = []
+        outcomes: list[Outcome] = []
         names: collections.Counter[str] = collections.Counter()
         quarantined = self.stats.quarantined
         for source, entry_id, fields in entries:
             outcome = self.pipeline.run(source, entry_id, fields)
-            writes += self.pipeline.commands(outcome)
+            outcomes.append(outcome)
             self.stats.deliveries += 1
             self.stats.events += len(outcome.events)
             self.stats.quarantined += len(outcome.quarantine)
@@ -324,9 +336,8 @@ class NormalizeWorker:
                     delivery_id=fields.get(b"delivery_id", b"").decode("utf-8", "replace"),
                     events=[e.event or e.type for e in outcome.events],
                 )
-            names.update(e.event or e.type for e in outcome.events)
-        if writes:
-            await self.store.execute(writes)
+        await self.pipeline.write(outcomes)
+        names.update(e.event or e.type for o in outcomes for e in o.events)
         # Acknowledge only after the events are in (execute raised otherwise): a crash in
         # between means a redo (same messageIds), never a loss.
         by_stream: dict[str, list[str]] = {}

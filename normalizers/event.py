@@ -66,6 +66,13 @@ class Context(msgspec.Struct, rename="camel", omit_defaults=True):
     external_ids: list[ExternalId] = []
     active: bool | None = None
     app: dict[str, Any] = {}
+    click_ids: dict[str, str] = {}
+    """`context.clickIds`: the ad click ids of the person's latest landing (gclid, gbraid,
+    wbraid, fbc, fbp, ttclid, ttp, msclkid, li_fat_id), from the identity graph; left out
+    when the person's consent does not allow ad_storage."""
+    profile: dict[str, Any] = {}
+    """`context.profile`: the identity graph's profile of the person: `id`, and
+    `firstTouch` / `lastTouch` (at, url, referrer, campaign, clickIds) when known."""
     campaign: dict[str, Any] = {}
     """UTM parameters (name, source, medium, term, content)."""
     channel: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -22,13 +23,17 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import stripe
+
 from gateway.identity import Visitors
 from gateway.store import Store
-from gateway.worker import Pipeline
-from tests.conftest import config, raw_entries, served_gateway, until
+from gateway.worker import NormalizeWorker, Pipeline
+from tests.conftest import config, gateway_client, raw_entries, served_gateway, until
 from tests.services import require_chromium, require_js
 
 WRITE_KEY = "wk_browser_0123456789"
+STRIPE_SECRET = "whsec_browser"
+FIXTURES = Path(__file__).parent / "fixtures"
 EMAIL = "ada@example.com"
 GRANTED = {"ad_storage": "granted", "ad_user_data": "granted", "analytics_storage": "granted"}
 QUERY = (
@@ -62,7 +67,8 @@ def _cfg(site: str):
         json.dumps(
             {
                 "sources": {
-                    "web": {"type": "collect", "write_keys": [WRITE_KEY], "origins": [site]}
+                    "web": {"type": "collect", "write_keys": [WRITE_KEY], "origins": [site]},
+                    "stripe": {"type": "stripe", "secrets": [STRIPE_SECRET]},
                 },
                 # The test's page is http: a Secure cookie would not be kept.
                 "identity": {"cookie_secure": False},
@@ -213,6 +219,38 @@ async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway
     assert first["campaign"] == {"source": "google", "medium": "cpc", "name": "spring"}
     assert kept["last_touch"]["campaign"] == {"source": "newsletter"}
     assert "clickIds" not in kept["last_touch"]
+
+    # Then the visitor pays. Stripe knows them by the email they identified with; its
+    # signed checkout event becomes an Order Completed that carries the visitor's ids
+    # and the click of the landing, so analytics tools and ad platforms can attribute it.
+    worker = NormalizeWorker(cfg, redis_store, "w1")
+    await worker.ensure_groups()
+    checkout = json.loads((FIXTURES / "stripe" / "checkout.session.completed.json").read_text())
+    checkout["id"] = "evt_browser_checkout"
+    checkout["data"]["object"]["customer_details"]["email"] = EMAIL.upper()
+    body = json.dumps(checkout)
+    signature = stripe.WebhookSignature.generate_signature_header(
+        body, STRIPE_SECRET, timestamp=int(time.time())
+    )
+    async with gateway_client(cfg, redis_store) as client:
+        r = await client.post(
+            "/webhooks/stripe", content=body, headers={"stripe-signature": signature}
+        )
+        assert r.json()["status"] == "accepted", r.text
+    while await worker.read_once():
+        pass
+    stored = [
+        json.loads(f[b"data"])
+        for _, f in await redis_store.client.xrange(redis_store.keys.events())
+    ]
+    [order] = [e for e in stored if e.get("event") == "Order Completed"]
+    assert order["anonymousId"] == aid
+    assert order["userId"] == "user-42"
+    clicks = order["context"]["clickIds"]
+    assert clicks["gclid"] == "EAIaIQobChMI-browser"
+    assert clicks["fbc"] == first["clickIds"]["fbc"]
+    assert order["context"]["consent"] == GRANTED
+    assert order["context"]["userAgent"] == result["userAgent"]
 
 
 async def test_analytics_js_retries_a_message_the_gateway_could_not_store(private_redis):

@@ -236,6 +236,8 @@ async def test_a_new_profile_has_the_minted_id_and_linking_again_changes_nothing
         "last_seen": NOW,
         "merged_from": [],
         "expires_at": None,
+        "attributes": {},
+        "pending": {},
     }
     await check_consistent(graph.store, graph.limits)
 
@@ -382,7 +384,7 @@ async def pttls(store: Store) -> dict[str, int]:
     base = f"{store.keys.prefix}:{{idg}}:"
     return {
         k.decode()[len(base) :]: await store.client.pttl(k)
-        async for k in store.client.scan_iter(match=base + "*")
+        async for k in store.client.scan_iter(match=base + "*", count=1000)
     }
 
 
@@ -391,7 +393,7 @@ async def expire_in(store: Store, pid: str, ms: int) -> None:
     (Redis runs on this machine: one clock)."""
     base = f"{store.keys.prefix}:{{idg}}:"
     expires = int(time.time() * 1000) + ms
-    async for key in store.client.scan_iter(match=base + "*"):
+    async for key in store.client.scan_iter(match=base + "*", count=1000):
         if await store.client.pttl(key) > 0:
             await store.client.pexpireat(key, expires)
     await store.client.hset(base + "p:" + pid, "x", expires)
@@ -868,3 +870,78 @@ def test_order_decides_where_a_shared_identifier_breaks_a_limit(redis_url: str) 
     second = asyncio.run(run_calls(redis_url, calls, [1, 0], [0, 1]))
     assert first == {frozenset({"anon:ipad", "user:u0"}), frozenset({"user:u1"})}
     assert second == {frozenset({"anon:ipad", "user:u1"}), frozenset({"user:u0"})}
+
+
+async def _attributes(graph: Graph, identifier: str) -> dict[str, Any]:
+    profile = await graph.profile(identifier)
+    assert profile is not None
+    return profile["attributes"]
+
+
+async def test_observed_attributes_keep_the_latest_and_first_touch_the_earliest(
+    graph: Graph,
+) -> None:
+    await graph.link(["user:u", "anon:a"], NOW)
+    calls = [
+        (["anon:a"], [("a:email", "new@x.io", NOW + 20), ("f:ft", "second", NOW + 20)], ""),
+        (["anon:a"], [("f:ft", "zeta", NOW + 10)], ""),
+        (["anon:a"], [("a:email", "old@x.io", NOW + 10), ("f:ft", "first", NOW + 10)], ""),
+        # A tie keeps the larger value, whatever the order.
+        (["user:u"], [("a:ip", "10.0.0.1", NOW), ("a:ip", "10.0.0.2", NOW)], ""),
+        (["user:u"], [("a:ip", "10.0.0.1", NOW)], ""),
+    ]
+    await graph.observe([], calls, NOW)
+    assert await _attributes(graph, "user:u") == {
+        "email": ("new@x.io", NOW + 20),
+        "ft": ("zeta", NOW + 10),
+        "ip": ("10.0.0.2", NOW),
+    }
+
+
+async def test_a_merge_keeps_each_attribute_by_its_rule_and_the_pending_ids(
+    graph: Graph,
+) -> None:
+    # Two people the graph does not know are one: a visitor, and a Stripe customer.
+    await graph.link(["anon:a", "email:" + sha("p@x.io")], NOW)
+    await graph.link(["ext:stripe_customer_id:cus_1", "phone:" + sha("+14155552671")], NOW + 1)
+    await graph.observe(
+        [],
+        [
+            (["anon:a"], [("a:ip", "1.1.1.1", NOW + 50), ("f:ft", "web", NOW + 5)], ""),
+            (
+                ["ext:stripe_customer_id:cus_1"],
+                [
+                    ("a:ip", "2.2.2.2", NOW + 40),
+                    ("f:ft", "later", NOW + 30),
+                    ("a:name", "P", NOW + 40),
+                ],
+                "stripe:cus_1",
+            ),
+        ],
+        NOW + 60,
+    )
+    # The customer has no userId and no web id yet: the vendor id waits for a merge.
+    cus = await graph.profile("ext:stripe_customer_id:cus_1")
+    assert cus is not None and cus["pending"] == {"stripe:cus_1": NOW + 60}
+    # One link joins them (the email on a Stripe event): every attribute by its rule.
+    result = await graph.link(["email:" + sha("p@x.io"), "ext:stripe_customer_id:cus_1"], NOW + 70)
+    assert len(result.merged) == 1
+    merged = await graph.profile("anon:a")
+    assert merged is not None
+    assert merged["attributes"] == {
+        "ip": ("1.1.1.1", NOW + 50),
+        "ft": ("web", NOW + 5),
+        "name": ("P", NOW + 40),
+    }
+    assert merged["pending"] == {"stripe:cus_1": NOW + 60}
+    # With a web id on the profile, a vendor-id event is no longer pending: it goes out
+    # under the web id (enrichment) and nothing more is recorded.
+    await graph.observe(
+        [],
+        [
+            (["anon:a"], [("a:anon", "a", NOW + 80)], ""),
+            (["ext:stripe_customer_id:cus_1"], [], "stripe:cus_1b"),
+        ],
+        NOW + 90,
+    )
+    assert (await graph.profile("anon:a"))["pending"] == {"stripe:cus_1": NOW + 60}

@@ -29,6 +29,9 @@ async def test_show_finds_a_person_by_any_identifier_and_forget_erases_them(tmp_
         await Visitors(store, IdentityConfig()).record(
             anon, {"clickIds": {"gclid": "g1"}, "at": 1}, {"ad_storage": "granted"}, 1
         )
+        # What the worker records from the person's events (and the visitor record).
+        attrs = [("a:firstName", "Ada", 5), ("a:ip", "203.0.113.7", 5)]
+        await graph.observe([], [([f"anon:{anon}"], attrs, "")], 1_700_000_000_000)
         for typed in ("u-42", anon, "ada@example.com", "email:ADA@example.com"):
             shown = cli("profile", "show", typed, "--config", str(path), env=env)
             assert shown.returncode == 0, (typed, shown.stderr)
@@ -37,6 +40,11 @@ async def test_show_finds_a_person_by_any_identifier_and_forget_erases_them(tmp_
             assert sorted(profile["identifiers"]) == sorted(ids)
             assert "Ada@Example.com" not in shown.stdout  # only the hash is kept
         assert profile["visitors"][anon]["last_touch"]["clickIds"] == {"gclid": "g1"}
+        assert profile["traits"] == {"firstName": "Ada"} and profile["ip"] == "203.0.113.7"
+        assert (
+            profile["firstTouch"] == profile["lastTouch"] == {"clickIds": {"gclid": "g1"}, "at": 1}
+        )
+        assert profile["consent"] == {"ad_storage": "granted"}
 
         forgot = cli("profile", "forget", "u-42", "--config", str(path), env=env)
         assert forgot.returncode == 0, forgot.stderr

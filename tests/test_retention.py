@@ -139,7 +139,7 @@ async def test_dead_letters_keep_about_dead_letter_retention(redis_url, redis_st
 
 async def log_keys(store: Store) -> dict[str, int]:
     """The delivery log's keys and their TTLs (ms)."""
-    keys = [k async for k in store.client.scan_iter(match=f"{store.keys.prefix}:log:*")]
+    keys = [k async for k in store.client.scan_iter(match=f"{store.keys.prefix}:log:*", count=1000)]
     return {k.decode(): await store.client.pttl(k) for k in keys}
 
 
