@@ -28,7 +28,6 @@ import httpx
 from gateway.config import Secret
 
 from .base import (
-    OK,
     DestinationConfig,
     HttpDestination,
     Result,
@@ -88,16 +87,8 @@ class AmplitudeDestination(HttpDestination):
         )
 
     async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
-        # Events and aliases go to two endpoints; results keep the batch's order.
-        aliases = [i for i, e in enumerate(batch) if e["type"] == "alias"]
-        events = [i for i, e in enumerate(batch) if e["type"] != "alias"]
-        results: list[Result] = [OK] * len(batch)
-        for indexes, send in ((events, super()._send), (aliases, self._identify)):
-            if indexes:
-                part = await send([batch[i] for i in indexes], now)
-                for i, result in zip(indexes, part, strict=True):
-                    results[i] = result
-        return results
+        # Events and aliases go to two endpoints.
+        return await self.split_send(batch, now, ("alias",), self._identify, super()._send)
 
     async def _identify(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         config: AmplitudeConfig = self.config  # type: ignore[assignment]

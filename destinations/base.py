@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import fnmatch
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -263,6 +263,26 @@ class HttpDestination(Destination):
     async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         url, headers, body = self.request(batch, now)
         return await self.post(url, headers, body, batch, now, self._send)
+
+    @staticmethod
+    async def split_send(
+        batch: list[dict[str, Any]],
+        now: float,
+        kinds: Sequence[str],
+        special: Callable[[list[dict[str, Any]], float], Awaitable[list[Result]]],
+        rest: Callable[[list[dict[str, Any]], float], Awaitable[list[Result]]],
+    ) -> list[Result]:
+        """Events of `kinds` (types) through `special`, the others through `rest` (two
+        endpoints of one vendor); the results keep the batch's order."""
+        chosen = [i for i, e in enumerate(batch) if e["type"] in kinds]
+        others = [i for i, e in enumerate(batch) if e["type"] not in kinds]
+        results: list[Result] = [OK] * len(batch)
+        for indexes, send in ((others, rest), (chosen, special)):
+            if indexes:
+                part = await send([batch[i] for i in indexes], now)
+                for i, result in zip(indexes, part, strict=True):
+                    results[i] = result
+        return results
 
     async def post(
         self,

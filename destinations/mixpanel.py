@@ -129,16 +129,8 @@ class MixpanelDestination(HttpDestination):
         self.auth = {"authorization": f"Basic {token}", "content-type": "application/json"}
 
     async def _send(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
-        # Profiles and events go to two endpoints; results keep the batch's order.
-        people = [i for i, e in enumerate(batch) if e["type"] == "identify"]
-        events = [i for i, e in enumerate(batch) if e["type"] != "identify"]
-        results: list[Result] = [OK] * len(batch)
-        for indexes, send in ((events, self._import), (people, self._engage)):
-            if indexes:
-                part = await send([batch[i] for i in indexes], now)
-                for i, result in zip(indexes, part, strict=True):
-                    results[i] = result
-        return results
+        # Profiles and events go to two endpoints.
+        return await self.split_send(batch, now, ("identify",), self._engage, self._import)
 
     async def _import(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         config: MixpanelConfig = self.config  # type: ignore[assignment]
