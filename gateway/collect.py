@@ -10,6 +10,12 @@ messageId is a duplicate, `503` + Retry-After while Redis is away. A message tha
 become an event (no userId/anonymousId, a track without `event`, over 32 KB) is stored
 too, marked with its reason, so the worker puts it in the quarantine; the answer counts
 it, so a client does not retry a batch forever for one bad message.
+
+A write key sent as the Basic username is known before the body: the rate limits (per
+client and per write key) are then counted before the body is read, so a flood is
+answered 429 without reading up to 500 KB per request. A batch's messages are stored as
+the client sent them (with the batch's `sentAt` added where one has none); only what the
+checks read of them is decoded (`_Head`), not every property and context object.
 """
 
 from __future__ import annotations
@@ -64,6 +70,34 @@ REFUSED = "x-collect-refused"
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+_decode_object = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+_decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
+
+
+class _Head(msgspec.Struct):
+    """What validate_message reads of a batch's message, decoded without the rest: the
+    objects (properties, context, ...) stay bytes, as only their kind is checked. (A test
+    holds the answers to those of validate_message on the whole message.)"""
+
+    type: Any = None
+    event: Any = None
+    userId: Any = None
+    anonymousId: Any = None
+    previousId: Any = None
+    groupId: Any = None
+    messageId: Any = None
+    timestamp: Any = None
+    sentAt: Any = msgspec.UNSET
+    originalTimestamp: Any = None
+    properties: msgspec.Raw = None  # type: ignore[assignment]
+    traits: msgspec.Raw = None  # type: ignore[assignment]
+    context: msgspec.Raw = None  # type: ignore[assignment]
+    integrations: msgspec.Raw = None  # type: ignore[assignment]
+    writeKey: Any = msgspec.UNSET
+
+
+_OBJECTS = ("properties", "traits", "context", "integrations")
+_decode_head = msgspec.json.Decoder(_Head).decode
 
 
 class CollectEndpoint:
@@ -84,6 +118,7 @@ class CollectEndpoint:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.by_key = {k: s for s in sources.values() for k in s.write_keys}
+        self.key_ids = {k: key_id(k) for k in self.by_key}
         self.limiter = RateLimiter(store, clock)
         self.origins = {o for s in sources.values() for o in s.origins}
         self.max_body = max((s.max_body for s in sources.values()), default=0)
@@ -134,76 +169,64 @@ class CollectEndpoint:
         self, scope: Scope, receive: Receive, headers: dict[str, str], implied: str | None
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        raw = await read_body(receive, headers.get("content-length"), self.max_body)
-        body = self._inflate(raw, headers.get("content-encoding", ""))
-        try:
-            payload = _decode(body)
-        except (msgspec.DecodeError, RecursionError):
-            raise PayloadError("the body is not valid JSON") from None
-        if not isinstance(payload, dict):
-            raise PayloadError("the body must be a JSON object")
-        write_key = self._write_key(headers, payload)
-        source = self.by_key.get(write_key)
-        if source is None:
-            raise Unauthorized("unknown write key")
-        if len(body) > source.max_body:
-            raise BodyTooLarge(f"the body is over {source.max_body} bytes")
         peer = (scope.get("client") or (None,))[0]
-        ip = source.client_ip(peer, headers.get("x-forwarded-for"))
-        kid = key_id(write_key)
-        wait = await self.limiter.check(
-            source.name,
-            (client_bucket(ip) if ip else "", source.config.limit_per_ip if ip else None),
-            (f"key:{kid}", source.config.limit_per_write_key),
-        )
-        if wait is not None:
-            self.metrics.delivery(source.name, "rate_limited")
-            raise RateLimited(wait)
-        messages = self._messages(payload, implied)
-        now = self.clock()
+        write_key = self._basic_key(headers)
+        if write_key is not None:
+            # The key is known before the body: a flood with it (or from one client) over
+            # a limit is refused with 429 before up to 500 KB of it are read and parsed.
+            source = self._source(write_key)
+            ip = await self._check_limits(source, write_key, peer, headers)
+            limit = source.max_body
+        else:
+            limit = self.max_body
+        raw = await read_body(receive, headers.get("content-length"), limit)
+        body = self._inflate(raw, headers.get("content-encoding", ""), limit)
+        body_key, messages = _messages(body, implied)
+        if write_key is None:
+            write_key = self._body_key(body_key)
+            source = self._source(write_key)
+            if len(body) > source.max_body:
+                raise BodyTooLarge(f"the body is over {source.max_body} bytes")
+            ip = await self._check_limits(source, write_key, peer, headers)
+        received_at_ms = int(self.clock() * 1000)
         stored_headers = {"content-type": "application/json"}
         if headers.get("user-agent"):
             stored_headers["user-agent"] = headers["user-agent"]
         if ip:
             stored_headers["x-collect-ip"] = ip
+        plain_headers = _encode(stored_headers)  # the same for every message not refused
+        kid = self.key_ids[write_key]
         deliveries, reasons = [], []
-        for i, message in enumerate(messages):
-            encoded = _encode(message)
+        for i, (message, stored) in enumerate(messages):
+            if len(stored) > source.max_message:
+                # Measured as the message is sent compactly, whatever its spacing: then
+                # stored so, when that is small enough.
+                stored = _encode(_parse(stored))
             reason = (
-                f"message {i}: over {source.max_message} bytes ({len(encoded)})"
-                if len(encoded) > source.max_message
+                f"message {i}: over {source.max_message} bytes ({len(stored)})"
+                if len(stored) > source.max_message
                 else _numbered(i, validate_message(message))
             )
-            these = stored_headers
+            these = plain_headers
             if reason is not None:
                 reasons.append(reason)
-                these = {**stored_headers, REFUSED: reason}
+                these = _encode({**stored_headers, REFUSED: reason})
             mid = message.get("messageId") if isinstance(message, dict) else None
             if not (isinstance(mid, str) and mid and len(mid) <= 100 and mid.isprintable()):
-                mid = body_hash(encoded)
+                mid = body_hash(stored)
             deliveries.append(
                 RawDelivery(
                     source=source.name,
                     delivery_id=mid,
                     dedupe_key=f"{kid}:{mid}",
-                    received_at_ms=int(now * 1000),
-                    headers=_encode(these),
-                    body=encoded,
+                    received_at_ms=received_at_ms,
+                    headers=these,
+                    body=stored,
                     ttl_ms=source.dedupe_ttl_ms,
                     retention=source.config.raw_retention,
                 )
             )
-        results = await asyncio.gather(
-            *(self.store.accept(d) for d in deliveries), return_exceptions=True
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            # Some may be stored: the client retries the batch, and those are duplicates.
-            error = failed[0]
-            if isinstance(error, GatewayError):
-                raise error
-            raise StoreUnavailable("the store failed; retry later") from error
-        accepted = sum(1 for r in results if r.accepted)  # type: ignore[union-attr]
+        accepted = await self._store(deliveries)
         # Per message, as webhooks are counted per delivery.
         self.metrics.delivery(source.name, "accepted", accepted)
         self.metrics.delivery(source.name, "duplicate", len(messages) - accepted)
@@ -222,7 +245,49 @@ class CollectEndpoint:
             answer["reasons"] = reasons[:10]
         return answer
 
-    def _inflate(self, raw: bytes, encoding: str) -> bytes:
+    async def _store(self, deliveries: list[RawDelivery]) -> int:
+        """Store the messages (each its own atomic accept); how many were not duplicates.
+        Raises only once every write has an answer."""
+        if len(deliveries) == 1:  # analytics.js's one message: no task to gather
+            try:
+                return int((await self.store.accept(deliveries[0])).accepted)
+            except GatewayError:
+                raise
+            except Exception as e:
+                raise StoreUnavailable("the store failed; retry later") from e
+        results = await self.store.accept_many(deliveries)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Some may be stored: the client retries the batch, and those are duplicates.
+            error = failed[0]
+            if isinstance(error, GatewayError):
+                raise error
+            raise StoreUnavailable("the store failed; retry later") from error
+        return sum(1 for r in results if r.accepted)  # type: ignore[union-attr]
+
+    def _source(self, write_key: str) -> CollectSource:
+        source = self.by_key.get(write_key)
+        if source is None:
+            raise Unauthorized("unknown write key")
+        return source
+
+    async def _check_limits(
+        self, source: CollectSource, write_key: str, peer: str | None, headers: dict[str, str]
+    ) -> str | None:
+        """Count the request in its client's and its write key's buckets (429 when over);
+        the client's address (None when the server gives none)."""
+        ip = source.client_ip(peer, headers.get("x-forwarded-for"))
+        wait = await self.limiter.check(
+            source.name,
+            (client_bucket(ip) if ip else "", source.config.limit_per_ip if ip else None),
+            (f"key:{self.key_ids[write_key]}", source.config.limit_per_write_key),
+        )
+        if wait is not None:
+            self.metrics.delivery(source.name, "rate_limited")
+            raise RateLimited(wait)
+        return ip
+
+    def _inflate(self, raw: bytes, encoding: str, limit: int) -> bytes:
         encoding = encoding.strip().lower()
         if encoding in ("", "identity"):
             return raw
@@ -231,56 +296,33 @@ class CollectEndpoint:
         # Inflate in bounded steps: a gzip bomb is refused at the limit, never in memory.
         inflater = zlib.decompressobj(wbits=47 if encoding == "gzip" else 15)
         try:
-            out = inflater.decompress(raw, self.max_body + 1)
+            out = inflater.decompress(raw, limit + 1)
         except zlib.error:
             raise PayloadError(f"the body is not valid {encoding}") from None
-        if len(out) > self.max_body or inflater.unconsumed_tail:
-            raise BodyTooLarge(f"the inflated body is over {self.max_body} bytes")
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise BodyTooLarge(f"the inflated body is over {limit} bytes")
         return out
 
-    def _write_key(self, headers: dict[str, str], payload: dict[str, Any]) -> str:
-        auth = headers.get("authorization", "")
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "basic" and value:
-            try:
-                user, _, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, ValueError):
-                raise Unauthorized("the Basic credentials are not base64") from None
-            if user:
-                return user
-        key = payload.get("writeKey")
+    @staticmethod
+    def _basic_key(headers: dict[str, str]) -> str | None:
+        """The write key given as the Basic username, if any (before the body is read)."""
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "basic" or not value:
+            return None
+        try:
+            user, _, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, ValueError):
+            raise Unauthorized("the Basic credentials are not base64") from None
+        return user or None
+
+    @staticmethod
+    def _body_key(key: Any) -> str:
         if isinstance(key, str) and key:
             return key
         raise Unauthorized(
             "no write key: send it as the HTTP Basic username (empty password) or as "
             "`writeKey` in the body"
         )
-
-    @staticmethod
-    def _messages(payload: dict[str, Any], implied: str | None) -> list[Any]:
-        if implied is not None:
-            # The write key is a credential of the request, not part of the message.
-            message = {k: v for k, v in payload.items() if k != "writeKey"}
-            return [{**message, "type": implied}]
-        batch = payload.get("batch")
-        if not isinstance(batch, list):
-            raise PayloadError("a batch needs `batch`: a list of messages")
-        shared = {k: payload[k] for k in ("sentAt", "context", "integrations") if k in payload}
-        out = []
-        for message in batch:
-            if isinstance(message, dict) and "writeKey" in message:
-                message = {k: v for k, v in message.items() if k != "writeKey"}
-            if isinstance(message, dict) and shared:
-                merged = dict(message)
-                if "sentAt" in shared:
-                    merged.setdefault("sentAt", shared["sentAt"])
-                for key in ("context", "integrations"):
-                    top = shared.get(key)
-                    if isinstance(top, dict) and isinstance(merged.get(key, {}), dict):
-                        merged[key] = {**top, **merged.get(key, {})}
-                message = merged
-            out.append(message)
-        return out
 
     # --- POST /v1/id: the first-party visitor id --------------------------------------
 
@@ -399,6 +441,108 @@ class CollectEndpoint:
             "remotePlugins": [],
         }
         await _respond(send, 200, settings, {**cors, "cache-control": "max-age=300"})
+
+
+def _merged(message: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """A batch message with the batch's `sentAt`, `context` and `integrations` as defaults."""
+    merged = dict(message)
+    if "sentAt" in shared:
+        merged.setdefault("sentAt", shared["sentAt"])
+    for key in ("context", "integrations"):
+        top = shared.get(key)
+        if isinstance(top, dict) and isinstance(merged.get(key, {}), dict):
+            merged[key] = {**top, **merged.get(key, {})}
+    return merged
+
+
+def _messages(body: bytes, implied: str | None) -> tuple[Any, list[tuple[Any, bytes]]]:
+    """The body's `writeKey`, and each message: what validate_message is to check, and
+    the bytes to store (what the worker reads). A batch's messages are stored as sent
+    (with the batch's `sentAt` added), not decoded and encoded again.
+
+    PayloadError (400) for a body that is not a JSON object (or a batch without a list of
+    messages), as a decode of the whole body would say. One difference: a number too
+    large for a float (1e999) inside a message's objects is not looked at here; that
+    message is stored, and the worker quarantines it as not JSON.
+    """
+    if implied is not None:
+        payload = _parse(body)
+        if not isinstance(payload, dict):
+            raise PayloadError("the body must be a JSON object")
+        # The write key is a credential of the request, not part of the message.
+        message = {k: v for k, v in payload.items() if k != "writeKey"}
+        message = {**message, "type": implied}
+        return payload.get("writeKey"), [(message, _encode(message))]
+    if not body.isascii():
+        try:  # the strings left undecoded (in messages' objects) must be UTF-8 too
+            body.decode()
+        except UnicodeDecodeError:
+            raise PayloadError("the body is not valid JSON (not UTF-8)") from None
+    try:
+        top = _decode_object(body)
+    except msgspec.ValidationError:
+        raise PayloadError("the body must be a JSON object") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise PayloadError("the body is not valid JSON") from None
+    given = {k: _parse(top[k]) for k in ("writeKey", "sentAt", "context", "integrations")
+             if k in top}  # fmt: skip
+    try:
+        batch = _decode_list(top["batch"])
+    except (KeyError, msgspec.ValidationError):
+        raise PayloadError("a batch needs `batch`: a list of messages") from None
+    shared = {k: given[k] for k in ("sentAt", "context", "integrations") if k in given}
+    objects = any(isinstance(shared.get(k), dict) for k in ("context", "integrations"))
+    sent_at = _encode(shared["sentAt"]) if "sentAt" in shared else None
+    out: list[tuple[Any, bytes]] = []
+    for raw in batch:
+        stored = bytes(raw)
+        head = _head(stored) if stored[:1] == b"{" else None
+        if head is None or head.writeKey is not msgspec.UNSET or objects:
+            # Not an object (refused), or one to change: analytics.js's batches repeat
+            # the write key in each message; the batch may give context defaults.
+            message = _parse(stored)
+            if isinstance(message, dict):
+                message = _merged({k: v for k, v in message.items() if k != "writeKey"}, shared)
+                stored = _encode(message)
+            out.append((message, stored))
+            continue
+        check = msgspec.structs.asdict(head)
+        del check["writeKey"]
+        for key in _OBJECTS:
+            value = check[key]
+            if value is not None:  # its kind is what counts: {} stands for any object
+                value = bytes(value)
+                check[key] = {} if value[:1] == b"{" else _parse(value)
+        if head.sentAt is msgspec.UNSET:
+            check["sentAt"] = None
+            if sent_at is not None:
+                check["sentAt"] = shared["sentAt"]
+                stored = _with_sent_at(stored, sent_at)
+        out.append((check, stored))
+    return given.get("writeKey"), out
+
+
+def _head(message: bytes) -> _Head:
+    try:
+        return _decode_head(message)
+    except (msgspec.DecodeError, RecursionError):
+        raise PayloadError("the body is not valid JSON") from None
+
+
+def _parse(data: bytes | msgspec.Raw) -> Any:
+    try:
+        return _decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        # (msgspec raises UnicodeDecodeError for a string that is not UTF-8)
+        raise PayloadError("the body is not valid JSON") from None
+
+
+def _with_sent_at(message: bytes, sent_at: bytes) -> bytes:
+    """A JSON object's bytes (as sent) with `"sentAt": <sent_at>` added as its first key."""
+    rest = message[1:]  # after the `{` the object starts with
+    if rest.lstrip().startswith(b"}"):
+        return b'{"sentAt":' + sent_at + rest
+    return b'{"sentAt":' + sent_at + b"," + rest
 
 
 def _numbered(index: int, reason: str | None) -> str | None:

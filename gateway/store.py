@@ -40,6 +40,11 @@ from redis.retry import Retry
 
 from .errors import StoreUnavailable
 
+try:  # hiredis >= 2.1 packs commands in C (a dependency: redis[hiredis])
+    from hiredis import pack_command as _c_pack
+except ImportError:  # pragma: no cover
+    _c_pack = None
+
 # KEYS[1] the raw stream; KEYS[2..] one seen key per delivery.
 # ARGV[1] seen TTL (ms); ARGV[2] stream retention (approximate MAXLEN); ARGV[3] source;
 # then 4 per delivery: delivery_id, received_at, headers, body.
@@ -231,18 +236,35 @@ class Store:
         leaves its call running: the outcome is then unknown to the vendor, who retries
         and is told `duplicate` if the write did land.
         """
+        [future] = self._enqueue([delivery])
+        return await future
+
+    async def accept_many(
+        self, deliveries: list[RawDelivery]
+    ) -> list[AcceptResult | StoreUnavailable | Exception]:
+        """accept() for several deliveries (a collected batch) without a task each: each
+        one's result, or the error it got, in order, once every one has its answer."""
+        out: list[AcceptResult | StoreUnavailable | Exception] = []
+        for future in self._enqueue(deliveries):  # answered together: one real wait
+            try:
+                out.append(await future)
+            except Exception as e:
+                out.append(e)
+        return out
+
+    def _enqueue(self, deliveries: list[RawDelivery]) -> list[asyncio.Future[AcceptResult]]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[AcceptResult] = loop.create_future()
+        futures: list[asyncio.Future[AcceptResult]] = [loop.create_future() for _ in deliveries]
         if not self._pending:
             # One deadline per batch rather than a wait_for per request: this path runs
             # for every webhook, and per-request timers cost more than the Redis write.
             self._deadline = loop.call_later(self.timeout, self._expire, self._pending)
-        self._pending.append((delivery, future))
+        self._pending.extend(zip(deliveries, futures, strict=True))
         if not self._scheduled and self._in_flight < MAX_IN_FLIGHT:
             self._scheduled = True
             # Let every request that is ready in this loop iteration join the batch.
             loop.call_soon(self._flush)
-        return await future
+        return futures
 
     def _expire(self, batch: Batch) -> None:
         """The batch's deadline passed: answer what is still waiting with 503."""
@@ -373,7 +395,17 @@ async def _read_replies(conn: Any, count: int, timeout: float) -> list[Any]:
 
 
 def pack_command(args: tuple[Any, ...]) -> bytes:
-    """One Redis command in RESP, built with a single join."""
+    """One Redis command in RESP: hiredis's C packer (the same bytes, about 3x faster:
+    the worker packs tens of arguments per event), else built with a single join."""
+    if _c_pack is not None:
+        try:
+            return _c_pack(args if isinstance(args, tuple) else tuple(args))
+        except TypeError:  # a bool or bytearray argument: the Python packer takes those
+            pass
+    return _pack_command(args)
+
+
+def _pack_command(args: tuple[Any, ...]) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         if isinstance(arg, str):

@@ -13,12 +13,23 @@ import json
 import uuid
 
 import httpx
+import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from segment.analytics import Client
 
 from gateway.store import Store
 from gateway.worker import Pipeline
-from tests.conftest import Clock, config, gateway_client, raw_entries, served_gateway
+from normalizers.collect import validate_message
+from tests.conftest import (
+    Clock,
+    config,
+    drop_prefix,
+    gateway_client,
+    raw_entries,
+    served_gateway,
+)
 
 WRITE_KEY = "wk_test_0123456789"
 SITE = "https://www.example.com"
@@ -295,8 +306,7 @@ async def test_segments_node_client_is_taken_as_is(redis_store):
 
 async def test_metrics_count_collected_messages_not_requests(redis_store):
     batch = [
-        {"type": "track", "event": "E", "userId": "u", "messageId": f"metric-{i}"}
-        for i in range(3)
+        {"type": "track", "event": "E", "userId": "u", "messageId": f"metric-{i}"} for i in range(3)
     ]
     async with gateway_client(_cfg(), redis_store) as client:
         await client.post("/v1/batch", json={"batch": batch}, headers=_basic())
@@ -304,3 +314,203 @@ async def test_metrics_count_collected_messages_not_requests(redis_store):
         text = (await client.get("/metrics")).text
     assert 'gateway_deliveries_total{outcome="accepted",source="web"} 3.0' in text
     assert 'gateway_deliveries_total{outcome="duplicate",source="web"} 2.0' in text
+
+
+# --- a batch's messages: stored as sent, checked as a decode of the whole would -------
+
+
+async def test_batch_messages_are_stored_byte_for_byte_with_the_batchs_sent_at(redis_store):
+    """The stored body is the message as the client wrote it (escapes, spacing, number
+    spelling), with only the batch's sentAt put in front when the message has none."""
+    first = (
+        b'{ "type": "track", "event": "Caf\\u00e9", "userId": "u", "messageId": "b-1",\n'
+        b'  "properties": {"price": 1.50e1, "tags": [ ]} }'
+    )
+    second = b'{"type":"identify","userId":"u","messageId":"b-2","sentAt":"2026-01-01T00:00:09Z"}'
+    third = b"{ }"  # no type, no id: refused, and stored all the same
+    body = b'{"batch": [%s, %s, %s], "sentAt": "2026-01-01T00:00:10Z"}' % (first, second, third)
+    async with gateway_client(_cfg(), redis_store) as client:
+        answer = await client.post("/v1/batch", content=body, headers=_basic())
+    assert answer.status_code == 200
+    assert answer.json()["refused"] == 1
+    entries = await raw_entries(redis_store, "web")
+    sent_at = b'{"sentAt":"2026-01-01T00:00:10Z",'
+    assert [e["body"] for e in entries] == [
+        sent_at + first[1:],
+        second,
+        b'{"sentAt":"2026-01-01T00:00:10Z" }',
+    ]
+    assert [e["delivery_id"] for e in entries][:2] == ["b-1", "b-2"]
+    assert json.loads(entries[2]["headers"])["x-collect-refused"].startswith("message 2: ")
+    [outcome, _, _] = await _events(redis_store, _cfg())
+    [event] = outcome.events
+    assert event.event == "Café" and event.properties == {"price": 15.0, "tags": []}
+
+
+@pytest.mark.parametrize("path", ["/v1/track", "/v1/batch"])
+async def test_a_body_that_is_not_utf8_is_400_not_500(redis_store, path):
+    message = b'{"type": "track", "event": "\xff", "userId": "u"}'
+    body = message if path == "/v1/track" else b'{"batch": [%s]}' % message
+    async with gateway_client(_cfg(), redis_store) as client:
+        answer = await client.post(path, content=body, headers=_basic())
+    assert answer.status_code == 400
+    assert "not valid JSON" in answer.json()["detail"]
+    assert await raw_entries(redis_store, "web") == []
+
+
+_TIMES = ["2026-01-01T00:00:00.000Z", "2026-01-01T01:00:00+01:00", "yesterday", ""]
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12)
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_objects = st.dictionaries(st.text(max_size=6), _values, max_size=3)
+_ids = st.sampled_from(["u-1", "u-2", ""]) | st.integers(0, 9) | _values
+_FIELDS = {
+    "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias", "x"])
+    | _values,
+    "event": st.sampled_from(["Signed Up", " "]) | _values,
+    "userId": _ids,
+    "anonymousId": _ids,
+    "previousId": _ids,
+    "groupId": _ids,
+    "messageId": st.uuids().map(str) | st.sampled_from(["", "x" * 101, "bell\x07"]) | _values,
+    "timestamp": st.sampled_from(_TIMES) | _values,
+    "sentAt": st.sampled_from(_TIMES) | _values,
+    "originalTimestamp": st.sampled_from(_TIMES) | _values,
+    "properties": _objects | _values,
+    "traits": _objects | _values,
+    "context": _objects | _values,
+    "integrations": _objects | _values,
+    "name": _values,
+    "writeKey": st.just(WRITE_KEY),
+}
+_VALID = {
+    "type": st.sampled_from(["track", "identify", "page", "screen", "group", "alias"]),
+    "event": st.just("Signed Up"),
+    "userId": st.sampled_from(["u-1", "u-2"]),
+    "previousId": st.just("p-1"),
+    "groupId": st.just("g-1"),
+    "messageId": st.uuids().map(str),
+}
+_VALID_OPTIONAL = {
+    "anonymousId": st.just("a-1"),
+    **{k: st.sampled_from(_TIMES[:2]) for k in ("timestamp", "sentAt", "originalTimestamp")},
+    **{k: _objects for k in ("properties", "traits", "context", "integrations")},
+    "writeKey": st.just(WRITE_KEY),
+}
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> dict:
+    """A valid message, then up to two fields changed to anything or removed: each check
+    of validate_message gets messages that only it refuses."""
+    message = draw(st.fixed_dictionaries(_VALID, optional=_VALID_OPTIONAL))
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from(sorted(_FIELDS)))
+        if draw(st.booleans()):
+            message[key] = draw(_scalars | _FIELDS[key])
+        else:
+            message.pop(key, None)
+    return message
+
+
+_messages = st.one_of(_message(), _message(), _message(), _values)
+
+
+def _expected(payload: dict) -> list:
+    """What each message of a batch should be stored as: the Segment rules, applied to the
+    batch decoded whole (the gateway's own code is not used)."""
+    shared = {k: payload[k] for k in ("sentAt", "context", "integrations") if k in payload}
+    out = []
+    for message in payload["batch"]:
+        if isinstance(message, dict):
+            message = {k: v for k, v in message.items() if k != "writeKey"}
+            if "sentAt" in shared:
+                message.setdefault("sentAt", shared["sentAt"])
+            for key in ("context", "integrations"):
+                if isinstance(shared.get(key), dict) and isinstance(message.get(key, {}), dict):
+                    message[key] = {**shared[key], **message.get(key, {})}
+        out.append(message)
+    return out
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batch=st.lists(_messages, max_size=8),
+    sent_at=st.none() | st.sampled_from(_TIMES) | _values,
+    context=st.one_of(st.none(), st.none(), st.none(), _objects),  # defaults: rare
+    key_in_body=st.booleans(),
+    indent=st.sampled_from([None, 1]),
+    ascii_only=st.booleans(),
+)
+def test_a_batch_is_answered_and_stored_as_a_decode_of_the_whole_would(
+    redis_url, batch, sent_at, context, key_in_body, indent, ascii_only
+):
+    """The gateway decodes only what its checks read of each message and stores the rest
+    as sent: the answer (refused count and reasons) and what the worker reads must be
+    those of the whole batch decoded and checked with validate_message."""
+    import asyncio
+
+    payload: dict = {"batch": batch}
+    if sent_at is not None:
+        payload["sentAt"] = sent_at
+    if context is not None:
+        payload["context"] = context
+    headers = _basic()
+    if key_in_body:
+        payload["writeKey"] = WRITE_KEY
+        headers = {}
+    body = json.dumps(payload, indent=indent, ensure_ascii=ascii_only).encode()
+    expected = _expected(payload)
+    limit = 400  # max_message: some messages are over it
+    reasons = []
+    for i, message in enumerate(expected):
+        size = len(msgspec.json.encode(message))
+        reason = f"over {limit} bytes ({size})" if size > limit else validate_message(message)
+        if reason is not None:
+            reasons.append(f"message {i}: {reason}")
+
+    async def run() -> tuple[httpx.Response, list]:
+        store = Store.connect(redis_url, f"test-collect-{uuid.uuid4().hex[:8]}")
+        try:
+            async with gateway_client(_cfg(max_message=limit), store) as client:
+                answer = await client.post("/v1/batch", content=body, headers=headers)
+            return answer, await raw_entries(store, "web")
+        finally:
+            await drop_prefix(store.client, store.keys.prefix)
+            await store.close()
+
+    answer, entries = asyncio.run(run())
+    assert answer.status_code == 200, answer.text
+    reply = answer.json()
+    assert reply.get("refused", 0) == len(reasons)
+    assert reply.get("reasons", []) == reasons[:10]
+    # Stored once per message id (a repeated id is a duplicate), each as the worker reads it.
+    seen, kept = set(), []
+    for message in expected:
+        mid = message.get("messageId") if isinstance(message, dict) else None
+        valid = isinstance(mid, str) and mid and len(mid) <= 100 and mid.isprintable()
+        key = mid if valid else json.dumps(message)
+        if key not in seen:
+            seen.add(key)
+            kept.append(message)
+    stored = [json.loads(e["body"]) for e in entries]
+    assert stored == kept
+    # Spacing does not count against the limit, and nothing is stored over it unrefused.
+    for entry, message in zip(entries, kept, strict=True):
+        if len(msgspec.json.encode(message)) <= limit:
+            assert len(entry["body"]) <= limit

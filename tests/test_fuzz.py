@@ -166,7 +166,9 @@ class Client:
 
     def close(self) -> None:
         async def drop() -> None:
-            keys = [k async for k in self.store.client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            keys = [
+                k async for k in self.store.client.scan_iter(match=f"{self.prefix}:*", count=1000)
+            ]
             if keys:
                 await self.store.client.delete(*keys)
             await self.http.aclose()

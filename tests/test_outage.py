@@ -15,7 +15,8 @@ import redis as sync_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway.store import Store
+from gateway.errors import StoreUnavailable
+from gateway.store import RawDelivery, Store
 from tests.conftest import Clock, gateway_client, raw_entries, until
 
 CFG = """
@@ -180,3 +181,23 @@ async def answered(client, delivery: str):
     return await asyncio.wait_for(
         client.post("/webhooks/acme", content=b"{}", headers=signed(delivery)), 10
     )
+
+
+async def test_accept_many_answers_each_delivery_in_order(private_redis):
+    """A collected batch's messages share the store's script calls without a task each:
+    each gets its own answer (a copy is a duplicate), and with Redis gone each gets 503."""
+    store = Store.connect(private_redis.url, "gw", timeout=0.5)
+    try:
+
+        def delivery(i: str) -> RawDelivery:
+            return RawDelivery("web", i, i, 1_700_000_000_000, b"{}", b"{}", 60_000, 1000)
+
+        await store.accept(delivery("m-1"))
+        results = await store.accept_many([delivery("m-0"), delivery("m-1"), delivery("m-2")])
+        assert [r.accepted for r in results] == [True, False, True]  # type: ignore[union-attr]
+        assert await store.client.xlen(store.keys.raw("web")) == 3
+        private_redis.stop()
+        down = await store.accept_many([delivery("m-3"), delivery("m-4")])
+        assert all(isinstance(r, StoreUnavailable) for r in down), down
+    finally:
+        await store.close()

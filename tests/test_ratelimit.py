@@ -10,6 +10,7 @@ millisecond before it a fresh limiter still refuses, at it the request goes thro
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 
@@ -20,7 +21,7 @@ from gateway.app import create_app
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.ratelimit import Limit, RateLimiter, client_bucket
 from gateway.store import Store
-from tests.conftest import Clock, config, free_port, raw_entries
+from tests.conftest import Clock, config, free_port, raw_entries, served_gateway
 
 # A day boundary, so that minute and hour windows start exactly here.
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -418,3 +419,65 @@ async def test_the_id_endpoint_is_limited_per_client_too(redis_store):
     assert answers[2].headers["access-control-allow-origin"] == site
     assert track.status_code == 429
     assert other.status_code == 200
+
+
+# --- refused before the body is read -----------------------------------------------------
+
+
+async def _headers_only(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """POST /v1/batch's headers, announcing a 500 KB body that is never sent; the answer's
+    status and headers. A server that waits for the body does not answer: the read's
+    deadline then fails the test."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [
+        "POST /v1/batch HTTP/1.1",
+        "Host: gateway",
+        "Content-Type: application/json",
+        "Content-Length: 500000",  # within max_body: only the limit may refuse it unread
+        *(f"{k}: {v}" for k, v in headers.items()),
+    ]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    finally:
+        writer.close()
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    answer = dict(f.split(": ", 1) for f in fields if f)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in answer.items()}
+
+
+def _basic(key: str = WRITE_KEY) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"limit_per_write_key": "1/1m", "limit_per_ip": None},
+        {"limit_per_ip": "1/1m", "limit_per_write_key": None},
+    ],
+    ids=["write key", "client"],
+)
+async def test_a_flood_with_a_basic_key_is_refused_before_its_body_is_read(redis_store, limits):
+    """With the write key in the Basic header, both limits are counted before the body:
+    a request over one gets 429 + Retry-After without the gateway reading 500 KB."""
+    clock = Clock(T0 + 10)
+    message = {"type": "track", "event": "E", "userId": "u", "messageId": str(uuid.uuid4())}
+    async with served_gateway(_cfg(**limits), redis_store, clock) as url:
+        async with httpx.AsyncClient(base_url=url) as client:
+            first = await client.post("/v1/batch", json={"batch": [message]}, headers=_basic())
+        status, headers = await _headers_only(url, _basic())
+    assert first.status_code == 200
+    assert status == 429
+    # 1/1m, one request 10 s into the window: allowed again at the next window's end, 50 + 60.
+    assert headers["retry-after"] == "110"
+    assert len(await raw_entries(redis_store, "web")) == 1
+
+
+async def test_an_unknown_basic_key_is_refused_before_its_body_is_read(redis_store):
+    async with served_gateway(_cfg(), redis_store, Clock(T0 + 10)) as url:
+        status, _ = await _headers_only(url, _basic("wk_not_ours"))
+    assert status == 401
+    assert not [k for k in await keys_left(redis_store) if b":rl:" in k]  # nothing counted

@@ -11,6 +11,8 @@ from urllib.parse import urlencode
 
 import pytest
 import stripe
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import ConfigError
 from gateway.store import RawDelivery
@@ -167,3 +169,25 @@ def test_errors_do_not_echo_values_from_the_environment():
     with pytest.raises(ConfigError) as e:
         config(text, ALGO="sha1", TOL="HUNTER2")
     assert "HUNTER2" not in str(e.value)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=40),
+            st.binary(max_size=40),
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+@settings(max_examples=300, deadline=None)
+def test_the_c_packer_writes_the_same_bytes_as_the_python_one(args) -> None:
+    """store.pack_command takes hiredis's C packer when it can: same RESP bytes."""
+    from gateway.store import _pack_command, pack_command
+
+    command = ("CMD", *args)
+    assert pack_command(command) == _pack_command(command)
