@@ -219,8 +219,24 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({path.rsplit('/', 1)[-1]})"
 
 
-def profile_summary(raw: Path, top: int = 15) -> tuple[list, list]:
-    """Self and inclusive time per function from py-spy's collapsed stacks, in % of samples."""
+# Inclusive time is shown for functions of these files and libraries (the gateway's own).
+OURS = (
+    "ingest.py",
+    "store.py",
+    "sources/",
+    "stripe.py",
+    "signing.py",
+    "base.py",
+    "_webhook.py",
+    "structlog",
+    "_log",
+    "redis",
+)
+
+
+def profile_summary(raw: Path, top: int = 15, markers: tuple[str, ...] = OURS) -> tuple[list, list]:
+    """Self and inclusive time per function from py-spy's collapsed stacks, in % of samples
+    (inclusive only for functions whose file or library name holds one of `markers`)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -234,27 +250,7 @@ def profile_summary(raw: Path, top: int = 15) -> tuple[list, list]:
             inclusive[name] += int(n)
         total += int(n)
     pct = lambda c: [(100.0 * k / total, name) for name, k in c.most_common(top)]  # noqa: E731
-    ours = collections.Counter(
-        {
-            k: v
-            for k, v in inclusive.items()
-            if any(
-                m in k
-                for m in (
-                    "ingest.py",
-                    "store.py",
-                    "sources/",
-                    "stripe.py",
-                    "signing.py",
-                    "base.py",
-                    "_webhook.py",
-                    "structlog",
-                    "_log",
-                    "redis",
-                )
-            )
-        }
-    )
+    ours = collections.Counter({k: v for k, v in inclusive.items() if any(m in k for m in markers)})
     return pct(own), pct(ours)
 
 
