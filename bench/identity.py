@@ -93,7 +93,7 @@ async def run(people: int, url: str) -> None:
                 await graph.link(ids, NOW)
                 links.append(time.perf_counter() - t)
                 calls.append((ids, NOW, None))
-                enrich.append((ids, attributes(i, NOW), ""))
+                enrich.append((ids, attributes(i, NOW), ("", "")))
             t = time.perf_counter()
             await graph.observe(calls, enrich, NOW)  # what the worker sends for a batch
             batches.append(time.perf_counter() - t)

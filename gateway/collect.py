@@ -46,6 +46,7 @@ from .errors import (
     Unauthorized,
     UnknownSource,
 )
+from .graph import Graph
 from .identity import Visitors
 from .ingest import Receive, Scope, Send, read_body, respond
 from .metrics import Metrics
@@ -114,7 +115,9 @@ class CollectEndpoint:
         self.sources = sources
         self.store = store
         self.identity = identity or IdentityConfig()
-        self.visitors = Visitors(store, self.identity)
+        self.visitors = Visitors(
+            store, self.identity, Graph.of(store, self.identity) if self.identity.graph else None
+        )
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.by_key = {k: s for s in sources.values() for k in s.write_keys}

@@ -36,7 +36,7 @@ import structlog
 from normalizers.event import Context, Event, SourceInfo, iso_time, message_id
 
 from .config import Config
-from .graph import Graph, Observation, identifiers_of
+from .graph import Graph, Observation, external_id, identifiers_of
 from .identity import ads_allowed, consent_of, touch
 from .metrics import Metrics
 from .store import Store
@@ -85,17 +85,25 @@ def view(event: Event) -> dict[str, Any]:
     }
 
 
-def vendor_id(event: Event) -> str:
+def vendor_id(event: Event) -> tuple[str, str]:
     """The id the event goes out under when it is only its vendor's (`stripe:cus_123`),
-    else ''."""
+    with that id's graph identifier; ("", "") if it is not one."""
     anonymous = event.anonymous_id
     if event.user_id is not None or not anonymous:
-        return ""
+        return "", ""
     ctx = event.context
     for x in ctx.external_ids:
         if anonymous == f"{ctx.source.type}:{x.id}":
-            return anonymous
-    return ""
+            return anonymous, external_id(x.type, x.id) or ""
+    return "", ""
+
+
+def stands_in(event: Event, vendor: str | None = None) -> bool:
+    """Its anonymousId is no person's own: a vendor's id (`vendor`, if already known), or
+    `<source>:system`."""
+    if vendor is None:
+        vendor = vendor_id(event)[0]
+    return bool(vendor) or event.anonymous_id == f"{event.context.source.name}:system"
 
 
 class Enricher:
@@ -114,13 +122,16 @@ class Enricher:
     def _fresh_link(self, ids: tuple[str, ...], now: float) -> bool:
         """True when this worker linked exactly these identifiers a short while ago."""
         seen = self._linked.get(ids)
-        if seen is not None and now - seen < LINK_CACHE_SECONDS:
-            return True
-        self._linked[ids] = now
-        self._linked.move_to_end(ids)
+        return seen is not None and now - seen < LINK_CACHE_SECONDS
+
+    def _linked_now(self, done: list[tuple[str, ...]], now: float) -> None:
+        """Remember links once Redis has confirmed them (a failed round trip is redone
+        in full, links included)."""
+        for ids in done:
+            self._linked[ids] = now
+            self._linked.move_to_end(ids)
         while len(self._linked) > LINK_CACHE:
             self._linked.popitem(last=False)
-        return False
 
     def attributes(self, event: Event, at: int) -> list[tuple[str, str, int]]:
         """What this event tells about its person, as profile attributes."""
@@ -164,29 +175,41 @@ class Enricher:
             return []
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         wall = time.monotonic()
-        items: list[tuple[Outcome, Event, list[str]]] = []
+        items: list[tuple[Outcome, Event, int | None, str]] = []
         links: list[tuple[list[str], int, str | None]] = []
-        calls: list[tuple[list[str], list[tuple[str, str, int]], str]] = []
+        calls: list[tuple[list[str], list[tuple[str, str, int]], tuple[str, str]]] = []
         for outcome in outcomes:
             for event in outcome.events:
                 ids = identifiers_of(view(event), self.graph.phone_region)
                 if not ids:
                     continue
                 at = min(_ms(event.timestamp, now_ms), now_ms)
+                if event.context.source.name in self.collected:
+                    # A client's clock says when; what it tells about the person is as of
+                    # when the gateway got it (a message dated 1970 is not a first touch).
+                    at = min(_ms(event.received_at, now_ms), now_ms)
+                link = None
                 if (len(ids) > 1 or not ids[0].startswith("anon:")) and not self._fresh_link(
                     tuple(ids), wall
                 ):
+                    link = len(links)
                     links.append((ids, at, None))
-                items.append((outcome, event, ids))
-                calls.append((ids, self.attributes(event, at), vendor_id(event)))
+                vendor = vendor_id(event)
+                items.append((outcome, event, link, vendor[0]))
+                calls.append((ids, self.attributes(event, at), vendor))
         if not items:
             return []
-        results, observed = await self.graph.observe(links, calls, now_ms)
+        results, observed = await self.graph.observe(links, calls, now_ms, self.identity.consent)
+        self._linked_now([tuple(ids) for ids, _, _ in links], wall)
         self._count(results)
         writes: list[Any] = []
         due: dict[str, tuple[Outcome, Event, dict[str, Any]]] = {}
-        for (outcome, event, _), seen in zip(items, observed, strict=True):
-            self.apply(event, seen)
+        for (outcome, event, link, vendor), seen in zip(items, observed, strict=True):
+            if link is not None and results[link].conflicts:
+                # The event names identifiers of two people: it is left as it is rather
+                # than given one of them.
+                continue
+            self.apply(event, seen, vendor)
             profile = seen.profile
             if profile and profile.get("pending") and profile["id"] not in due:
                 due[profile["id"]] = (outcome, event, profile)
@@ -204,35 +227,45 @@ class Enricher:
         return writes
 
     def _count(self, results: list[Any]) -> None:
+        conflicts, kinds = 0, set()
         for r in results:
             if r.created:
                 self.metrics.identity.labels("profile_created").inc()
             if r.merged:
                 self.metrics.identity.labels("profiles_merged").inc(len(r.merged))
             if r.conflicts:
-                self.metrics.identity.labels("conflict").inc(r.conflicts)
-                # The identifier types only: the values are personal data.
-                self.log.warning(
-                    "identity.conflict",
-                    profile=r.profile_id,
-                    kept_apart=sorted({x.partition(":")[0] for x in r.refused}),
-                    reason="joining would break identity.limits (two userIds, or too many "
-                    "of one type); they stay apart",
-                )
+                conflicts += r.conflicts
+                kinds.update(x.partition(":")[0] for x in r.refused)
             if r.blocked:
                 self.metrics.identity.labels("blocked").inc(len(r.blocked))
+        if conflicts:
+            self.metrics.identity.labels("conflict").inc(conflicts)
+            # One line per batch, with identifier types only: the values are personal data.
+            self.log.warning(
+                "identity.conflict",
+                count=conflicts,
+                kept_apart=sorted(kinds),
+                reason="joining would break identity.limits (two userIds, or too many of "
+                "one type); they stay apart and those events are not enriched",
+            )
 
-    def apply(self, event: Event, seen: Observation) -> None:
-        """Give the event what its profile (or, without one, its visitor record) knows."""
+    def apply(self, event: Event, seen: Observation, vendor: str | None = None) -> None:
+        """Give the event what its profile (or, without one, its visitor record) knows.
+        `vendor`: the vendor id it goes out under, when the caller knows it already."""
         profile = seen.profile
         ctx = event.context
         if profile is not None:
-            attrs = {k: v for k, (v, _) in profile["attributes"].items()}
+            attrs = profile["values"]
             users = [x[5:] for x in profile["identifiers"] if x.startswith("user:")]
-            if vendor_id(event) and attrs.get("anon"):
-                event.anonymous_id = attrs["anon"]  # the vendor's id stays in externalIds
             if event.user_id is None and len(users) == 1:
+                if stands_in(event, vendor):
+                    # The web id, else none: a vendor's id stays in externalIds, and a
+                    # `<source>:system` id shared by every guest must not become a
+                    # device of this person.
+                    event.anonymous_id = attrs.get("anon")
                 event.user_id = users[0]
+            elif attrs.get("anon") and stands_in(event, vendor):
+                event.anonymous_id = attrs["anon"]
         elif seen.visitor:
             v = seen.visitor
             attrs = {
@@ -255,9 +288,10 @@ class Enricher:
         if ctx.user_agent is None and attrs.get("ua"):
             ctx.user_agent = attrs["ua"]
         consent = _json(attrs.get("consent")) or {}
+        own = consent_of(ctx.consent)  # the event's own answer wins, in either vocabulary
         if consent:
-            ctx.consent = {**consent, **ctx.consent}
-        ads = ads_allowed(self.identity.consent, consent_of(ctx.consent))
+            ctx.consent = {**consent, **own, **ctx.consent}
+        ads = ads_allowed(self.identity.consent, {**consent, **own})
         first, last = _json(attrs.get("ft")) or {}, _json(attrs.get("lt")) or {}
         if not ctx.campaign and last.get("campaign"):
             ctx.campaign = dict(last["campaign"])
@@ -270,7 +304,10 @@ class Enricher:
             about["id"] = profile["id"]
         for name, landing in (("firstTouch", first), ("lastTouch", last)):
             if landing:
-                shown = {k: v for k, v in landing.items() if k != "at" and (ads or k != "clickIds")}
+                # Without ad consent only the campaign shows: the URL and referrer carry
+                # the click ids too.
+                keep = ("url", "referrer", "campaign", "clickIds") if ads else ("campaign",)
+                shown = {k: landing[k] for k in keep if k in landing}
                 if isinstance(landing.get("at"), int):
                     shown["at"] = iso_time(landing["at"])
                 about[name] = shown

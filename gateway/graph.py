@@ -43,6 +43,7 @@ refreshed at most once per `ttl_refresh_ms`); a userId joining makes them perman
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import time
@@ -138,8 +139,13 @@ def _sha256(text: str) -> str:
 
 def email_id(value: Any) -> str | None:
     """`email:<sha256 hex>` of the trimmed, lower-cased address; None if not an address."""
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 1024:
         return None
+    return _email_id(value)
+
+
+@functools.lru_cache(maxsize=65_536)  # a customer's events repeat the address
+def _email_id(value: str) -> str | None:
     address = value.strip().lower()
     if len(address) > 254 or not _EMAIL.fullmatch(address):
         return None
@@ -153,6 +159,11 @@ def phone_id(value: Any, region: str | None = None) -> str | None:
         value = str(value)
     if not isinstance(value, str) or len(value) > 64:
         return None
+    return _phone_id(value, region)
+
+
+@functools.lru_cache(maxsize=65_536)  # parsing a number costs ~50 us
+def _phone_id(value: str, region: str | None) -> str | None:
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -181,6 +192,7 @@ def external_id(id_type: Any, value: Any, region: str | None = None) -> str | No
     return f"ext:{id_type}:{value}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def tombstone(identifier: str) -> str:
     """What the forgotten set keeps of an erased identifier: a hash, not the id."""
     return hashlib.sha256(b"forgotten\n" + identifier.encode()).hexdigest()
@@ -264,6 +276,16 @@ local function put(k, f, v, at)
   local cur = redis.call('HMGET', k, f, f .. '@')
   local was = tonumber(cur[2])
   if was and cur[1] then
+    if f == 'a:consent' and at == was then
+      -- Two answers at the same moment: a denial wins (fail closed), else the larger.
+      local old_denies = string.find(cur[1], '"denied"', 1, true)
+      local new_denies = string.find(v, '"denied"', 1, true)
+      if old_denies and not new_denies then return end
+      if new_denies and not old_denies then
+        redis.call('HSET', k, f, v, f .. '@', at)
+        return
+      end
+    end
     if string.sub(f, 1, 2) == 'f:' then
       if at > was or (at == was and v <= cur[1]) then return end
     elseif at < was or (at == was and v <= cur[1]) then
@@ -492,14 +514,16 @@ return {index, profiles}
 """
 )
 
-# KEYS[1] the tombstones. ARGV: base, now (ms), number of lists, then per list: its
-# identifiers (count, then highest priority first), its attributes (count, then triples
-# field, value, at ms), and the id its event goes out under if that is a vendor's id
-# ('' if not). Each list is answered by the profile of its first identifier that has one;
-# that profile takes the list's attributes and what the visitor records of the list's
-# anonymousIds hold (consent, first and last touch), and remembers the vendor id while it
-# has no userId and no web anonymousId. Where the latest consent denies ad_storage, the
-# profile's click ids (touches) are dropped.
+# KEYS[1] the tombstones. ARGV: base, now (ms), number of lists, consent mode (required
+# or implied), then per list: its identifiers (count, then highest priority first), its
+# attributes (count, then triples field, value, at ms), and the id its event goes out
+# under if that is a vendor's id with that id's identifier ('' '' if not). Each list is
+# answered by the profile of its first identifier that has one; that profile takes the
+# list's attributes and what the visitor records of the list's anonymousIds hold
+# (consent, first and last touch), and remembers the vendor id (if the profile holds its
+# identifier) while it has no userId and no web anonymousId. Where the latest consent
+# denies ad_storage (under `required`: does not grant it), the profile's touches (click
+# ids) are dropped.
 # Reply: {{per list: 0 or the index of its profile}, {per list: the visitor record of its
 # first anonymousId (HGETALL) when it has no profile, else {}}, {id, {created,
 # first_seen, last_seen, expires at or false}, ids, from, attributes and pending ids
@@ -507,8 +531,8 @@ return {index, profiles}
 OBSERVE_SCRIPT = (
     _LUA_COMMON
     + """
-local now, lists = tonumber(ARGV[2]), tonumber(ARGV[3])
-local found, visits, at = {}, {}, 4
+local now, lists, required = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == 'required'
+local found, visits, at = {}, {}, 5
 local function vkey(x) return base .. 'v:' .. string.sub(x, 6) end
 for l = 1, lists do
   local n, p, anons = tonumber(ARGV[at]), nil, {}
@@ -521,8 +545,8 @@ for l = 1, lists do
   local m = tonumber(ARGV[at])
   local attrs_at = at + 1
   at = at + 1 + 3 * m
-  local vendor = ARGV[at]
-  at = at + 1
+  local vendor, vendor_id = ARGV[at], ARGV[at + 1]
+  at = at + 2
   found[l] = p or false
   if p then
     local k = pkey(p)
@@ -534,12 +558,18 @@ for l = 1, lists do
       put(k, 'a:lt', v[5], v[6])
     end
     for j = attrs_at, attrs_at + 3 * m - 1, 3 do put(k, ARGV[j], ARGV[j + 1], ARGV[j + 2]) end
+    -- No click ids are kept against the person's latest answer: a denial, or under
+    -- `required` anything but a grant.
     local consent = redis.call('HGET', k, 'a:consent')
-    if consent and string.find(consent, '"ad_storage":"denied"', 1, true) then
+    if (consent and string.find(consent, '"ad_storage":"denied"', 1, true))
+        or (required and not (consent and
+          string.find(consent, '"ad_storage":"granted"', 1, true))) then
       redis.call('HDEL', k, 'f:ft', 'f:ft@', 'a:lt', 'a:lt@')
     end
+    -- Only a vendor id the profile holds (not one a limit refused) waits for a merge.
     if vendor ~= '' and tonumber(redis.call('HGET', k, 'n:user') or '0') == 0
-        and redis.call('HEXISTS', k, 'a:anon') == 0 then
+        and redis.call('HEXISTS', k, 'a:anon') == 0
+        and redis.call('GET', idkey(vendor_id)) == p then
       put_pending(k, 'o:' .. vendor, now)
     end
     visits[l] = {}
@@ -652,6 +682,25 @@ def _profile(raw: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+def _observed(raw: Sequence[Any]) -> dict[str, Any]:
+    """A profile as OBSERVE answers it, for enriching events (the hot path): its id, its
+    identifiers (unordered), `values` {attribute: value} and `pending` {id: since ms}."""
+    pid, _, ids, _, flat = raw
+    values, pending = {}, {}
+    pairs = iter(flat)
+    for name, value in zip(pairs, pairs, strict=True):
+        if name[0] == 111:  # b"o": a pending id
+            pending[name[2:].decode()] = int(value)
+        else:
+            values[name[2:].decode()] = value.decode()
+    return {
+        "id": pid.decode(),
+        "identifiers": [x.decode() for x in ids],
+        "values": values,
+        "pending": pending,
+    }
+
+
 def _flat(raw: Sequence[Any]) -> dict[str, str]:
     items = [_str(x) for x in raw]
     return dict(zip(items[::2], items[1::2], strict=True))
@@ -662,7 +711,8 @@ class Observation:
     """What the graph knows for one event (see `Graph.observe`)."""
 
     profile: dict[str, Any] | None
-    """The profile (with `attributes` and `pending`), None when none holds the event's ids."""
+    """The profile (`id`, `identifiers`, `values`, `pending`), None when none holds the
+    event's ids."""
     visitor: dict[str, str]
     """With no profile: the visitor record of the event's anonymousId (raw fields)."""
 
@@ -701,6 +751,7 @@ class Graph:
             phone_id(v, phone_region) for v in lim.blocked
         }
         self._blocked_hashed = frozenset(x for x in hashed if x is not None)
+        self._blocked_seen: dict[str, bool] = {}
         caps: list[Any] = [len(lim.per_type)]
         for kind, cap in sorted(lim.per_type.items()):
             caps += (kind, cap)
@@ -712,6 +763,14 @@ class Graph:
 
     def is_blocked(self, identifier: str) -> bool:
         """On the block-list (config); forgotten identifiers are checked in Redis."""
+        known = self._blocked_seen.get(identifier)
+        if known is None:
+            if len(self._blocked_seen) >= 100_000:
+                self._blocked_seen.clear()
+            known = self._blocked_seen[identifier] = self._is_blocked(identifier)
+        return known
+
+    def _is_blocked(self, identifier: str) -> bool:
         kind, _, value = identifier.partition(":")
         if kind not in _RANK:
             return False
@@ -804,24 +863,31 @@ class Graph:
 
     def observe_command(
         self,
-        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], str]],
+        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], tuple[str, str]]],
         now_ms: int,
+        consent: str = "implied",
+        prepared: bool = False,
     ) -> tuple[Any, ...]:
         """The OBSERVE script call for a batch: per event its identifiers, the attributes
         to record on its profile (name with its `a:`/`f:` kind, value, at ms), and the
-        vendor id it goes out under ('' if not one)."""
-        args: list[Any] = [self.base, int(now_ms), len(calls)]
-        for identifiers, attributes, vendor_id in calls:
-            ids = sorted({x for x in identifiers if not self.is_blocked(x)}, key=priority)
+        vendor id it goes out under with its identifier (("", "") if not one).
+        `prepared`: the identifiers are already unique, unblocked and in priority order."""
+        args: list[Any] = [self.base, int(now_ms), len(calls), consent]
+        for identifiers, attributes, (vendor, vendor_identifier) in calls:
+            ids = (
+                list(identifiers)
+                if prepared
+                else sorted({x for x in identifiers if not self.is_blocked(x)}, key=priority)
+            )
             args += (len(ids), *ids, len(attributes))
             for name, value, at in attributes:
                 args += (name, value, int(at))
-            args.append(vendor_id)
+            args += (vendor, vendor_identifier)
         return ("EVALSHA", _SHA[OBSERVE_SCRIPT], 1, self.tombstones, *args)
 
     def parse_observe(self, reply: Sequence[Any]) -> list[Observation]:
         index, visits, raw = reply
-        profiles = [_profile(r) for r in raw]
+        profiles = [_observed(r) for r in raw]
         return [
             Observation(profiles[int(i) - 1] if int(i) else None, _flat(v))
             for i, v in zip(index, visits, strict=True)
@@ -830,18 +896,22 @@ class Graph:
     async def observe(
         self,
         links: Sequence[tuple[Iterable[str], int, str | None]],
-        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], str]],
+        calls: Sequence[tuple[Iterable[str], Sequence[tuple[str, str, int]], tuple[str, str]]],
         now_ms: int,
+        consent: str = "implied",
+        prepared: bool = False,
     ) -> tuple[list[LinkResult], list[Observation]]:
         """Links, then each call's profile with attributes recorded, in ONE round trip
-        (the links run first, in order): what the worker does for a batch of events."""
+        (the links run first, in order): what the worker does for a batch of events.
+        A call's last item is (the vendor id its event goes out under, that id's
+        identifier), or ("", "")."""
         commands, results = [], []
         for identifiers, at_ms, new_id in links:
             command, blocked, over = self._link_command(identifiers, at_ms, new_id)
             results.append((command, blocked, over))
             if command is not None:
                 commands.append(command)
-        commands.append(self.observe_command(calls, now_ms))
+        commands.append(self.observe_command(calls, now_ms, consent, prepared))
         replies = await self._run(commands)
         return self._link_results(results, replies[:-1]), self.parse_observe(replies[-1])
 
@@ -874,6 +944,11 @@ class Graph:
             if _str(reply) != "changed":
                 return found is not None
         raise StoreUnavailable("the profile kept changing while it was being forgotten")
+
+    async def execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Commands that include the graph's scripts, in one round trip (scripts loaded
+        again if Redis forgot them)."""
+        return await self._run(commands)
 
     async def _run(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         try:

@@ -18,13 +18,16 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
 
 from .config import IdentityConfig
 from .store import Store
+
+if TYPE_CHECKING:
+    from .graph import Graph
 
 CLICK_IDS = ("gclid", "gbraid", "wbraid", "fbclid", "ttclid", "msclkid", "li_fat_id")
 """URL parameters ad platforms add to a click (Google, Meta, TikTok, Microsoft, LinkedIn)."""
@@ -145,9 +148,10 @@ def touch(url: Any, referrer: Any, cookie_header: str | None, now_ms: int) -> di
 class Visitors:
     """Per visitor, in one Redis hash: consent, first and last touch, first/last seen."""
 
-    def __init__(self, store: Store, config: IdentityConfig) -> None:
+    def __init__(self, store: Store, config: IdentityConfig, graph: Graph | None = None) -> None:
         self.store = store
         self.config = config
+        self.graph = graph
 
     def key(self, anonymous_id: str) -> str:
         # On the identity graph's hash tag: the graph copies a visitor's record into the
@@ -181,7 +185,18 @@ class Visitors:
             calls.append(("HSETNX", key, "first_touch@", now_ms))
             calls.append(("HSET", key, "last_touch", data, "last_touch@", now_ms))
         calls.append(("PEXPIRE", key, int(float(self.config.anonymous_ttl) * 1000)))
-        await self.store.execute(calls)
+        if self.graph is None:
+            await self.store.execute(calls)
+        else:
+            # The visitor's profile, if they have one, takes this visit's consent and
+            # touch at once (a denial drops its click ids now, not at the visitor's next
+            # collected event, which a site honouring the denial may never send).
+            calls.append(
+                self.graph.observe_command(
+                    [([f"anon:{anonymous_id}"], [], ("", ""))], now_ms, self.config.consent
+                )
+            )
+            await self.graph.execute(calls)
         return landing
 
     async def get(self, anonymous_id: str) -> dict[str, Any]:

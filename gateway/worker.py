@@ -63,13 +63,18 @@ class Pipeline:
 
     async def write(self, outcomes: list[Outcome], extra: Iterable[tuple[Any, ...]] = ()) -> None:
         """Enrich the outcomes' events against the identity graph (one round trip), then
-        store them, their quarantine entries and delivery log, with `extra`, in one more."""
-        writes = await self.enricher.enrich(outcomes)
+        store them, their quarantine entries and delivery log, with `extra`, in one more
+        (and, when a batch joined histories, clear what was pending in a third)."""
+        clears = await self.enricher.enrich(outcomes)
         commands = [c for outcome in outcomes for c in self.commands(outcome)]
-        commands += writes
         commands += extra
         if commands:
             await self.store.execute(commands)
+        if clears:
+            # Only once the merge (alias) events are stored: a write refused part-way (a
+            # pipeline is not a transaction) or a crash here sends them again on the
+            # redo, with the same messageIds, instead of never.
+            await self.store.execute(clears)
 
     def delivery(self, source: str, fields: dict[bytes, bytes]) -> Delivery | None:
         config = self.config.sources.get(source)

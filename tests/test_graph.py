@@ -883,12 +883,12 @@ async def test_observed_attributes_keep_the_latest_and_first_touch_the_earliest(
 ) -> None:
     await graph.link(["user:u", "anon:a"], NOW)
     calls = [
-        (["anon:a"], [("a:email", "new@x.io", NOW + 20), ("f:ft", "second", NOW + 20)], ""),
-        (["anon:a"], [("f:ft", "zeta", NOW + 10)], ""),
-        (["anon:a"], [("a:email", "old@x.io", NOW + 10), ("f:ft", "first", NOW + 10)], ""),
+        (["anon:a"], [("a:email", "new@x.io", NOW + 20), ("f:ft", "second", NOW + 20)], ("", "")),
+        (["anon:a"], [("f:ft", "zeta", NOW + 10)], ("", "")),
+        (["anon:a"], [("a:email", "old@x.io", NOW + 10), ("f:ft", "first", NOW + 10)], ("", "")),
         # A tie keeps the larger value, whatever the order.
-        (["user:u"], [("a:ip", "10.0.0.1", NOW), ("a:ip", "10.0.0.2", NOW)], ""),
-        (["user:u"], [("a:ip", "10.0.0.1", NOW)], ""),
+        (["user:u"], [("a:ip", "10.0.0.1", NOW), ("a:ip", "10.0.0.2", NOW)], ("", "")),
+        (["user:u"], [("a:ip", "10.0.0.1", NOW)], ("", "")),
     ]
     await graph.observe([], calls, NOW)
     assert await _attributes(graph, "user:u") == {
@@ -907,7 +907,7 @@ async def test_a_merge_keeps_each_attribute_by_its_rule_and_the_pending_ids(
     await graph.observe(
         [],
         [
-            (["anon:a"], [("a:ip", "1.1.1.1", NOW + 50), ("f:ft", "web", NOW + 5)], ""),
+            (["anon:a"], [("a:ip", "1.1.1.1", NOW + 50), ("f:ft", "web", NOW + 5)], ("", "")),
             (
                 ["ext:stripe_customer_id:cus_1"],
                 [
@@ -915,7 +915,7 @@ async def test_a_merge_keeps_each_attribute_by_its_rule_and_the_pending_ids(
                     ("f:ft", "later", NOW + 30),
                     ("a:name", "P", NOW + 40),
                 ],
-                "stripe:cus_1",
+                ("stripe:cus_1", "ext:stripe_customer_id:cus_1"),
             ),
         ],
         NOW + 60,
@@ -939,8 +939,12 @@ async def test_a_merge_keeps_each_attribute_by_its_rule_and_the_pending_ids(
     await graph.observe(
         [],
         [
-            (["anon:a"], [("a:anon", "a", NOW + 80)], ""),
-            (["ext:stripe_customer_id:cus_1"], [], "stripe:cus_1b"),
+            (["anon:a"], [("a:anon", "a", NOW + 80)], ("", "")),
+            (
+                ["ext:stripe_customer_id:cus_1"],
+                [],
+                ("stripe:cus_1b", "ext:stripe_customer_id:cus_1"),
+            ),
         ],
         NOW + 90,
     )

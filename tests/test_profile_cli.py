@@ -31,7 +31,7 @@ async def test_show_finds_a_person_by_any_identifier_and_forget_erases_them(tmp_
         )
         # What the worker records from the person's events (and the visitor record).
         attrs = [("a:firstName", "Ada", 5), ("a:ip", "203.0.113.7", 5)]
-        await graph.observe([], [([f"anon:{anon}"], attrs, "")], 1_700_000_000_000)
+        await graph.observe([], [([f"anon:{anon}"], attrs, ("", ""))], 1_700_000_000_000)
         for typed in ("u-42", anon, "ada@example.com", "email:ADA@example.com"):
             shown = cli("profile", "show", typed, "--config", str(path), env=env)
             assert shown.returncode == 0, (typed, shown.stderr)
