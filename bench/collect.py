@@ -39,8 +39,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import redis
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -51,6 +49,7 @@ from bench.ingest import (  # noqa: E402
     parse_wrk,
     profile_summary,
     run_wrk,
+    setup,
     stripe_event_template,
     wait_ready,
 )
@@ -315,19 +314,7 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    r = redis.Redis.from_url(redis_url)
-    r.ping()
-    redis_pid = int(r.info("server")["process_id"])
-    if not Path(f"/proc/{redis_pid}").exists():
-        redis_pid = 0  # Redis on another machine (or in a container): its CPU is not ours
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        raise SystemExit("needs two cores (one for the server, one for wrk)")
-    server_cpu = {"bare": cpus[0], "gateway": cpus[1]}
-    wrk_cpu = {"bare": cpus[1], "gateway": cpus[0]}
+    redis_url, r, redis_pid, server_cpu, wrk_cpu = setup()
     LOADS["batch"]["items"] = args.batch_size
 
     run_id = uuid.uuid4().hex[:8]

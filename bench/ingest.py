@@ -234,6 +234,26 @@ OURS = (
 )
 
 
+def setup() -> tuple[str, redis.Redis, int, dict[str, int], dict[str, int]]:
+    """What every load benchmark checks first: wrk, Redis (its pid, if on this machine)
+    and two cores: (redis_url, client, redis pid or 0, server core, wrk core), each by
+    server ("bare", "gateway")."""
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    r = redis.Redis.from_url(redis_url)
+    r.ping()
+    redis_pid = int(r.info("server")["process_id"])
+    if not Path(f"/proc/{redis_pid}").exists():
+        redis_pid = 0  # Redis on another machine (or in a container): its CPU is not ours
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("needs two cores (one for the server, one for wrk)")
+    server_cpu = {"bare": cpus[0], "gateway": cpus[1]}
+    wrk_cpu = {"bare": cpus[1], "gateway": cpus[0]}
+    return redis_url, r, redis_pid, server_cpu, wrk_cpu
+
+
 def profile_summary(raw: Path, top: int = 15, markers: tuple[str, ...] = OURS) -> tuple[list, list]:
     """Self and inclusive time per function from py-spy's collapsed stacks, in % of samples
     (inclusive only for functions whose file or library name holds one of `markers`)."""
@@ -263,19 +283,7 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway for a round")
     args = parser.parse_args()
 
-    if not shutil.which("wrk"):
-        raise SystemExit("wrk is needed: apt-get install wrk")
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    r = redis.Redis.from_url(redis_url)
-    r.ping()
-    redis_pid = int(r.info("server")["process_id"])
-    if not Path(f"/proc/{redis_pid}").exists():
-        redis_pid = 0  # Redis on another machine (or in a container): its CPU is not ours
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        raise SystemExit("needs two cores (one for the server, one for wrk)")
-    server_cpu = {"bare": cpus[0], "gateway": cpus[1]}
-    wrk_cpu = {"bare": cpus[1], "gateway": cpus[0]}
+    redis_url, r, redis_pid, server_cpu, wrk_cpu = setup()
 
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}"
