@@ -53,7 +53,7 @@ from .metrics import Metrics
 from .ratelimit import RateLimiter, client_bucket
 from .sources.base import body_hash
 from .sources.collect import CollectSource, key_id
-from .store import RawDelivery, Store
+from .store import AcceptResult, RawDelivery, Store
 
 # The path's last segment -> the message type it implies (None: a batch).
 PATHS: dict[str, str | None] = {
@@ -185,12 +185,18 @@ class CollectEndpoint:
         raw = await read_body(receive, headers.get("content-length"), limit)
         body = self._inflate(raw, headers.get("content-encoding", ""), limit)
         body_key, messages = _messages(body, implied)
+        limits = None
         if write_key is None:
             write_key = self._body_key(body_key)
             source = self._source(write_key)
             if len(body) > source.max_body:
                 raise BodyTooLarge(f"the body is over {source.max_body} bytes")
-            ip = await self._check_limits(source, write_key, peer, headers)
+            if len(messages) == 1:
+                # analytics.js's one message: its request's limits are checked in the
+                # store's script call that stores it (one round trip, not two).
+                ip, limits = self._limits(source, write_key, peer, headers)
+            else:
+                ip = await self._check_limits(source, write_key, peer, headers)
         received_at_ms = int(self.clock() * 1000)
         stored_headers = {"content-type": "application/json"}
         if headers.get("user-agent"):
@@ -229,7 +235,14 @@ class CollectEndpoint:
                     retention=source.config.raw_retention,
                 )
             )
-        accepted = await self._store(deliveries)
+        if limits is not None:
+            keys, args, settle = limits
+            deliveries[0].limits = (keys, args)
+            result = await self._store_one(deliveries[0])
+            self._refuse(source, settle(list(result.waits)) if result.waits else None)
+            accepted = int(result.accepted)
+        else:
+            accepted = await self._store(deliveries)
         # Per message, as webhooks are counted per delivery.
         self.metrics.delivery(source.name, "accepted", accepted)
         self.metrics.delivery(source.name, "duplicate", len(messages) - accepted)
@@ -248,16 +261,19 @@ class CollectEndpoint:
             answer["reasons"] = reasons[:10]
         return answer
 
+    async def _store_one(self, delivery: RawDelivery) -> AcceptResult:
+        try:
+            return await self.store.accept(delivery)
+        except GatewayError:
+            raise
+        except Exception as e:
+            raise StoreUnavailable("the store failed; retry later") from e
+
     async def _store(self, deliveries: list[RawDelivery]) -> int:
         """Store the messages (each its own atomic accept); how many were not duplicates.
         Raises only once every write has an answer."""
-        if len(deliveries) == 1:  # analytics.js's one message: no task to gather
-            try:
-                return int((await self.store.accept(deliveries[0])).accepted)
-            except GatewayError:
-                raise
-            except Exception as e:
-                raise StoreUnavailable("the store failed; retry later") from e
+        if len(deliveries) == 1:  # one message: no list of answers to gather
+            return int((await self._store_one(deliveries[0])).accepted)
         results = await self.store.accept_many(deliveries)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
@@ -279,16 +295,31 @@ class CollectEndpoint:
     ) -> str | None:
         """Count the request in its client's and its write key's buckets (429 when over);
         the client's address (None when the server gives none)."""
+        ip, prepared = self._limits(source, write_key, peer, headers)
+        if prepared is not None:
+            keys, args, settle = prepared
+            self._refuse(source, settle(await self.limiter.run(keys, args)))
+        return ip
+
+    def _limits(
+        self, source: CollectSource, write_key: str, peer: str | None, headers: dict[str, str]
+    ) -> tuple[str | None, tuple[list[str], list[int], Any] | None]:
+        """The client's address and the request's limit check, ready to send (None when
+        no limit applies); 429 at once if this process knows a bucket refuses."""
         ip = source.client_ip(peer, headers.get("x-forwarded-for"))
-        wait = await self.limiter.check(
+        prepared = self.limiter.prepare(
             source.name,
             (client_bucket(ip) if ip else "", source.config.limit_per_ip if ip else None),
             (f"key:{self.key_ids[write_key]}", source.config.limit_per_write_key),
         )
+        if isinstance(prepared, int):
+            self._refuse(source, prepared)
+        return ip, prepared  # type: ignore[return-value]
+
+    def _refuse(self, source: CollectSource, wait: int | None) -> None:
         if wait is not None:
             self.metrics.delivery(source.name, "rate_limited")
             raise RateLimited(wait)
-        return ip
 
     def _inflate(self, raw: bytes, encoding: str, limit: int) -> bytes:
         encoding = encoding.strip().lower()

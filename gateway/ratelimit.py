@@ -28,7 +28,7 @@ import msgspec
 from redis.exceptions import NoScriptError, RedisError
 
 from .errors import StoreUnavailable
-from .store import Store
+from .store import RATE_LUA, Store
 
 # --- the config value: "600/1m" --------------------------------------------------------
 
@@ -134,39 +134,13 @@ _V4_MAPPED = bytes(10) + b"\xff\xff"
 # is counted in every bucket only if all allow it: a refused request counts nowhere, so a
 # flood one IP bucket refuses cannot use up the write key's bucket for everyone else.
 # The estimate is integer arithmetic (exact in Lua's doubles), so no rounding decides.
-RATE_SCRIPT = """
-local now = tonumber(ARGV[1])
-local waits, refused = {}, false
-for i = 1, #KEYS / 2 do
-  local window = tonumber(ARGV[2 * i])
-  local limit = tonumber(ARGV[2 * i + 1])
-  local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-  local previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-  local left = window - now % window
-  local wait = 0
-  if previous * left + (current + 1) * window > limit * window then
-    if current < limit then
-      -- Allowed once the previous window's weight has shrunk enough, in this window.
-      wait = left - window * (limit - 1 - current) / previous
-    else
-      -- Allowed in the next window, once this window's weight has shrunk enough.
-      wait = left + window - window * (limit - 1) / current
-    end
-    wait = math.max(1, math.ceil(wait))
-    refused = true
-  end
-  waits[i] = wait
-end
-if not refused then
-  for i = 1, #KEYS / 2 do
-    if redis.call('INCR', KEYS[2 * i - 1]) == 1 then
-      local window = tonumber(ARGV[2 * i])
-      redis.call('PEXPIRE', KEYS[2 * i - 1], window - now % window + window + 1000)
-    end
-  end
-end
+RATE_SCRIPT = (
+    RATE_LUA
+    + """
+local waits = rate_check(KEYS, 0, ARGV, 1)
 return waits
 """
+)
 RATE_SHA = hashlib.sha1(RATE_SCRIPT.encode()).hexdigest()
 
 Bucket = tuple[str, Limit | None]
@@ -215,6 +189,19 @@ class RateLimiter:
         """Count a request in `group`'s buckets: None if every limit allows it, else the
         seconds until all would (Retry-After: rounded up, at least 1). A bucket whose
         limit is None is not counted."""
+        prepared = self.prepare(group, *buckets)
+        if prepared is None or isinstance(prepared, int):
+            return prepared
+        keys, args, settle = prepared
+        return settle(await self.run(keys, args))
+
+    def prepare(
+        self, group: str, *buckets: Bucket
+    ) -> int | tuple[list[str], list[int], Callable[[list[int]], int | None]] | None:
+        """What `check` sends, for a caller that runs it inside another script call
+        (Store's LIMITED_ACCEPT_SCRIPT): None if no limit applies, the seconds to wait if
+        this process already knows a bucket refuses, else (counter keys, arguments, a
+        function that takes the script's waits and gives `check`'s answer)."""
         now = self.clock()
         live: list[tuple[str, Limit]] = [(b, lim) for b, lim in buckets if lim is not None]
         if not live:
@@ -230,13 +217,20 @@ class RateLimiter:
             number = now_ms // window
             keys += (self.key(group, bucket, number), self.key(group, bucket, number - 1))
             args += (window, lim.count)
-        waits = await self._run(("EVALSHA", RATE_SHA, len(keys), *keys, *args))
-        if not any(waits):
-            return None
-        for (bucket, _), ms in zip(live, waits, strict=True):
-            if ms:
-                self._remember(group, bucket, now + ms / 1000)
-        return _seconds(max(waits) / 1000)
+
+        def settle(waits: list[int]) -> int | None:
+            if not any(waits):
+                return None
+            for (bucket, _), ms in zip(live, waits, strict=True):
+                if ms:
+                    self._remember(group, bucket, now + ms / 1000)
+            return _seconds(max(waits) / 1000)
+
+        return keys, args, settle
+
+    async def run(self, keys: list[str], args: list[int]) -> list[int]:
+        """Send a prepared check (see `prepare`) on its own; the script's waits."""
+        return await self._run(("EVALSHA", RATE_SHA, len(keys), *keys, *args))
 
     async def _run(self, call: tuple[Any, ...]) -> list[int]:
         loop = asyncio.get_running_loop()

@@ -70,6 +70,73 @@ return out
 """
 ACCEPT_SHA = hashlib.sha1(ACCEPT_SCRIPT.encode()).hexdigest()
 
+# The collect API's rate limit (gateway/ratelimit.py), as a Lua function the limiter's own
+# script and LIMITED_ACCEPT_SCRIPT share. keys[k0 + 2i - 1], keys[k0 + 2i]: bucket i's
+# counters for the current and the previous window; argv[a0] now (unix ms), then per bucket
+# window (ms), limit. Returns per bucket 0 if it allows the request, else the ms until it
+# would; counts the request in every bucket only if all allow it (a refused request counts
+# nowhere, so a flood one IP bucket refuses cannot use up the write key's for everyone
+# else). A sliding window from two fixed ones; integer arithmetic (exact in Lua's doubles).
+RATE_LUA = """
+local function rate_check(keys, k0, argv, a0)
+  local now = tonumber(argv[a0])
+  local n = (#argv - a0) / 2
+  local waits, refused = {}, false
+  for i = 1, n do
+    local window = tonumber(argv[a0 + 2 * i - 1])
+    local limit = tonumber(argv[a0 + 2 * i])
+    local current = tonumber(redis.call('GET', keys[k0 + 2 * i - 1]) or '0')
+    local previous = tonumber(redis.call('GET', keys[k0 + 2 * i]) or '0')
+    local left = window - now % window
+    local wait = 0
+    if previous * left + (current + 1) * window > limit * window then
+      if current < limit then
+        -- Allowed once the previous window's weight has shrunk enough, in this window.
+        wait = left - window * (limit - 1 - current) / previous
+      else
+        -- Allowed in the next window, once this window's weight has shrunk enough.
+        wait = left + window - window * (limit - 1) / current
+      end
+      wait = math.max(1, math.ceil(wait))
+      refused = true
+    end
+    waits[i] = wait
+  end
+  if not refused then
+    for i = 1, n do
+      if redis.call('INCR', keys[k0 + 2 * i - 1]) == 1 then
+        local window = tonumber(argv[a0 + 2 * i - 1])
+        redis.call('PEXPIRE', keys[k0 + 2 * i - 1], window - now % window + window + 1000)
+      end
+    end
+  end
+  return waits, refused
+end
+"""
+
+# One collected message whose request's rate limits are checked in the same call (a
+# round trip and a script call less than checking first): KEYS[1] the raw stream, KEYS[2]
+# the seen key, then the limiter's counters; ARGV: ttl, retention, source, delivery id,
+# received at, headers, body, then the limiter's now and (window, limit) per bucket.
+# Reply: {2, waits...} when a limit refuses (nothing stored or counted), else as ACCEPT.
+LIMITED_ACCEPT_SCRIPT = (
+    RATE_LUA
+    + """
+local waits, refused = rate_check(KEYS, 2, ARGV, 8)
+if refused then
+  table.insert(waits, 1, 2)
+  return waits
+end
+local first = redis.call('GET', KEYS[2])
+if first then return {0, first} end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'source', ARGV[3],
+  'delivery_id', ARGV[4], 'received_at', ARGV[5], 'headers', ARGV[6], 'body', ARGV[7])
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
+return {1, id}
+"""
+)
+LIMITED_ACCEPT_SHA = hashlib.sha1(LIMITED_ACCEPT_SCRIPT.encode()).hexdigest()
+
 MAX_BATCH = 256  # deliveries per script call: bounds how long one script blocks Redis
 # Script calls on their way at once. One is enough to keep up (the next batch collects
 # while it runs) and gives the largest batches; more only split them.
@@ -86,12 +153,17 @@ class RawDelivery:
     body: bytes
     ttl_ms: int
     retention: int
+    limits: tuple[list[str], list[int]] | None = None
+    """Rate limits to check in the same script call: the limiter's counter keys and its
+    arguments (now, then window and limit per bucket); see RateLimiter.prepare."""
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptResult:
-    accepted: bool  # False: a duplicate of an earlier delivery
+    accepted: bool  # False: a duplicate of an earlier delivery (or refused by a limit)
     entry_id: str
+    waits: tuple[int, ...] = ()
+    """Refused by the delivery's rate limits: per bucket, ms until it would allow it."""
 
 
 Batch = list[tuple[RawDelivery, "asyncio.Future[AcceptResult]"]]
@@ -292,17 +364,30 @@ class Store:
     async def _write(self, batch: Batch, deadline: asyncio.TimerHandle | None) -> None:
         try:
             groups: dict[str, Batch] = {}
+            limited: Batch = []
             for item in batch:
-                groups.setdefault(item[0].source, []).append(item)
+                if item[0].limits is None:
+                    groups.setdefault(item[0].source, []).append(item)
+                else:
+                    limited.append(item)
             calls = []
             for items in groups.values():
                 for start in range(0, len(items), MAX_BATCH):
                     calls.append(items[start : start + MAX_BATCH])
-            replies = await self._run_scripts([self._script_args(c) for c in calls])
-            for items, reply in zip(calls, replies, strict=True):
+            replies = await self._run_scripts(
+                [self._script_args(c) for c in calls] + [self._limited_args(i[0]) for i in limited]
+            )
+            for items, reply in zip(calls, replies[: len(calls)], strict=True):
                 for (_, future), (accepted, entry_id) in zip(items, reply, strict=True):
                     if not future.done():
                         future.set_result(AcceptResult(bool(accepted), entry_id.decode()))
+            for (_, future), reply in zip(limited, replies[len(calls) :], strict=True):
+                if future.done():
+                    continue
+                if int(reply[0]) == 2:
+                    future.set_result(AcceptResult(False, "", tuple(int(w) for w in reply[1:])))
+                else:
+                    future.set_result(AcceptResult(bool(int(reply[0])), reply[1].decode()))
         except (RedisError, OSError) as e:
             _fail(
                 batch, StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
@@ -329,13 +414,23 @@ class Store:
             args += (d.delivery_id, d.received_at_ms, d.headers, d.body)
         return ("EVALSHA", ACCEPT_SHA, len(keys), *keys, *args)
 
+    def _limited_args(self, d: RawDelivery) -> tuple[Any, ...]:
+        keys, args = d.limits  # type: ignore[misc]
+        return (
+            "EVALSHA", LIMITED_ACCEPT_SHA, 2 + len(keys), self.keys.raw(d.source),
+            self.keys.seen(d.source, d.dedupe_key), *keys, d.ttl_ms, d.retention, d.source,
+            d.delivery_id, d.received_at_ms, d.headers, d.body, *args,
+        )  # fmt: skip
+
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         try:
             return await self.execute(calls)
         except NoScriptError:
-            # Redis restarted or flushed its script cache: load once, then run again. A
-            # NOSCRIPT reply means that script call did nothing, so running it again is safe.
+            # Redis restarted or flushed its script cache: load, then run again. A NOSCRIPT
+            # reply means that script call did nothing; one that did run is a duplicate
+            # (or counted a request once more: harmless for a limit) the second time.
             await self.client.script_load(ACCEPT_SCRIPT)
+            await self.client.script_load(LIMITED_ACCEPT_SCRIPT)
             return await self.execute(calls)
 
     async def execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
