@@ -481,3 +481,25 @@ async def test_an_unknown_basic_key_is_refused_before_its_body_is_read(redis_sto
         status, _ = await _headers_only(url, _basic("wk_not_ours"))
     assert status == 401
     assert not [k for k in await keys_left(redis_store) if b":rl:" in k]  # nothing counted
+
+
+async def test_a_single_message_is_limited_and_stored_in_one_call_even_after_a_flush(
+    private_redis,
+):
+    """analytics.js's one message: its limits ride in the store's script call, which is
+    loaded again when Redis forgot its scripts; a refusal stores and counts nothing."""
+    store = Store.connect(private_redis.url, "t", timeout=2)
+    clock = Clock(T0 + 10)
+    try:
+        async with _client(_cfg(limit_per_ip="2/1m"), store, clock) as client:
+            first = await client.post("/v1/track", **_track("203.0.113.7"))
+            await store.client.script_flush()
+            second = await client.post("/v1/track", **_track("203.0.113.7"))
+            third = await client.post("/v1/track", **_track("203.0.113.7"))
+        assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
+        assert third.headers["retry-after"] == "80"
+        assert await store.client.xlen(store.keys.raw("web")) == 2
+        counters = [k async for k in store.client.scan_iter(match="t:{web}:rl:ip:*")]
+        assert [int(await store.client.get(k)) for k in counters] == [2]
+    finally:
+        await store.close()
