@@ -30,7 +30,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,10 +43,11 @@ sys.path.insert(0, str(HERE.parent))
 
 from bench.ingest import (  # noqa: E402
     SECRET,
+    cleanup,
     cpu_seconds,
     free_port,
     parse_wrk,
-    profile_summary,
+    print_profile,
     run_wrk,
     setup,
     stripe_event_template,
@@ -503,22 +503,13 @@ def main() -> int:
         + (f"; other outcomes: {other}" if other else "")
     )
     if args.profile and (tmp / "profile.txt").exists():
-        own, inclusive = profile_summary(
+        print_profile(
             tmp / "profile.txt",
+            f"{args.profile}, py-spy",
             markers=("collect.py", "ratelimit.py", "ingest.py", "store.py", "structlog",
                      "_log", "redis", "msgspec", "validate_message"),
         )  # fmt: skip
-        print(f"\nwhere the gateway's time goes ({args.profile}, py-spy, % of samples)")
-        print("  self time by function:")
-        for pct, name in own:
-            print(f"  {pct:5.1f}%  {name}")
-        print("  inclusive time of the gateway's own parts and its libraries:")
-        for pct, name in inclusive:
-            print(f"  {pct:5.1f}%  {name}")
-    keys = list(r.scan_iter(match=f"{prefix}:*", count=10000))
-    for i in range(0, len(keys), 10000):
-        r.unlink(*keys[i : i + 10000])
-    shutil.rmtree(tmp, ignore_errors=True)
+    cleanup(r, prefix, tmp)
     return 0
 
 

@@ -466,18 +466,28 @@ def main() -> int:
         f"warm-up and profile rounds add the rest)"
     )
     if args.profile and (tmp / "profile.txt").exists():
-        own, inclusive = profile_summary(tmp / "profile.txt")
-        print("\nwhere the gateway's time goes (py-spy, % of samples)\n  self time by function:")
-        for pct, name in own:
-            print(f"  {pct:5.1f}%  {name}")
-        print("  inclusive time of the gateway's own parts and its libraries:")
-        for pct, name in inclusive:
-            print(f"  {pct:5.1f}%  {name}")
+        print_profile(tmp / "profile.txt", "py-spy")
+    cleanup(r, prefix, tmp)
+    return 0
+
+
+def print_profile(raw: Path, label: str, markers: tuple[str, ...] = OURS) -> None:
+    """Where the gateway's time went, from py-spy's collapsed stacks."""
+    own, inclusive = profile_summary(raw, markers=markers)
+    print(f"\nwhere the gateway's time goes ({label}, % of samples)\n  self time by function:")
+    for pct, name in own:
+        print(f"  {pct:5.1f}%  {name}")
+    print("  inclusive time of the gateway's own parts and its libraries:")
+    for pct, name in inclusive:
+        print(f"  {pct:5.1f}%  {name}")
+
+
+def cleanup(r: redis.Redis, prefix: str, tmp: Path) -> None:
+    """Delete the run's Redis keys and its temporary files."""
     keys = list(r.scan_iter(match=f"{prefix}:*", count=10000))
     for i in range(0, len(keys), 10000):
         r.unlink(*keys[i : i + 10000])
     shutil.rmtree(tmp, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":
