@@ -137,7 +137,7 @@ _V4_MAPPED = bytes(10) + b"\xff\xff"
 RATE_SCRIPT = (
     RATE_LUA
     + """
-local waits = rate_check(KEYS, 0, ARGV, 1)
+local waits = rate_check(KEYS, 0, ARGV, 1, (#ARGV - 1) / 2)
 return waits
 """
 )

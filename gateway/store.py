@@ -72,15 +72,14 @@ ACCEPT_SHA = hashlib.sha1(ACCEPT_SCRIPT.encode()).hexdigest()
 
 # The collect API's rate limit (gateway/ratelimit.py), as a Lua function the limiter's own
 # script and LIMITED_ACCEPT_SCRIPT share. keys[k0 + 2i - 1], keys[k0 + 2i]: bucket i's
-# counters for the current and the previous window; argv[a0] now (unix ms), then per bucket
-# window (ms), limit. Returns per bucket 0 if it allows the request, else the ms until it
+# counters for the current and the previous window (i = 1..n); argv[a0] now (unix ms), then
+# per bucket window (ms), limit. Returns per bucket 0 if it allows the request, else the ms until it
 # would; counts the request in every bucket only if all allow it (a refused request counts
 # nowhere, so a flood one IP bucket refuses cannot use up the write key's for everyone
 # else). A sliding window from two fixed ones; integer arithmetic (exact in Lua's doubles).
 RATE_LUA = """
-local function rate_check(keys, k0, argv, a0)
+local function rate_check(keys, k0, argv, a0, n)
   local now = tonumber(argv[a0])
-  local n = (#argv - a0) / 2
   local waits, refused = {}, false
   for i = 1, n do
     local window = tonumber(argv[a0 + 2 * i - 1])
@@ -114,25 +113,39 @@ local function rate_check(keys, k0, argv, a0)
 end
 """
 
-# One collected message whose request's rate limits are checked in the same call (a
-# round trip and a script call less than checking first): KEYS[1] the raw stream, KEYS[2]
-# the seen key, then the limiter's counters; ARGV: ttl, retention, source, delivery id,
-# received at, headers, body, then the limiter's now and (window, limit) per bucket.
-# Reply: {2, waits...} when a limit refuses (nothing stored or counted), else as ACCEPT.
+# Collected messages whose requests' rate limits are checked in the same call (a round
+# trip and a script call less than checking first; one call for many, like ACCEPT):
+# KEYS[1] the raw stream, then per message its seen key and its limiter counters; ARGV:
+# ttl, retention, source, then per message: how many counter keys and limiter arguments
+# it has, delivery id, received at, headers, body, the limiter's now and (window, limit)
+# per bucket. Reply per message: {2, waits...} when a limit refuses it (nothing stored
+# or counted), else {accepted 0/1, entry id} as ACCEPT's.
 LIMITED_ACCEPT_SCRIPT = (
     RATE_LUA
     + """
-local waits, refused = rate_check(KEYS, 2, ARGV, 8)
-if refused then
-  table.insert(waits, 1, 2)
-  return waits
+local out, k, a = {}, 2, 4
+while a <= #ARGV do
+  local nkeys, nargs = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local waits, refused = rate_check(KEYS, k, ARGV, a + 6, nkeys / 2)
+  if refused then
+    table.insert(waits, 1, 2)
+    out[#out + 1] = waits
+  else
+    local first = redis.call('GET', KEYS[k])
+    if first then
+      out[#out + 1] = {0, first}
+    else
+      local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'source', ARGV[3],
+        'delivery_id', ARGV[a + 2], 'received_at', ARGV[a + 3], 'headers', ARGV[a + 4],
+        'body', ARGV[a + 5])
+      redis.call('SET', KEYS[k], id, 'PX', ARGV[1])
+      out[#out + 1] = {1, id}
+    end
+  end
+  k = k + 1 + nkeys
+  a = a + 6 + nargs
 end
-local first = redis.call('GET', KEYS[2])
-if first then return {0, first} end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'source', ARGV[3],
-  'delivery_id', ARGV[4], 'received_at', ARGV[5], 'headers', ARGV[6], 'body', ARGV[7])
-redis.call('SET', KEYS[2], id, 'PX', ARGV[1])
-return {1, id}
+return out
 """
 )
 LIMITED_ACCEPT_SHA = hashlib.sha1(LIMITED_ACCEPT_SCRIPT.encode()).hexdigest()
@@ -363,31 +376,29 @@ class Store:
 
     async def _write(self, batch: Batch, deadline: asyncio.TimerHandle | None) -> None:
         try:
-            groups: dict[str, Batch] = {}
-            limited: Batch = []
+            # Per source (one hash tag per script call), with or without rate limits.
+            groups: dict[tuple[str, bool], Batch] = {}
             for item in batch:
-                if item[0].limits is None:
-                    groups.setdefault(item[0].source, []).append(item)
-                else:
-                    limited.append(item)
+                groups.setdefault((item[0].source, item[0].limits is not None), []).append(item)
             calls = []
             for items in groups.values():
                 for start in range(0, len(items), MAX_BATCH):
                     calls.append(items[start : start + MAX_BATCH])
             replies = await self._run_scripts(
-                [self._script_args(c) for c in calls] + [self._limited_args(i[0]) for i in limited]
+                [
+                    self._limited_args(c) if c[0][0].limits is not None else self._script_args(c)
+                    for c in calls
+                ]
             )
-            for items, reply in zip(calls, replies[: len(calls)], strict=True):
-                for (_, future), (accepted, entry_id) in zip(items, reply, strict=True):
-                    if not future.done():
-                        future.set_result(AcceptResult(bool(accepted), entry_id.decode()))
-            for (_, future), reply in zip(limited, replies[len(calls) :], strict=True):
-                if future.done():
-                    continue
-                if int(reply[0]) == 2:
-                    future.set_result(AcceptResult(False, "", tuple(int(w) for w in reply[1:])))
-                else:
-                    future.set_result(AcceptResult(bool(int(reply[0])), reply[1].decode()))
+            for items, reply in zip(calls, replies, strict=True):
+                for (_, future), answer in zip(items, reply, strict=True):
+                    if future.done():
+                        continue
+                    if int(answer[0]) == 2:  # refused by its rate limits
+                        waits = tuple(int(w) for w in answer[1:])
+                        future.set_result(AcceptResult(False, "", waits))
+                    else:
+                        future.set_result(AcceptResult(bool(int(answer[0])), answer[1].decode()))
         except (RedisError, OSError) as e:
             _fail(
                 batch, StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
@@ -414,13 +425,16 @@ class Store:
             args += (d.delivery_id, d.received_at_ms, d.headers, d.body)
         return ("EVALSHA", ACCEPT_SHA, len(keys), *keys, *args)
 
-    def _limited_args(self, d: RawDelivery) -> tuple[Any, ...]:
-        keys, args = d.limits  # type: ignore[misc]
-        return (
-            "EVALSHA", LIMITED_ACCEPT_SHA, 2 + len(keys), self.keys.raw(d.source),
-            self.keys.seen(d.source, d.dedupe_key), *keys, d.ttl_ms, d.retention, d.source,
-            d.delivery_id, d.received_at_ms, d.headers, d.body, *args,
-        )  # fmt: skip
+    def _limited_args(self, items: list[tuple[RawDelivery, Any]]) -> tuple[Any, ...]:
+        first = items[0][0]
+        keys = [self.keys.raw(first.source)]
+        args: list[Any] = [first.ttl_ms, first.retention, first.source]
+        for d, _ in items:
+            limit_keys, limit_args = d.limits  # type: ignore[misc]
+            keys += (self.keys.seen(d.source, d.dedupe_key), *limit_keys)
+            args += (len(limit_keys), len(limit_args), d.delivery_id, d.received_at_ms,
+                     d.headers, d.body, *limit_args)  # fmt: skip
+        return ("EVALSHA", LIMITED_ACCEPT_SHA, len(keys), *keys, *args)
 
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         try:

@@ -503,3 +503,17 @@ async def test_a_single_message_is_limited_and_stored_in_one_call_even_after_a_f
         assert [int(await store.client.get(k)) for k in counters] == [2]
     finally:
         await store.close()
+
+
+async def test_single_messages_arriving_together_get_exactly_the_limit_per_client(
+    redis_store,
+):
+    clock = Clock(T0 + 10)
+    async with _client(_cfg(limit_per_ip="3/1m"), redis_store, clock) as client:
+        answers = await asyncio.gather(
+            *(client.post("/v1/track", **_track("203.0.113.9")) for _ in range(6)),
+            client.post("/v1/track", **_track("203.0.113.10")),
+        )
+    codes = [a.status_code for a in answers]
+    assert sorted(codes[:6]) == [200, 200, 200, 429, 429, 429] and codes[6] == 200
+    assert len(await raw_entries(redis_store, "web")) == 4
