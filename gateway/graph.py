@@ -13,11 +13,16 @@ that the graph lives on one shard):
 
     <prefix>:{idg}:i:<identifier>   the identifier's profile id (string)
     <prefix>:{idg}:p:<id>           profile: created, first_seen, last_seen (ms), n:<type>
-                                    (how many of each type), x (expiry ms, no userId only)
+                                    (how many of each type), x (expiry ms, no userId only),
+                                    attributes a:<name> (latest wins) and f:<name> (earliest
+                                    wins), each with <field>@ (when, ms), and o:<vendor id>
+                                    (ids waiting for a merge event; since when, ms)
     <prefix>:{idg}:p:<id>:ids       its identifiers (set)
     <prefix>:{idg}:p:<id>:from      ids of the profiles merged into it (set)
     <prefix>:{idg}:f:<old id>       a merged profile's id -> the profile it now lives in
     <prefix>:{idg}:forgotten        zset: tombstone(identifier) (a hash) -> until when (ms)
+    <prefix>:{idg}:v:<anonymousId>  a visitor's record from POST /v1/id (gateway/identity.py):
+                                    consent, first/last touch, each with <field>@
 
 The merge rule, one script per call: the call's identifiers are taken highest priority
 first (user, email, phone, ext, anon; then by value) and each one's profile (or the

@@ -44,13 +44,17 @@ async def _find(graph: Graph, text: str) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def _none(text: str) -> int:
+    print(f"no profile has {text!r}", file=sys.stderr)
+    return 1
+
+
 def show_command(args: argparse.Namespace) -> int:
     async def work(config: Config, store: Store) -> int:
         graph = Graph.of(store, config.identity)
         found = await _find(graph, args.id)
         if found is None:
-            print(f"no profile has {args.id!r}", file=sys.stderr)
-            return 1
+            return _none(args.id)
         _, profile = found
         visitors = Visitors(store, config.identity)
         seen = {}
@@ -73,8 +77,7 @@ def forget_command(args: argparse.Namespace) -> int:
         graph = Graph.of(store, config.identity)
         found = await _find(graph, args.id)
         if found is None:
-            print(f"no profile has {args.id!r}", file=sys.stderr)
-            return 1
+            return _none(args.id)
         identifier, profile = found
         anon = [i[5:] for i in profile.get("identifiers", []) if i.startswith("anon:")]
         # One script: the profile, its identifiers and their visitor records.
