@@ -48,6 +48,7 @@ from bench.ingest import (  # noqa: E402
     free_port,
     parse_wrk,
     print_profile,
+    py_spy,
     run_wrk,
     setup,
     stripe_event_template,
@@ -417,14 +418,7 @@ def main() -> int:
                     + (f"  socket errors {res['socket_errors']}" if res["socket_errors"] else "")
                 )
         if args.profile:
-            raw = tmp / "profile.txt"
-            spy = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(procs["gateway"].pid), "--format", "raw",
-                 "--output", str(raw), "--rate", "200", "--duration", str(int(args.duration)),
-                 "--nonblocking"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            spy = py_spy(procs["gateway"].pid, tmp / "profile.txt", args.duration)
             load_once(args.profile, "gateway", args.duration, f"prof{run_id}")
             spy.wait(timeout=60)
     finally:

@@ -393,26 +393,7 @@ def main() -> int:
                     + (f"  socket errors {res['socket_errors']}" if res["socket_errors"] else "")
                 )
         if args.profile:
-            raw = tmp / "profile.txt"
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "--pid",
-                    str(procs["gateway"].pid),
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(raw),
-                    "--rate",
-                    "200",
-                    "--duration",
-                    str(int(args.duration)),
-                    "--nonblocking",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            spy = py_spy(procs["gateway"].pid, tmp / "profile.txt", args.duration)
             run_wrk(
                 ports["gateway"],
                 wrk_cpu["gateway"],
@@ -469,6 +450,16 @@ def main() -> int:
         print_profile(tmp / "profile.txt", "py-spy")
     cleanup(r, prefix, tmp)
     return 0
+
+
+def py_spy(pid: int, raw: Path, seconds: float) -> subprocess.Popen:
+    """py-spy sampling `pid` for `seconds` into `raw` (collapsed stacks), in the background."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(raw),
+         "--rate", "200", "--duration", str(int(seconds)), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def print_profile(raw: Path, label: str, markers: tuple[str, ...] = OURS) -> None:
