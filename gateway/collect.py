@@ -194,7 +194,7 @@ class CollectEndpoint:
             if len(messages) == 1:
                 # analytics.js's one message: its request's limits are checked in the
                 # store's script call that stores it (one round trip, not two).
-                ip, limits = self._limits(source, write_key, peer, headers)
+                ip, limits = await self._limits(source, write_key, peer, headers)
             else:
                 ip = await self._check_limits(source, write_key, peer, headers)
         received_at_ms = int(self.clock() * 1000)
@@ -295,19 +295,19 @@ class CollectEndpoint:
     ) -> str | None:
         """Count the request in its client's and its write key's buckets (429 when over);
         the client's address (None when the server gives none)."""
-        ip, prepared = self._limits(source, write_key, peer, headers)
+        ip, prepared = await self._limits(source, write_key, peer, headers)
         if prepared is not None:
             keys, args, settle = prepared
             self._refuse(source, settle(await self.limiter.run(keys, args)))
         return ip
 
-    def _limits(
+    async def _limits(
         self, source: CollectSource, write_key: str, peer: str | None, headers: dict[str, str]
     ) -> tuple[str | None, tuple[list[str], list[int], Any] | None]:
         """The client's address and the request's limit check, ready to send (None when
         no limit applies); 429 at once if this process knows a bucket refuses."""
         ip = source.client_ip(peer, headers.get("x-forwarded-for"))
-        prepared = self.limiter.prepare(
+        prepared = await self.limiter.prepare(
             source.name,
             (client_bucket(ip) if ip else "", source.config.limit_per_ip if ip else None),
             (f"key:{self.key_ids[write_key]}", source.config.limit_per_write_key),

@@ -42,14 +42,28 @@ _INVALID = (
 )
 
 
+LEASE_SHARE = 100  # a lease is at most 1/LEASE_SHARE of a bucket's limit ...
+LEASE_MAX = 1000  # ... and at most this many requests
+
+
+def lease_size(count: int) -> int:
+    """How many requests a process takes from Redis at once for a bucket of `count` a window:
+    1 (every request counted in Redis) below 200 a window, then 1% of the limit, at most
+    1000. What a process takes and does not use before the window ends is lost, so a client
+    gets at least the limit less 1.5% of it per gateway process, and never more."""
+    return max(1, min(LEASE_MAX, count // LEASE_SHARE))
+
+
 class Limit:
     """At most `count` requests per `window` seconds; written `600/1m`, `100/s`, `50000/1h`."""
 
-    __slots__ = ("count", "window")
+    __slots__ = ("count", "lease", "window", "window_ms")
 
     def __init__(self, count: int, window: float) -> None:
         self.count = count
         self.window = window
+        self.window_ms = round(window * 1000)
+        self.lease = lease_size(count)  # see lease_size
 
     @classmethod
     def parse(cls, value: Any) -> Limit:
@@ -76,10 +90,6 @@ class Limit:
                 "the duration must be between 1s (Retry-After counts whole seconds) and 1d"
             )
         return cls(count, window)
-
-    @property
-    def window_ms(self) -> int:
-        return round(self.window * 1000)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Limit) and (other.count, other.window) == (self.count, self.window)
@@ -129,21 +139,33 @@ _V4_MAPPED = bytes(10) + b"\xff\xff"
 # --- the limiter -------------------------------------------------------------------------
 
 # KEYS: per bucket, its counter for the current window and for the previous one.
-# ARGV[1] now (unix ms); then per bucket: window (ms), limit.
-# Reply: per bucket, 0 if it allows the request, else the ms until it would. The request
-# is counted in every bucket only if all allow it: a refused request counts nowhere, so a
-# flood one IP bucket refuses cannot use up the write key's bucket for everyone else.
-# The estimate is integer arithmetic (exact in Lua's doubles), so no rounding decides.
+# ARGV[1] now (unix ms); then per bucket: window (ms), limit, lease. Reply: RATE_LUA's, per
+# bucket minus the requests taken when all allow, else the ms until each would (0 if it
+# does). The request is counted in every bucket only if all allow it: a refused request
+# counts nowhere, so a flood one IP bucket refuses cannot use up the write key's bucket for
+# everyone else. The estimate is integer arithmetic (exact in Lua's doubles), so no
+# rounding decides.
 RATE_SCRIPT = (
     RATE_LUA
     + """
-local waits = rate_check(KEYS, 0, ARGV, 1, (#ARGV - 1) / 2)
-return waits
+local out = rate_check(KEYS, 0, ARGV, 1, (#ARGV - 1) / 3)
+return out
 """
 )
 RATE_SHA = hashlib.sha1(RATE_SCRIPT.encode()).hexdigest()
 
 Bucket = tuple[str, Limit | None]
+
+
+class _Lease:
+    """Requests a process took from Redis for a bucket and has not used yet: valid in the
+    window they were counted in."""
+
+    __slots__ = ("left", "number")
+
+    def __init__(self, number: int, left: int) -> None:
+        self.number = number
+        self.left = left
 
 
 class RateLimiter:
@@ -154,13 +176,25 @@ class RateLimiter:
     this window's plus the previous window's weighted by how much of it still overlaps the
     last `window` seconds. A plain fixed window lets 2x the limit through around a window
     boundary; a log of every request costs memory per request (60000 a minute for a write
-    key); this costs two small counters per bucket and one script call per request.
+    key); this costs two small counters per bucket.
 
-    One script call per request, whatever the number of buckets: over keys that share the
-    group's hash tag (a source's, so Redis Cluster adds no new slot to it), which also makes
-    the request count in all its buckets or in none. The calls of requests arriving together
-    go to Redis in one write (a pipeline), as the store's accepts do: under load a limit
-    costs a fraction of a round trip per request, not one connection's worth each.
+    Leases: for a limit of 200 or more a window, a process takes several requests from
+    Redis at once (1% of the limit, at most 1000; `lease_size`) and spends them from
+    memory, so a write key at 60000/1m costs Redis one script call per 300 to 600 requests,
+    not one each. (A lease must outlast the requests that arrive while the next one is on
+    its way: with leases of 64 a busy process kept running dry, and its requests waited.)
+    They are counted in Redis when taken, so the processes together never let more than
+    the limit through; what a process took and did not use by the window's end is lost (at
+    most 1.5% of the limit per process and window: the next lease is taken when half of
+    one is left). One lease per bucket is on its way at a time, and a request that finds
+    none waits for it; when Redis grants no more (the limit is near), requests are counted
+    one by one again, so the last requests of a window are as exact as without leases.
+
+    One script call per request that needs Redis, whatever the number of buckets: over
+    keys that share the group's hash tag (a source's, so Redis Cluster adds no new slot to
+    it), which also makes the request count in all its buckets or in none. The calls of
+    requests arriving together go to Redis in one write (a pipeline), as the store's
+    accepts do.
 
     When Redis does not answer, `check` raises StoreUnavailable (503 + Retry-After): the
     collect path cannot store the messages without Redis anyway, so failing open would let
@@ -178,6 +212,8 @@ class RateLimiter:
         self.clock = clock
         self.remember = remember
         self._refused: dict[tuple[str, str], float] = {}  # (group, bucket) -> refused until
+        self._leases: dict[tuple[str, str], _Lease] = {}
+        self._leasing: dict[tuple[str, str], asyncio.Task[None]] = {}  # leases on their way
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[list[int]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -189,47 +225,103 @@ class RateLimiter:
         """Count a request in `group`'s buckets: None if every limit allows it, else the
         seconds until all would (Retry-After: rounded up, at least 1). A bucket whose
         limit is None is not counted."""
-        prepared = self.prepare(group, *buckets)
+        prepared = await self.prepare(group, *buckets)
         if prepared is None or isinstance(prepared, int):
             return prepared
         keys, args, settle = prepared
         return settle(await self.run(keys, args))
 
-    def prepare(
+    async def prepare(
         self, group: str, *buckets: Bucket
     ) -> int | tuple[list[str], list[int], Callable[[list[int]], int | None]] | None:
         """What `check` sends, for a caller that runs it inside another script call
-        (Store's LIMITED_ACCEPT_SCRIPT): None if no limit applies, the seconds to wait if
-        this process already knows a bucket refuses, else (counter keys, arguments, a
-        function that takes the script's waits and gives `check`'s answer)."""
+        (Store's LIMITED_ACCEPT_SCRIPT): None if the request is allowed without Redis (no
+        limit applies, or this process's leases of its buckets allow it), the seconds to
+        wait if this process already knows a bucket refuses, else (counter keys,
+        arguments, a function that takes the script's reply and gives `check`'s answer).
+        Waits only for a lease on its way."""
         now = self.clock()
-        live: list[tuple[str, Limit]] = [(b, lim) for b, lim in buckets if lim is not None]
-        if not live:
-            return None
-        wait = self._remembered(group, live, now)
-        if wait:
-            return _seconds(wait)
+        if self._refused:
+            wait = self._remembered(group, buckets, now)
+            if wait:
+                return _seconds(wait)
         now_ms = int(now * 1000)
+        taken: list[_Lease] = []  # leases this request used (given back if it is refused)
+        asked: list[str] = []  # buckets counted in Redis for this request alone
         keys: list[str] = []
         args: list[int] = [now_ms]
-        for bucket, lim in live:
-            window = lim.window_ms
-            number = now_ms // window
+        for bucket, lim in buckets:
+            if lim is None:
+                continue
+            number = now_ms // lim.window_ms
+            if lim.lease > 1:
+                lease = self._leases.get((group, bucket))
+                if lease is None or lease.number != number or lease.left <= 0:
+                    lease = await self._wait_lease(group, bucket, lim, now_ms, number)
+                if lease is not None:
+                    lease.left -= 1
+                    if lease.left < lim.lease // 2:  # the next one, while this is spent
+                        self._refill(group, bucket, lim, now_ms, number)
+                    taken.append(lease)
+                    continue
+            asked.append(bucket)
             keys += (self.key(group, bucket, number), self.key(group, bucket, number - 1))
-            args += (window, lim.count)
+            args += (lim.window_ms, lim.count, 1)
+        if not asked:
+            return None
 
-        def settle(waits: list[int]) -> int | None:
-            if not any(waits):
+        def settle(reply: list[int]) -> int | None:
+            if not any(v > 0 for v in reply):
                 return None
-            for (bucket, _), ms in zip(live, waits, strict=True):
-                if ms:
+            for lease in taken:
+                lease.left += 1  # a refused request counts nowhere
+            for bucket, ms in zip(asked, reply, strict=True):
+                if ms > 0:
                     self._remember(group, bucket, now + ms / 1000)
-            return _seconds(max(waits) / 1000)
+            return _seconds(max(reply) / 1000)
 
         return keys, args, settle
 
+    async def _wait_lease(
+        self, group: str, bucket: str, lim: Limit, now_ms: int, number: int
+    ) -> _Lease | None:
+        """The bucket's lease once the one on its way (or a new one) has come: None when
+        there is still none (Redis granted nothing, or failed): the request is then
+        counted in Redis on its own, which also gives the wait of a refusal or the 503."""
+        await asyncio.wait([self._refill(group, bucket, lim, now_ms, number)])
+        lease = self._leases.get((group, bucket))
+        if lease is not None and lease.number == number and lease.left > 0:
+            return lease
+        return None
+
+    def _refill(
+        self, group: str, bucket: str, lim: Limit, now_ms: int, number: int
+    ) -> asyncio.Task[None]:
+        """The task taking the bucket's next lease: the one on its way, else a new one."""
+        task = self._leasing.get((group, bucket))
+        if task is None:
+            task = self._spawn(self._take_lease(group, bucket, lim, now_ms, number))
+            self._leasing[(group, bucket)] = task
+        return task
+
+    async def _take_lease(
+        self, group: str, bucket: str, lim: Limit, now_ms: int, number: int
+    ) -> None:
+        """Take the bucket's next lease (up to `lim.lease` requests) from Redis.
+        A refusal or a failure only means no lease: a request that finds none asks Redis
+        on its own and gets the answer (the wait, or 503)."""
+        keys = [self.key(group, bucket, number), self.key(group, bucket, number - 1)]
+        try:
+            reply = await self.run(keys, [now_ms, lim.window_ms, lim.count, lim.lease])
+        except Exception:
+            return
+        finally:
+            self._leasing.pop((group, bucket), None)
+        if reply[0] < 0:
+            self._lease(group, bucket, number, -reply[0])
+
     async def run(self, keys: list[str], args: list[int]) -> list[int]:
-        """Send a prepared check (see `prepare`) on its own; the script's waits."""
+        """Send a prepared check (see `prepare`) on its own; the script's reply."""
         return await self._run(("EVALSHA", RATE_SHA, len(keys), *keys, *args))
 
     async def _run(self, call: tuple[Any, ...]) -> list[int]:
@@ -243,9 +335,7 @@ class RateLimiter:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._send(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._send(batch))
 
     async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[list[int]]]]) -> None:
         calls = [call for call, _ in batch]
@@ -277,9 +367,11 @@ class RateLimiter:
             if not future.done():  # its request may have gone (client disconnected)
                 future.set_result([int(ms) for ms in reply])
 
-    def _remembered(self, group: str, live: list[tuple[str, Limit]], now: float) -> float:
+    def _remembered(self, group: str, buckets: tuple[Bucket, ...], now: float) -> float:
         wait = 0.0
-        for bucket, _ in live:
+        for bucket, lim in buckets:
+            if lim is None:
+                continue
             until = self._refused.get((group, bucket))
             if until is not None:
                 if until > now:
@@ -287,6 +379,24 @@ class RateLimiter:
                 else:
                     del self._refused[(group, bucket)]
         return wait
+
+    def _spawn(self, coroutine: Any) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _lease(self, group: str, bucket: str, number: int, left: int) -> None:
+        """Add `left` requests taken in window `number` to the bucket's lease."""
+        lease = self._leases.get((group, bucket))
+        if lease is not None and lease.number == number:
+            lease.left += left
+            return
+        if len(self._leases) >= self.remember:
+            # Full: forget the older half (their requests are lost: stricter, never looser).
+            items = list(self._leases.items())
+            self._leases = dict(items[len(items) // 2 :])
+        self._leases[(group, bucket)] = _Lease(number, left)
 
     def _remember(self, group: str, bucket: str, until: float) -> None:
         if len(self._refused) >= self.remember:

@@ -73,22 +73,28 @@ ACCEPT_SHA = hashlib.sha1(ACCEPT_SCRIPT.encode()).hexdigest()
 # The collect API's rate limit (gateway/ratelimit.py), as a Lua function the limiter's own
 # script and LIMITED_ACCEPT_SCRIPT share. keys[k0 + 2i - 1], keys[k0 + 2i]: bucket i's
 # counters for the current and the previous window (i = 1..n); argv[a0] now (unix ms), then
-# per bucket window (ms), limit. Returns per bucket 0 if it allows the request, else the ms until it
-# would; counts the request in every bucket only if all allow it (a refused request counts
-# nowhere, so a flood one IP bucket refuses cannot use up the write key's for everyone
-# else). A sliding window from two fixed ones; integer arithmetic (exact in Lua's doubles).
+# per bucket window (ms), limit, and how many requests to take at once (the process's lease,
+# 1 for a request on its own). Returns per bucket, when every bucket allows a request, minus
+# the requests taken (at least 1, at most those asked for, never over the limit); when one
+# refuses, the ms until it would (0 for the buckets that allow). Counts in every bucket only
+# if all allow (a refused request counts nowhere, so a flood one IP bucket refuses cannot use
+# up the write key's for everyone else). A sliding window from two fixed ones; integer
+# arithmetic (exact in Lua's doubles).
 RATE_LUA = """
 local function rate_check(keys, k0, argv, a0, n)
   local now = tonumber(argv[a0])
-  local waits, refused = {}, false
+  local out, refused = {}, false
   for i = 1, n do
-    local window = tonumber(argv[a0 + 2 * i - 1])
-    local limit = tonumber(argv[a0 + 2 * i])
+    local window = tonumber(argv[a0 + 3 * i - 2])
+    local limit = tonumber(argv[a0 + 3 * i - 1])
+    local want = tonumber(argv[a0 + 3 * i])
     local current = tonumber(redis.call('GET', keys[k0 + 2 * i - 1]) or '0')
     local previous = tonumber(redis.call('GET', keys[k0 + 2 * i]) or '0')
     local left = window - now % window
-    local wait = 0
-    if previous * left + (current + 1) * window > limit * window then
+    -- The most requests m with previous * left + (current + m) * window <= limit * window.
+    local room = math.floor((limit * window - previous * left) / window) - current
+    if room < 1 then
+      local wait
       if current < limit then
         -- Allowed once the previous window's weight has shrunk enough, in this window.
         wait = left - window * (limit - 1 - current) / previous
@@ -96,20 +102,26 @@ local function rate_check(keys, k0, argv, a0, n)
         -- Allowed in the next window, once this window's weight has shrunk enough.
         wait = left + window - window * (limit - 1) / current
       end
-      wait = math.max(1, math.ceil(wait))
+      out[i] = math.max(1, math.ceil(wait))
       refused = true
+    else
+      out[i] = -math.min(want, room)
     end
-    waits[i] = wait
   end
-  if not refused then
+  if refused then
     for i = 1, n do
-      if redis.call('INCR', keys[k0 + 2 * i - 1]) == 1 then
-        local window = tonumber(argv[a0 + 2 * i - 1])
-        redis.call('PEXPIRE', keys[k0 + 2 * i - 1], window - now % window + window + 1000)
+      if out[i] < 0 then out[i] = 0 end
+    end
+  else
+    for i = 1, n do
+      local key = keys[k0 + 2 * i - 1]
+      if redis.call('INCRBY', key, -out[i]) == -out[i] then
+        local window = tonumber(argv[a0 + 3 * i - 2])
+        redis.call('PEXPIRE', key, window - now % window + window + 1000)
       end
     end
   end
-  return waits, refused
+  return out, refused
 end
 """
 
@@ -117,23 +129,25 @@ end
 # trip and a script call less than checking first; one call for many, like ACCEPT):
 # KEYS[1] the raw stream, then per message its seen key and its limiter counters; ARGV:
 # ttl, retention, source, then per message: how many counter keys and limiter arguments
-# it has, delivery id, received at, headers, body, the limiter's now and (window, limit)
-# per bucket. Reply per message: {2, waits...} when a limit refuses it (nothing stored
-# or counted), else {accepted 0/1, entry id} as ACCEPT's.
+# it has, delivery id, received at, headers, body, the limiter's now and (window, limit,
+# lease) per bucket. Reply per message: {2, waits...} when a limit refuses it (nothing
+# stored or counted), else {accepted 0/1, entry id} as ACCEPT's.
 LIMITED_ACCEPT_SCRIPT = (
     RATE_LUA
     + """
 local out, k, a = {}, 2, 4
 while a <= #ARGV do
   local nkeys, nargs = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  local waits, refused = rate_check(KEYS, k, ARGV, a + 6, nkeys / 2)
+  local rate, refused = rate_check(KEYS, k, ARGV, a + 6, nkeys / 2)
   if refused then
-    table.insert(waits, 1, 2)
-    out[#out + 1] = waits
+    table.insert(rate, 1, 2)
+    out[#out + 1] = rate
   else
     local first = redis.call('GET', KEYS[k])
     if first then
-      out[#out + 1] = {0, first}
+      table.insert(rate, 1, 0)
+      table.insert(rate, 2, first)
+      out[#out + 1] = rate
     else
       local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'source', ARGV[3],
         'delivery_id', ARGV[a + 2], 'received_at', ARGV[a + 3], 'headers', ARGV[a + 4],
@@ -168,7 +182,7 @@ class RawDelivery:
     retention: int
     limits: tuple[list[str], list[int]] | None = None
     """Rate limits to check in the same script call: the limiter's counter keys and its
-    arguments (now, then window and limit per bucket); see RateLimiter.prepare."""
+    arguments (now, then window, limit and lease per bucket); see RateLimiter.prepare."""
 
 
 @dataclass(frozen=True, slots=True)

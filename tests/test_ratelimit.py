@@ -19,7 +19,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.errors import ConfigError, StoreUnavailable
-from gateway.ratelimit import Limit, RateLimiter, client_bucket
+from gateway.ratelimit import Limit, RateLimiter, client_bucket, lease_size
 from gateway.store import Store
 from tests.conftest import Clock, config, free_port, raw_entries, served_gateway
 
@@ -259,6 +259,119 @@ async def test_the_embedded_store_limits_too(store):
     limiter = RateLimiter(store, Clock(T0 + 10))
     bucket = ("ip:192.0.2.1", per("3/1m"))
     assert [await limiter.check("web", bucket) for _ in range(4)] == [None, None, None, 70]
+
+
+# --- leases: a busy bucket is counted in Redis a lease at a time ------------------------
+
+
+async def counter(store: Store, limiter: RateLimiter, bucket: str, limit: Limit) -> int:
+    number = int(limiter.clock() * 1000) // limit.window_ms
+    return int(await store.client.get(limiter.key("web", bucket, number)) or 0)
+
+
+def counting_calls(store: Store) -> list[int]:
+    """Count the limiter's pipelines to Redis (each holds one script call per check)."""
+    calls: list[int] = []
+    execute = store.execute
+
+    async def counted(commands):
+        calls.append(len(commands))
+        return await execute(commands)
+
+    store.execute = counted  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("3/1m", 1),
+        ("199/1m", 1),
+        ("200/1m", 2),
+        ("600/1m", 6),
+        ("60000/1m", 600),
+        ("100000/1m", 1000),
+        ("1000000000/1s", 1000),
+    ],
+)
+def test_lease_sizes(text, size):
+    """1% of the limit, at most 1000; below 200 a window every request is counted alone."""
+    assert per(text).lease == lease_size(per(text).count) == size
+
+
+async def test_a_busy_bucket_costs_one_script_call_per_lease(redis_store):
+    limiter = RateLimiter(redis_store, Clock(T0 + 5))
+    limit = per("6400/1m")  # leases of 64
+    calls = counting_calls(redis_store)
+    assert [await limiter.check("web", ("key:k", limit)) for _ in range(200)] == [None] * 200
+    # 200 requests: the first lease, then one more each time half of one is left
+    # (after 32, 96, 160 requests): 4 leases of 64, 256 counted, 56 of them unused.
+    assert sum(calls) == 4
+    assert await counter(redis_store, limiter, "key:k", limit) == 256
+
+
+async def test_leases_of_several_processes_never_pass_the_limit(redis_store):
+    """Two processes racing for one bucket: never more than the limit, and what their
+    unused leases hold is at most 1.5% of it each."""
+    clock = Clock(T0 + 5)
+    one, two = RateLimiter(redis_store, clock), RateLimiter(redis_store, clock)
+    limit = per("1000/1m")  # leases of 10
+    answers = await asyncio.gather(
+        *(limiter.check("web", ("key:k", limit)) for _ in range(700) for limiter in (one, two))
+    )
+    allowed = answers.count(None)
+    assert await counter(redis_store, one, "key:k", limit) == 1000
+    assert 1000 - 2 * 15 <= allowed <= 1000
+    refused = [a for a in answers if a is not None]
+    assert refused and min(refused) >= 1
+
+
+async def test_the_last_requests_of_a_window_are_counted_exactly(redis_store):
+    """Near the limit Redis grants less than a lease, then nothing: one process alone gets
+    exactly the limit, as without leases, and the refusal's wait is the exact one."""
+    limiter = RateLimiter(redis_store, Clock(T0 + 5))
+    answers = [await limiter.check("web", ("key:k", per("1000/1m"))) for _ in range(1001)]
+    assert answers[:1000] == [None] * 1000
+    # 1000 in this window, 5 s into it: the next window's 55 + 60 x (1 - 999/1000) s.
+    assert answers[1000] == 56
+
+
+async def test_a_lease_is_not_spent_in_the_next_window(redis_store):
+    clock = Clock(T0 + 5)
+    limiter = RateLimiter(redis_store, clock)
+    limit = per("6400/1m")
+    assert await limiter.check("web", ("key:k", limit)) is None  # a lease of 64 taken
+    clock.now = T0 + 65
+    assert await limiter.check("web", ("key:k", limit)) is None
+    # Counted again in the new window (its own lease), not from the old one's 63 left.
+    assert await counter(redis_store, limiter, "key:k", limit) == 64
+
+
+async def test_a_refused_request_gives_its_lease_back(redis_store):
+    """A request refused by its IP bucket took one from the write key's lease: it is
+    given back, so the refusal costs the write key nothing."""
+    limiter = RateLimiter(redis_store, Clock(T0 + 5))
+    ip_limit, key_limit = per("1/1m"), per("1000/1m")  # the key's leases are of 10
+    assert await limiter.check("web", ("ip:192.0.2.1", ip_limit), ("key:k", key_limit)) is None
+    for _ in range(20):  # the first is refused by Redis, the rest from memory
+        assert await limiter.check("web", ("ip:192.0.2.1", ip_limit), ("key:k", key_limit))
+    calls = counting_calls(redis_store)
+    for i in range(4):  # 9 left in the lease -> 5: no new lease yet
+        answer = await limiter.check(
+            "web", (f"ip:192.0.2.{10 + i}", ip_limit), ("key:k", key_limit)
+        )
+        assert answer is None
+    assert await counter(redis_store, limiter, "key:k", key_limit) == 10
+    assert sum(calls) == 4  # each new IP counted in Redis, the key from the lease
+
+
+async def test_a_lease_when_redis_is_away_is_store_unavailable():
+    store = Store.connect(f"redis://127.0.0.1:{free_port()}/0", "t", timeout=0.5)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await RateLimiter(store, Clock(T0)).check("web", ("key:k", per("60000/1m")))
+    finally:
+        await store.close()
 
 
 # --- Redis away, restarted -----------------------------------------------------------
