@@ -76,9 +76,10 @@ _decode_list = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 class _Head(msgspec.Struct):
-    """What validate_message reads of a batch's message, decoded without the rest: the
-    objects (properties, context, ...) stay bytes, as only their kind is checked. (A test
-    holds the answers to those of validate_message on the whole message.)"""
+    """What validate_message reads of a batch's message, decoded without the rest: of the
+    objects (properties, context, ...) only their keys, as only their kind is checked (one
+    that is not an object fails the decode, and the message is then checked whole). (A
+    test holds the answers to those of validate_message on the whole message.)"""
 
     type: Any = None
     event: Any = None
@@ -90,15 +91,27 @@ class _Head(msgspec.Struct):
     timestamp: Any = None
     sentAt: Any = msgspec.UNSET
     originalTimestamp: Any = None
-    properties: msgspec.Raw = None  # type: ignore[assignment]
-    traits: msgspec.Raw = None  # type: ignore[assignment]
-    context: msgspec.Raw = None  # type: ignore[assignment]
-    integrations: msgspec.Raw = None  # type: ignore[assignment]
+    properties: dict[str, msgspec.Raw] | None = None
+    traits: dict[str, msgspec.Raw] | None = None
+    context: dict[str, msgspec.Raw] | None = None
+    integrations: dict[str, msgspec.Raw] | None = None
     writeKey: Any = msgspec.UNSET
 
 
-_OBJECTS = ("properties", "traits", "context", "integrations")
 _decode_head = msgspec.json.Decoder(_Head).decode
+
+
+class _Batch(msgspec.Struct):
+    """A batch request's body as one decode reads it: the messages stay bytes."""
+
+    batch: list[msgspec.Raw]
+    writeKey: msgspec.Raw = msgspec.UNSET  # type: ignore[assignment]
+    sentAt: msgspec.Raw = msgspec.UNSET  # type: ignore[assignment]
+    context: msgspec.Raw = msgspec.UNSET  # type: ignore[assignment]
+    integrations: msgspec.Raw = msgspec.UNSET  # type: ignore[assignment]
+
+
+_decode_batch = msgspec.json.Decoder(_Batch).decode
 
 
 class CollectEndpoint:
@@ -513,17 +526,13 @@ def _messages(body: bytes, implied: str | None) -> tuple[Any, list[tuple[Any, by
         except UnicodeDecodeError:
             raise PayloadError("the body is not valid JSON (not UTF-8)") from None
     try:
-        top = _decode_object(body)
-    except msgspec.ValidationError:
-        raise PayloadError("the body must be a JSON object") from None
-    except (msgspec.DecodeError, RecursionError):
+        top = _decode_batch(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        _refuse_batch(body)  # which is wrong with it, as a decode of the whole would say
         raise PayloadError("the body is not valid JSON") from None
-    given = {k: _parse(top[k]) for k in ("writeKey", "sentAt", "context", "integrations")
-             if k in top}  # fmt: skip
-    try:
-        batch = _decode_list(top["batch"])
-    except (KeyError, msgspec.ValidationError):
-        raise PayloadError("a batch needs `batch`: a list of messages") from None
+    given = {k: _parse(v) for k in ("writeKey", "sentAt", "context", "integrations")
+             if (v := getattr(top, k)) is not msgspec.UNSET}  # fmt: skip
+    batch = top.batch
     shared = {k: given[k] for k in ("sentAt", "context", "integrations") if k in given}
     objects = any(isinstance(shared.get(k), dict) for k in ("context", "integrations"))
     sent_at = _encode(shared["sentAt"]) if "sentAt" in shared else None
@@ -542,11 +551,6 @@ def _messages(body: bytes, implied: str | None) -> tuple[Any, list[tuple[Any, by
             continue
         check = msgspec.structs.asdict(head)
         del check["writeKey"]
-        for key in _OBJECTS:
-            value = check[key]
-            if value is not None:  # its kind is what counts: {} stands for any object
-                value = bytes(value)
-                check[key] = {} if value[:1] == b"{" else _parse(value)
         if head.sentAt is msgspec.UNSET:
             check["sentAt"] = None
             if sent_at is not None:
@@ -556,11 +560,30 @@ def _messages(body: bytes, implied: str | None) -> tuple[Any, list[tuple[Any, by
     return given.get("writeKey"), out
 
 
-def _head(message: bytes) -> _Head:
+def _head(message: bytes) -> _Head | None:
+    """What the checks read of a message, or None when one of its objects is not an object
+    (it is then decoded whole, and validate_message says why)."""
     try:
         return _decode_head(message)
+    except msgspec.ValidationError:
+        return None
     except (msgspec.DecodeError, RecursionError):
         raise PayloadError("the body is not valid JSON") from None
+
+
+def _refuse_batch(body: bytes) -> None:
+    """PayloadError (400) saying what is wrong with a batch request's body that does not
+    decode as one: not JSON, not an object, or no list of messages."""
+    try:
+        top = _decode_object(body)
+    except msgspec.ValidationError:
+        raise PayloadError("the body must be a JSON object") from None
+    except (msgspec.DecodeError, RecursionError):
+        raise PayloadError("the body is not valid JSON") from None
+    try:
+        _decode_list(top["batch"])
+    except (KeyError, msgspec.ValidationError):
+        raise PayloadError("a batch needs `batch`: a list of messages") from None
 
 
 def _parse(data: bytes | msgspec.Raw) -> Any:

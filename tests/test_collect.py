@@ -187,6 +187,8 @@ async def test_bad_messages_in_a_good_batch_are_counted_and_quarantined(redis_st
         (_basic(), b'{"batch": [', 400, "not valid JSON"),
         (_basic(), b"[1, 2]", 400, "JSON object"),
         (_basic(), b'{"batch": {"type": "track"}}', 400, "a list of messages"),
+        (_basic(), b'{"sentAt": "2026-12-02T10:00:00Z"}', 400, "a list of messages"),
+        (_basic(), b'{"batch": [], "sentAt": }', 400, "not valid JSON"),
         ({**_basic(), "Content-Encoding": "br"}, b"x", 400, "Content-Encoding"),
         ({**_basic(), "Content-Encoding": "gzip"}, b"not gzip", 400, "not valid gzip"),
     ],
