@@ -18,8 +18,11 @@ $REDIS_URL, a JSON log line per request); wrk runs on the other core. The collec
 rate limits are set to 1000000000/1s per IP and per write key: the limiter runs for every
 request (its Redis script is part of the cost) but never refuses one.
 
-    python bench/collect.py [--rounds 3] [--duration 10] [--no-limits]
+    python bench/collect.py [--rounds 3] [--duration 10] [--no-limits] [--limits-ab]
                             [--profile batch|single|webhook]
+
+--limits-ab adds a second gateway with the limits off, pinned like the first, and runs
+/v1/t on it in the same rounds: what the limits cost, measured at the same moment.
 
 It needs `wrk` (apt-get install wrk) and two cores.
 """
@@ -313,7 +316,13 @@ def main() -> int:
     parser.add_argument(
         "--profile", choices=["batch", "single", "webhook"], help="py-spy the gateway for a round"
     )
+    parser.add_argument(
+        "--limits-ab",
+        action="store_true",
+        help="also run /v1/t on a second gateway with the limits off, in the same rounds",
+    )
     args = parser.parse_args()
+    runs = RUNS + ([("single", "unlimited")] if args.limits_ab else [])
 
     redis_url, r, redis_pid, server_cpu, wrk_cpu = setup()
     LOADS["batch"]["items"] = args.batch_size
@@ -326,17 +335,24 @@ def main() -> int:
     bodies["webhook"].write_text(stripe_event_template())
     bodies["batch"].write_text(batch_body(args.batch_size))
     bodies["single"].write_text(single_body())
-    limits = "null" if args.no_limits else HUGE_LIMIT
-    config = tmp / "config.yaml"
-    config.write_text(
-        f"redis_url: {redis_url}\nkey_prefix: {prefix}\nsources:\n"
-        f"  stripe:\n    type: stripe\n    secrets: [{SECRET}]\n    tolerance: 1h\n"
-        f"    dedupe_ttl: 15m\n    raw_retention: 20000\n"
-        f"  web:\n    type: collect\n    write_keys: [{WRITE_KEY}]\n    origins: [{SITE}]\n"
-        f"    dedupe_ttl: 15m\n    raw_retention: 20000\n"
-        f"    limit_per_ip: {limits}\n    limit_per_write_key: {limits}\n"
-    )
+
+    def gateway_config(name: str, limits: str) -> Path:
+        config = tmp / f"{name}.yaml"
+        config.write_text(
+            f"redis_url: {redis_url}\nkey_prefix: {prefix}\nsources:\n"
+            f"  stripe:\n    type: stripe\n    secrets: [{SECRET}]\n    tolerance: 1h\n"
+            f"    dedupe_ttl: 15m\n    raw_retention: 20000\n"
+            f"  web:\n    type: collect\n    write_keys: [{WRITE_KEY}]\n    origins: [{SITE}]\n"
+            f"    dedupe_ttl: 15m\n    raw_retention: 20000\n"
+            f"    limit_per_ip: {limits}\n    limit_per_write_key: {limits}\n"
+        )
+        return config
+
+    config = gateway_config("config", "null" if args.no_limits else HUGE_LIMIT)
     ports = {"bare": free_port(), "gateway": free_port()}
+    if args.limits_ab:
+        ports["unlimited"] = free_port()
+        server_cpu["unlimited"], wrk_cpu["unlimited"] = server_cpu["gateway"], wrk_cpu["gateway"]
     uvicorn_flags = [
         "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
@@ -357,6 +373,17 @@ def main() -> int:
             env={**os.environ, "LOG_LEVEL": "info"},
         ),
     }  # fmt: skip
+    if args.limits_ab:
+        # Pinned like the gateway: the two only ever run one at a time.
+        procs["unlimited"] = subprocess.Popen(
+            ["taskset", "-c", str(server_cpu["gateway"]), sys.executable, "-m", "gateway.cli",
+             "serve", "--no-workers", "--config", str(gateway_config("unlimited", "null")),
+             "--port", str(ports["unlimited"])],
+            cwd=HERE.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp / "unlimited.log").open("wb"),  # its log lines, as the gateway's
+            env={**os.environ, "LOG_LEVEL": "info"},
+        )  # fmt: skip
 
     def connections(load: str) -> int:
         return args.batch_connections if load == "batch" else args.connections
@@ -367,12 +394,12 @@ def main() -> int:
             return run_wrk(port, cpu, duration, connections(load), tag, bodies["webhook"])
         return run_collect_wrk(load, port, cpu, duration, connections(load), tag, bodies[load])
 
-    results: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in RUNS}
+    results: dict[tuple[str, str], list[dict[str, float]]] = {run: [] for run in runs}
     try:
-        for name in ("bare", "gateway"):
-            wait_ready(ports[name], procs[name], "/healthz" if name == "gateway" else "/")
+        for name in procs:
+            wait_ready(ports[name], procs[name], "/" if name == "bare" else "/healthz")
         kb = {load: path.stat().st_size / 1024 for load, path in bodies.items()}
-        print(f"collect benchmark: {args.rounds} rounds x {len(RUNS)} loads x {args.duration:g}s")
+        print(f"collect benchmark: {args.rounds} rounds x {len(runs)} loads x {args.duration:g}s")
         print(
             f"  batch   POST /v1/batch, {args.batch_size} analytics-node track messages "
             f"({kb['batch']:.1f} KB, Basic auth), {args.batch_connections} connections\n"
@@ -391,10 +418,10 @@ def main() -> int:
             f"servers pinned: bare cpu{server_cpu['bare']}, gateway cpu{server_cpu['gateway']};"
             f" wrk on the other core; Redis at {redis_url}"
         )
-        for load, server in RUNS:
+        for load, server in runs:
             load_once(load, server, args.warmup, f"warm{load}{server}{run_id}")
         for i in range(args.rounds):
-            for load, server in RUNS if i % 2 == 0 else RUNS[::-1]:
+            for load, server in runs if i % 2 == 0 else runs[::-1]:
                 pid = procs[server].pid
                 cpu_before = cpu_seconds(pid)
                 redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
@@ -435,7 +462,7 @@ def main() -> int:
         f"{'':16s}{'req/s':>9s}{'items/s':>10s}{'p50 ms':>9s}{'p99 ms':>9s}{'cpu':>6s}"
         f"{'us/req':>9s}{'items/s/core':>14s}{'non-2xx':>9s}"
     )
-    for run in RUNS:
+    for run in runs:
         print(
             f"{run[0] + ' ' + run[1]:16s}{med(run, 'rps'):9.0f}"
             f"{med(run, 'items_s'):10.0f}{med(run, 'p50_ms'):9.2f}"
@@ -460,6 +487,13 @@ def main() -> int:
         f"    CPU per request bare/gateway, /v1/t {single_cpu:.2f}x vs webhooks {hook_cpu:.2f}x"
         " (the throughput ratios if both servers were CPU-bound)"
     )
+    if args.limits_ab:
+        limited, unlimited = (med(("single", s), "cpu_us") for s in ("gateway", "unlimited"))
+        print(
+            f"    /v1/t gateway CPU per request with the limits on {limited:.1f} us, off "
+            f"{unlimited:.1f} us (a second gateway, same rounds): the limits cost "
+            f"{limited - unlimited:+.1f} us"
+        )
     if redis_pid:
         print(
             "Redis CPU per item (shares this machine's cores): "
