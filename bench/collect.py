@@ -18,7 +18,7 @@ $REDIS_URL, a JSON log line per request); wrk runs on the other core. The collec
 rate limits are set to 1000000000/1s per IP and per write key: the limiter runs for every
 request (its Redis script is part of the cost) but never refuses one.
 
-    python bench/collect.py [--rounds 3] [--duration 10] [--no-limits] [--limits-ab]
+    python bench/collect.py [--rounds 8] [--duration 5] [--no-limits] [--limits-ab]
                             [--profile batch|single|webhook]
 
 --limits-ab adds a second gateway with the limits off, pinned like the first, and runs
@@ -302,8 +302,8 @@ def run_collect_wrk(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=10, help="seconds per load a round")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=5, help="seconds per load a round")
     parser.add_argument("--warmup", type=float, default=3, help="seconds per load before")
     parser.add_argument("--connections", type=int, default=64, help="for webhooks and /v1/t")
     parser.add_argument("--batch-connections", type=int, default=16, help="for /v1/batch")
