@@ -206,7 +206,8 @@ class CollectEndpoint:
                 raise BodyTooLarge(f"the body is over {source.max_body} bytes")
             if len(messages) == 1:
                 # analytics.js's one message: its request's limits are checked in the
-                # store's script call that stores it (one round trip, not two).
+                # store's script call that stores it (one round trip, not two), or from
+                # the process's leases (a lease that ran out is waited for first).
                 ip, limits = await self._limits(source, write_key, peer, headers)
             else:
                 ip = await self._check_limits(source, write_key, peer, headers)

@@ -42,16 +42,22 @@ _INVALID = (
 )
 
 
-LEASE_SHARE = 100  # a lease is at most 1/LEASE_SHARE of a bucket's limit ...
-LEASE_MAX = 1000  # ... and at most this many requests
+LEASE_SHARE = 100  # a lease is 1/LEASE_SHARE of a bucket's limit ...
+LEASE_MIN = 10  # ... when that is at least this many requests (else none) ...
+LEASE_MAX = 1000  # ... and at most this many
 
 
 def lease_size(count: int) -> int:
     """How many requests a process takes from Redis at once for a bucket of `count` a window:
-    1 (every request counted in Redis) below 200 a window, then 1% of the limit, at most
+    1 (every request counted in Redis) below 1000 a window, then 1% of the limit, at most
     1000. What a process takes and does not use before the window ends is lost, so a client
-    gets at least the limit less 1.5% of it per gateway process, and never more."""
-    return max(1, min(LEASE_MAX, count // LEASE_SHARE))
+    gets at least the limit less 1.5% of it per gateway process, and never more.
+
+    Below 1000 there is no lease: such a bucket is a client's (`limit_per_ip`, 600/1m by
+    default), most of whose requests are the first of the window, so a lease would only add
+    a round trip before them; a request counted on its own shares the store's script call."""
+    size = min(LEASE_MAX, count // LEASE_SHARE)
+    return size if size >= LEASE_MIN else 1
 
 
 class Limit:
@@ -159,13 +165,14 @@ Bucket = tuple[str, Limit | None]
 
 class _Lease:
     """Requests a process took from Redis for a bucket and has not used yet: valid in the
-    window they were counted in."""
+    window they were counted in, which ends at `until_ms`."""
 
-    __slots__ = ("left", "number")
+    __slots__ = ("left", "number", "until_ms")
 
-    def __init__(self, number: int, left: int) -> None:
+    def __init__(self, number: int, left: int, until_ms: int) -> None:
         self.number = number
         self.left = left
+        self.until_ms = until_ms
 
 
 class RateLimiter:
@@ -178,7 +185,7 @@ class RateLimiter:
     boundary; a log of every request costs memory per request (60000 a minute for a write
     key); this costs two small counters per bucket.
 
-    Leases: for a limit of 200 or more a window, a process takes several requests from
+    Leases: for a limit of 1000 or more a window, a process takes several requests from
     Redis at once (1% of the limit, at most 1000; `lease_size`) and spends them from
     memory, so a write key at 60000/1m costs Redis one script call per 300 to 600 requests,
     not one each. (A lease must outlast the requests that arrive while the next one is on
@@ -247,6 +254,7 @@ class RateLimiter:
                 return _seconds(wait)
         now_ms = int(now * 1000)
         taken: list[_Lease] = []  # leases this request used (given back if it is refused)
+        low: list[tuple[str, Limit, int]] = []  # leases to renew once the request is allowed
         asked: list[str] = []  # buckets counted in Redis for this request alone
         keys: list[str] = []
         args: list[int] = [now_ms]
@@ -260,18 +268,20 @@ class RateLimiter:
                     lease = await self._wait_lease(group, bucket, lim, now_ms, number)
                 if lease is not None:
                     lease.left -= 1
-                    if lease.left < lim.lease // 2:  # the next one, while this is spent
-                        self._refill(group, bucket, lim, now_ms, number)
                     taken.append(lease)
+                    if lease.left < lim.lease // 2:  # the next one, while this is spent
+                        low.append((bucket, lim, number))
                     continue
             asked.append(bucket)
             keys += (self.key(group, bucket, number), self.key(group, bucket, number - 1))
             args += (lim.window_ms, lim.count, 1)
         if not asked:
+            self._renew(group, low, now_ms)
             return None
 
         def settle(reply: list[int]) -> int | None:
             if not any(v > 0 for v in reply):
+                self._renew(group, low, now_ms)
                 return None
             for lease in taken:
                 lease.left += 1  # a refused request counts nowhere
@@ -281,6 +291,13 @@ class RateLimiter:
             return _seconds(max(reply) / 1000)
 
         return keys, args, settle
+
+    def _renew(self, group: str, low: list[tuple[str, Limit, int]], now_ms: int) -> None:
+        """Take the next lease of buckets whose lease runs low, for a request that was
+        allowed: a refused one (a flood over its IP's limit, say) takes none, so it cannot
+        take the write key's requests from the other processes."""
+        for bucket, lim, number in low:
+            self._refill(group, bucket, lim, now_ms, number)
 
     async def _wait_lease(
         self, group: str, bucket: str, lim: Limit, now_ms: int, number: int
@@ -318,7 +335,7 @@ class RateLimiter:
         finally:
             self._leasing.pop((group, bucket), None)
         if reply[0] < 0:
-            self._lease(group, bucket, number, -reply[0])
+            self._lease(group, bucket, lim, number, -reply[0])
 
     async def run(self, keys: list[str], args: list[int]) -> list[int]:
         """Send a prepared check (see `prepare`) on its own; the script's reply."""
@@ -386,17 +403,22 @@ class RateLimiter:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _lease(self, group: str, bucket: str, number: int, left: int) -> None:
+    def _lease(self, group: str, bucket: str, lim: Limit, number: int, left: int) -> None:
         """Add `left` requests taken in window `number` to the bucket's lease."""
-        lease = self._leases.get((group, bucket))
-        if lease is not None and lease.number == number:
-            lease.left += left
-            return
+        key = (group, bucket)
+        lease = self._leases.pop(key, None)  # back in last: the dict's order is by last lease
+        if lease is None or lease.number != number:
+            lease = _Lease(number, 0, (number + 1) * lim.window_ms)
+        lease.left += left
         if len(self._leases) >= self.remember:
-            # Full: forget the older half (their requests are lost: stricter, never looser).
-            items = list(self._leases.items())
-            self._leases = dict(items[len(items) // 2 :])
-        self._leases[(group, bucket)] = _Lease(number, left)
+            # Full: forget the leases of past windows, then if need be those leased longest
+            # ago (their requests are lost: stricter, never looser).
+            now_ms = int(self.clock() * 1000)
+            self._leases = {k: x for k, x in self._leases.items() if x.until_ms > now_ms}
+            if len(self._leases) >= self.remember:
+                items = list(self._leases.items())
+                self._leases = dict(items[len(items) // 2 :])
+        self._leases[key] = lease
 
     def _remember(self, group: str, bucket: str, until: float) -> None:
         if len(self._refused) >= self.remember:

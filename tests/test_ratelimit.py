@@ -286,16 +286,16 @@ def counting_calls(store: Store) -> list[int]:
     ("text", "size"),
     [
         ("3/1m", 1),
-        ("199/1m", 1),
-        ("200/1m", 2),
-        ("600/1m", 6),
+        ("600/1m", 1),  # the default per IP: every request counted in the store's call
+        ("999/1m", 1),
+        ("1000/1m", 10),
         ("60000/1m", 600),
         ("100000/1m", 1000),
         ("1000000000/1s", 1000),
     ],
 )
 def test_lease_sizes(text, size):
-    """1% of the limit, at most 1000; below 200 a window every request is counted alone."""
+    """1% of the limit, at most 1000; below 1000 a window every request is counted alone."""
     assert per(text).lease == lease_size(per(text).count) == size
 
 
@@ -363,6 +363,42 @@ async def test_a_refused_request_gives_its_lease_back(redis_store):
         assert answer is None
     assert await counter(redis_store, limiter, "key:k", key_limit) == 10
     assert sum(calls) == 4  # each new IP counted in Redis, the key from the lease
+
+
+async def test_a_refused_request_takes_no_new_lease(redis_store):
+    """A flood refused by its IP's limit must not take the write key's requests from the
+    other processes: the lease it ran low is renewed only by a request that is allowed."""
+    limiter = RateLimiter(redis_store, Clock(T0 + 5))
+    ip_limit, key_limit = per("1/1m"), per("1000/1m")  # the key's leases are of 10
+    for i in range(5):  # 10 taken, 5 used: one more use would leave less than half
+        assert (
+            await limiter.check("web", (f"ip:192.0.2.{i}", ip_limit), ("key:k", key_limit)) is None
+        )
+    refused = await limiter.check("web", ("ip:192.0.2.0", ip_limit), ("key:k", key_limit))
+    assert refused is not None
+    await asyncio.sleep(0)  # a renewal would be on its way now
+    assert await counter(redis_store, limiter, "key:k", key_limit) == 10
+    # An allowed request at the same point does renew it.
+    assert await limiter.check("web", ("ip:192.0.2.9", ip_limit), ("key:k", key_limit)) is None
+    await asyncio.gather(*limiter._tasks)
+    assert await counter(redis_store, limiter, "key:k", key_limit) == 20
+
+
+async def test_a_full_limiter_forgets_past_windows_leases_first(redis_store):
+    clock = Clock(T0 + 5)
+    limiter = RateLimiter(redis_store, clock, remember=3)
+    limit = per("1000/1m")
+    calls = counting_calls(redis_store)
+    for bucket in ("key:a", "key:b"):
+        assert await limiter.check("web", (bucket, limit)) is None
+    clock.now = T0 + 65  # the next window: a's and b's leases are of no use any more
+    for bucket in ("key:c", "key:d"):
+        assert await limiter.check("web", (bucket, limit)) is None
+    assert len(calls) == 4  # a lease each
+    # c's lease was kept when d's made the limiter full: c is served from memory.
+    assert await limiter.check("web", ("key:c", limit)) is None
+    assert len(calls) == 4
+    assert sorted(b for _, b in limiter._leases) == ["key:c", "key:d"]
 
 
 async def test_a_lease_when_redis_is_away_is_store_unavailable():
