@@ -152,7 +152,10 @@ def person(event: dict[str, Any]) -> dict[str, Any]:
         "first_name": found.get("firstName") or found.get("first_name"),
         "last_name": found.get("lastName") or found.get("last_name"),
         "city": address.get("city") or found.get("city"),
-        "state": address.get("state") or found.get("state"),
+        # Only an address's: a flat `state` is as often something else's (a Shopify
+        # customer's account state is `enabled`), and a wrong one hashed as `st` spoils
+        # the match it was meant to help.
+        "state": address.get("state"),
         "zip": address.get("postalCode") or found.get("zip") or found.get("postal_code"),
         "country": address.get("country") or found.get("country"),
     }

@@ -244,10 +244,23 @@ async def test_meta_capi_phones_hash_in_e164_with_the_configured_region(
         f"    type: meta-capi\n    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n"
         f"    phone_region: {region}\n"
     )
-    await send(dest, [event(1, properties={"phone": phone, "state": "California"})])
+    properties = {"phone": phone, "address": {"state": "California"}}
+    await send(dest, [event(1, properties=properties)])
     [data] = vendor.requests[0].json()["data"]
     assert data["user_data"]["ph"] == [sha(hashed)]
     assert data["user_data"]["st"] == [sha("ca")]
+
+
+async def test_meta_capi_takes_only_an_address_state(vendor):
+    """A Shopify customer's account `state: enabled` is not where they live."""
+    dest = make(
+        f"    type: meta-capi\n    pixel_id: '1'\n    access_token: t\n    host: {vendor.url}\n"
+    )
+    properties = {"email": "a@example.com", "state": "enabled"}
+    await send(dest, [event(1, properties=properties)])
+    [data] = vendor.requests[0].json()["data"]
+    assert "st" not in data["user_data"]
+    assert data["user_data"]["em"] == [sha("a@example.com")]
 
 
 @pytest.mark.parametrize(
