@@ -68,6 +68,10 @@ class MetaCapiConfig(DestinationConfig, tag="meta-capi", kw_only=True):
 
 
 def user_data(event: dict[str, Any], region: str = "US") -> dict[str, Any]:
+    """Meta's `user_data`: match keys normalized and hashed, external_id lower-cased and
+    hashed; IP, user agent, fbc and fbp as they are (Meta: "Do not hash").
+    https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters
+    """
     who = pii.person(event)
     fields = {
         "em": pii.hashed(who["email"], pii.email),
@@ -78,18 +82,46 @@ def user_data(event: dict[str, Any], region: str = "US") -> dict[str, Any]:
         "st": pii.hashed(who["state"], pii.state),
         "zp": pii.hashed(who["zip"], pii.zip_code),
         "country": pii.hashed(who["country"], pii.country),
-        "external_id": pii.hashed(event.get("userId") or event.get("anonymousId"), pii.plain),
+        "external_id": pii.hashed(event.get("userId") or event.get("anonymousId"), pii.external_id),
     }
     out: dict[str, Any] = {k: [v] for k, v in fields.items() if v}
     context = event.get("context") or {}
     for ours, theirs in (("ip", "client_ip_address"), ("userAgent", "client_user_agent")):
         if context.get(ours):
             out[theirs] = context[ours]  # never hashed
-    props = event.get("properties") or {}
+    clicks = pii.click_ids(event)
     for key in ("fbc", "fbp"):
-        if props.get(key):
-            out[key] = props[key]  # click ids: never hashed
+        if clicks.get(key):
+            out[key] = clicks[key]  # click id and browser id: never hashed
     return out
+
+
+def contents(props: dict[str, Any]) -> list[dict[str, Any]]:
+    """`custom_data.contents` from the Segment Spec's `products`: Meta's objects need `id`
+    and `quantity` (a line without one is one item), `item_price` optional.
+    https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data#contents
+    """
+    out = []
+    for product in props.get("products") or []:
+        if not isinstance(product, dict):
+            continue
+        pid = product.get("product_id") or product.get("sku")
+        if pid in (None, "") or isinstance(pid, bool | dict | list):
+            continue
+        line: dict[str, Any] = {"id": str(pid), "quantity": _quantity(product)}
+        if _number(product.get("price")):
+            line["item_price"] = product["price"]
+        out.append(line)
+    return out
+
+
+def _quantity(product: dict[str, Any]) -> int:
+    quantity = product.get("quantity")
+    return int(quantity) if _number(quantity) and quantity > 0 else 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # Graph API error codes that come back as HTTP 400 but are not about the events: rate
@@ -124,22 +156,20 @@ class MetaCapiDestination(HttpDestination):
         config: MetaCapiConfig = self.config  # type: ignore[assignment]
         name = event.get("event") or event["type"]
         props = event.get("properties") or {}
+        lines = contents(props)
         custom = {
             k: v
             for k, v in {
                 "value": props.get("revenue", props.get("value", props.get("total"))),
                 "currency": props.get("currency"),
                 "order_id": props.get("order_id"),
-                "content_ids": [
-                    p.get("product_id")
-                    for p in props.get("products") or []
-                    if isinstance(p, dict) and p.get("product_id")
-                ]
-                or None,
+                "content_ids": [line["id"] for line in lines] or None,
+                "contents": lines or None,
+                "num_items": sum(line["quantity"] for line in lines) if lines else None,
             }.items()
             if v is not None
         }
-        return {
+        out = {
             "event_name": self.names.get(name, name),
             "event_time": int(unix_seconds(event.get("timestamp"), now)),
             "event_id": event["messageId"],
@@ -147,6 +177,15 @@ class MetaCapiDestination(HttpDestination):
             "user_data": user_data(event, config.phone_region),
             "custom_data": custom,
         }
+        page = pii.web_page(event)
+        if page and out["user_data"].get("client_user_agent"):
+            # Meta: website events require event_source_url and client_user_agent
+            # (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters);
+            # a collected event without an agent (a server library's) keeps the configured
+            # source rather than be refused.
+            out["action_source"] = "website"
+            out["event_source_url"] = page
+        return out
 
     def request(self, batch: list[dict[str, Any]], now: float) -> tuple[str, dict[str, str], bytes]:
         config: MetaCapiConfig = self.config  # type: ignore[assignment]

@@ -4,7 +4,8 @@ Meta, TikTok and Google match on hashes of normalized values: email trimmed and
 lower-cased; phone as digits with the country code, no `+`, no leading zeros (TikTok
 wants E.164 with the `+`); names lower-case letters; city lower-case without spaces;
 state two letters lower-case; zip lower-case without spaces (US: the first five
-digits); country ISO 3166-1 alpha-2 lower-case; external ids hashed too. A value that
+digits); country ISO 3166-1 alpha-2 lower-case (a written-out name by COUNTRIES);
+external ids trimmed, lower-cased and hashed too. A value that
 already is a 64-hex SHA-256 is passed on as it is. Never hashed: IP address, user
 agent, click ids (fbc, fbp, ttclid, gclid).
 https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters
@@ -15,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import time
 import unicodedata
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -125,13 +128,118 @@ def zip_code(text: str) -> str:
     return text[:5] if text[:5].isdigit() and len(text) in (5, 9) else text
 
 
+# English country names (letters only, lower-case) -> ISO 3166-1 alpha-2, for a country
+# written out ("Germany", "United States"): Meta wants "two-letter country codes in ISO
+# 3166-1 alpha-2 format", lower-case, before hashing (customer-information-parameters,
+# `country`). Compact on purpose: a name not here is dropped, never hashed as is (a
+# hashed "germany" matches no one).
+COUNTRIES = {
+    "afghanistan": "af", "albania": "al", "algeria": "dz", "andorra": "ad", "angola": "ao",
+    "argentina": "ar", "armenia": "am", "australia": "au", "austria": "at",
+    "azerbaijan": "az", "bahamas": "bs", "bahrain": "bh", "bangladesh": "bd",
+    "barbados": "bb", "belarus": "by", "belgium": "be", "belize": "bz", "benin": "bj",
+    "bolivia": "bo", "bosniaandherzegovina": "ba", "botswana": "bw", "brazil": "br",
+    "brunei": "bn", "bulgaria": "bg", "burkinafaso": "bf", "cambodia": "kh",
+    "cameroon": "cm", "canada": "ca", "chile": "cl", "china": "cn", "colombia": "co",
+    "costarica": "cr", "croatia": "hr", "cuba": "cu", "cyprus": "cy", "czechia": "cz",
+    "czechrepublic": "cz", "denmark": "dk", "dominicanrepublic": "do", "ecuador": "ec",
+    "egypt": "eg", "elsalvador": "sv", "estonia": "ee", "ethiopia": "et", "finland": "fi",
+    "france": "fr", "georgia": "ge", "germany": "de", "deutschland": "de", "ghana": "gh",
+    "greece": "gr", "guatemala": "gt", "honduras": "hn", "hongkong": "hk", "hungary": "hu",
+    "iceland": "is", "india": "in", "indonesia": "id", "iran": "ir", "iraq": "iq",
+    "ireland": "ie", "israel": "il", "italy": "it", "ivorycoast": "ci", "jamaica": "jm",
+    "japan": "jp", "jordan": "jo", "kazakhstan": "kz", "kenya": "ke", "kosovo": "xk",
+    "kuwait": "kw", "latvia": "lv", "lebanon": "lb", "liechtenstein": "li",
+    "lithuania": "lt", "luxembourg": "lu", "malaysia": "my", "malta": "mt",
+    "mexico": "mx", "moldova": "md", "monaco": "mc", "mongolia": "mn", "montenegro": "me",
+    "morocco": "ma", "mozambique": "mz", "myanmar": "mm", "nepal": "np",
+    "netherlands": "nl", "thenetherlands": "nl", "newzealand": "nz", "nicaragua": "ni",
+    "nigeria": "ng", "northmacedonia": "mk", "norway": "no", "oman": "om",
+    "pakistan": "pk", "panama": "pa", "paraguay": "py", "peru": "pe", "philippines": "ph",
+    "poland": "pl", "portugal": "pt", "puertorico": "pr", "qatar": "qa", "romania": "ro",
+    "russia": "ru", "russianfederation": "ru", "rwanda": "rw", "saudiarabia": "sa",
+    "senegal": "sn", "serbia": "rs", "singapore": "sg", "slovakia": "sk", "slovenia": "si",
+    "southafrica": "za", "southkorea": "kr", "korearepublicof": "kr", "spain": "es",
+    "srilanka": "lk", "sweden": "se", "switzerland": "ch", "taiwan": "tw",
+    "tanzania": "tz", "thailand": "th", "trinidadandtobago": "tt", "tunisia": "tn",
+    "turkey": "tr", "turkiye": "tr", "uganda": "ug", "ukraine": "ua",
+    "unitedarabemirates": "ae", "uae": "ae", "unitedkingdom": "gb", "uk": "gb",
+    "greatbritain": "gb", "england": "gb", "scotland": "gb", "wales": "gb",
+    "northernireland": "gb", "unitedstates": "us", "unitedstatesofamerica": "us",
+    "usa": "us", "uruguay": "uy", "uzbekistan": "uz", "venezuela": "ve", "vietnam": "vn",
+    "zambia": "zm", "zimbabwe": "zw",
+}  # fmt: skip
+
+
 def country(text: str) -> str:
-    letters = "".join(c for c in text.lower() if c.isalpha())
-    return letters if len(letters) == 2 else ""
+    """ISO 3166-1 alpha-2, lower-case: a two-letter code as it is, a name by COUNTRIES."""
+    letters = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if c.isalpha())
+    letters = "".join(c for c in letters if c.isascii())
+    if len(letters) == 2:
+        return letters
+    return COUNTRIES.get(letters, "")
 
 
 def plain(text: str) -> str:
     return text.strip()
+
+
+def external_id(text: str) -> str:
+    """An id of ours, trimmed and lower-cased: the platforms compare hashes, so `U_42` and
+    `u_42` must hash alike on both the pixel's and our side (Segment's TikTok formatter
+    lower-cases it too: https://github.com/segmentio/action-destinations/blob/main/packages/
+    destination-actions/src/destinations/tiktok-conversions/reportWebEvent/formatter.ts)."""
+    return text.strip().lower()
+
+
+CLICK_IDS = ("fbc", "fbp", "ttclid", "ttp", "gclid", "gbraid", "wbraid")
+
+
+def click_ids(event: dict[str, Any]) -> dict[str, str]:
+    """The ad click ids and platform cookies of the event: `context.clickIds` (the identity
+    layer's, already with Meta's `fbc`), else the sender's own in `properties` (a gateway
+    without the identity layer), where a bare `fbclid` becomes Meta's `fbc` cookie value
+    `fb.1.<ms>.<fbclid>` (ms: the event's time).
+    https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc
+    None from properties when the event's consent denies ad_storage (the identity layer
+    leaves clickIds out then too)."""
+    context = event.get("context") or {}
+    found = {k: v for k, v in (context.get("clickIds") or {}).items() if _text(v)}
+    consent = context.get("consent") or {}
+    if consent.get("ad_storage") == "denied":
+        return found
+    props = event.get("properties") or {}
+    for key in CLICK_IDS:
+        if key not in found and _text(props.get(key)):
+            found[key] = props[key].strip()
+    fbclid = props.get("fbclid")
+    if "fbc" not in found and _text(fbclid):
+        found["fbc"] = f"fb.1.{_millis(event.get('timestamp'))}.{fbclid.strip()}"
+    return found
+
+
+def web_page(event: dict[str, Any]) -> str | None:
+    """The page URL of an event collected from the website (source type `collect`, see
+    normalizers/collect.py), or None for a webhook's or a server library's event."""
+    context = event.get("context") or {}
+    if (context.get("source") or {}).get("type") != "collect":
+        return None
+    url = (context.get("page") or {}).get("url")
+    if not _text(url) or not url.strip().lower().startswith(("http://", "https://")):
+        return None
+    return url.strip()
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _millis(iso: Any) -> int:
+    """Unix ms of an ISO 8601 time (now when it is none)."""
+    try:
+        return int(datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return int(time.time() * 1000)
 
 
 def person(event: dict[str, Any]) -> dict[str, Any]:
@@ -146,11 +254,18 @@ def person(event: dict[str, Any]) -> dict[str, Any]:
             if value not in (None, ""):
                 found[key] = value
     address = found.get("address") if isinstance(found.get("address"), dict) else {}
+    first = found.get("firstName") or found.get("first_name")
+    last = found.get("lastName") or found.get("last_name")
+    whole = found.get("name")
+    if not (first or last) and isinstance(whole, str) and len(whole.split()) >= 2:
+        # Only a full `name`: its first and last words (platforms match first and last
+        # name separately; "Jenny Rosen" -> fn jenny, ln rosen).
+        first, last = whole.split()[0], whole.split()[-1]
     return {
         "email": found.get("email"),
         "phone": found.get("phone"),
-        "first_name": found.get("firstName") or found.get("first_name"),
-        "last_name": found.get("lastName") or found.get("last_name"),
+        "first_name": first,
+        "last_name": last,
         "city": address.get("city") or found.get("city"),
         # Only an address's: a flat `state` is as often something else's (a Shopify
         # customer's account state is `enabled`), and a wrong one hashed as `st` spoils

@@ -81,24 +81,30 @@ class TikTokDestination(HttpDestination):
         return pii.e164(text, self.region)
 
     def to_tiktok(self, event: dict[str, Any], now: float) -> dict[str, Any]:
+        """One event of TikTok's Events API 2.0: `user` (email, phone, external_id hashed;
+        ttclid, ttp, ip, user_agent as they are), `page` for a web event, `properties`.
+        https://business-api.tiktok.com/portal/docs?id=1771101303285761"""
         who = pii.person(event)
+        context = event.get("context") or {}
+        clicks = pii.click_ids(event)
         user = {
             k: v
             for k, v in {
                 "email": pii.hashed(who["email"], pii.email),
                 "phone": pii.hashed(who["phone"], self.phone),
                 "external_id": pii.hashed(
-                    event.get("userId") or event.get("anonymousId"), pii.plain
+                    event.get("userId") or event.get("anonymousId"), pii.external_id
                 ),
-                "ip": (event.get("context") or {}).get("ip"),
-                "user_agent": (event.get("context") or {}).get("userAgent"),
-                "ttclid": (event.get("properties") or {}).get("ttclid"),
+                "ttclid": clicks.get("ttclid"),
+                "ttp": clicks.get("ttp"),
+                "ip": context.get("ip"),
+                "user_agent": context.get("userAgent"),
             }.items()
             if v
         }
         props = event.get("properties") or {}
         name = event.get("event") or event["type"]
-        return {
+        out = {
             "event": self.names.get(name, name),
             "event_time": int(unix_seconds(event.get("timestamp"), now)),
             "event_id": event["messageId"],
@@ -109,10 +115,19 @@ class TikTokDestination(HttpDestination):
                     "value": props.get("revenue", props.get("value", props.get("total"))),
                     "currency": props.get("currency"),
                     "order_id": props.get("order_id"),
+                    "contents": contents(props) or None,
                 }.items()
                 if v is not None
             },
         }
+        url = pii.web_page(event)
+        if url:
+            page = {"url": url}
+            referrer = (context.get("page") or {}).get("referrer")
+            if isinstance(referrer, str) and referrer.strip():
+                page["referrer"] = referrer.strip()
+            out["page"] = page
+        return out
 
     def request(self, batch: list[dict[str, Any]], now: float) -> tuple[str, dict[str, str], bytes]:
         config: TikTokConfig = self.config  # type: ignore[assignment]
@@ -144,6 +159,32 @@ class TikTokDestination(HttpDestination):
             code, _ = _code(response)
             return code not in RETRY_CODES and code not in AUTH_CODES and code != 0
         return super().splittable(response, results)
+
+
+def contents(props: dict[str, Any]) -> list[dict[str, Any]]:
+    """`properties.contents` from the Segment Spec's `products`: content_id (product_id,
+    else sku), quantity (a line without one is one item) and price.
+    https://business-api.tiktok.com/portal/docs?id=1771101303285761"""
+    out = []
+    for product in props.get("products") or []:
+        if not isinstance(product, dict):
+            continue
+        pid = product.get("product_id") or product.get("sku")
+        if pid in (None, "") or isinstance(pid, bool | dict | list):
+            continue
+        quantity = product.get("quantity")
+        line: dict[str, Any] = {
+            "content_id": str(pid),
+            "quantity": int(quantity) if _number(quantity) and quantity > 0 else 1,
+        }
+        if _number(product.get("price")):
+            line["price"] = product["price"]
+        out.append(line)
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _code(response: httpx.Response) -> tuple[int, str]:
