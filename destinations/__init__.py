@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (registers them)
     amplitude,
     file,
     ga4,
+    google_ads,
     http,
     meta_capi,
     mixpanel,
