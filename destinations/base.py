@@ -322,7 +322,10 @@ class HttpDestination(Destination):
         ]
 
 
-RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({408, 425, 429} | set(range(500, 600)) - {501, 505})
+"""Replies worth sending again: timeouts, too early, rate limits, and every 5xx (a proxy's
+too: Cloudflare's 520-524 say the vendor's origin was down or slow) except 501 Not
+Implemented and 505 HTTP Version Not Supported, which the same request gets forever."""
 
 
 def retry_after(value: str | None, now: float) -> float | None:

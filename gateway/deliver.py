@@ -63,6 +63,9 @@ class RetryState(msgspec.Struct):
     attempts: int
     first_at: float
     reason: str = ""
+    earlier: int = 0
+    """Attempts before a `dlq replay` (counted in the delivery log's numbering, not
+    against max_attempts: a replay gets a fresh count)."""
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Item:
     attempts: int = 0
     first_at: float = 0.0
     size: int = 0
+    earlier: int = 0  # attempts before a dlq replay, for the delivery log's numbering
 
 
 @dataclass
@@ -284,25 +288,27 @@ class Runner:
             counts[outcome] += 1
             if outcome == "retry":
                 delay = self.backoff(attempts, result.retry_after)
-                state = RetryState(item.event, attempts, first_at, reason)
+                state = RetryState(item.event, attempts, first_at, reason, item.earlier)
                 writes.append(("HSET", self.retry_data, message_id, _encode(state)))
                 writes.append(("ZADD", self.retry_key, now + delay, message_id))
             elif outcome == "fail":
-                writes.append(self.dead_letter(item.event, attempts, reason, now))
+                # The dead letter counts every attempt, so a replay numbers on from it.
+                writes.append(self.dead_letter(item.event, item.earlier + attempts, reason, now))
             if outcome != "retry" and item.entry_id is None:
                 done.append(message_id)
             if item.entry_id is not None:
                 acks.append(item.entry_id)
             if self.log_retention:
                 # The events of a batch mostly share one record: encode each kind once.
-                shape = (attempts, outcome, result.status, reason)
+                # Numbered on across a dlq replay: its first send is attempt N + 1.
+                shape = (item.earlier + attempts, outcome, result.status, reason)
                 record = records.get(shape)
                 if record is None:
                     record = records[shape] = _encode(
                         {
                             "destination": self.name,
                             "at": round(now, 3),
-                            "attempt": attempts,
+                            "attempt": item.earlier + attempts,
                             "outcome": outcome,
                             "status": result.status,
                             "latency_ms": latency_ms,
@@ -422,10 +428,33 @@ class Runner:
                 orphans.append(member)
                 continue
             state = msgspec.json.decode(data, type=RetryState)
-            items.append(Item(state.event, None, state.attempts, state.first_at, len(data)))
+            items.append(
+                Item(
+                    state.event,
+                    None,
+                    state.attempts,
+                    state.first_at,
+                    len(msgspec.json.encode(state.event)),
+                    state.earlier,
+                )
+            )
         if orphans:
             await self.store.execute([("ZREM", self.retry_key, *orphans)])
         return items
+
+    def by_bytes(self, items: list[Item]) -> list[list[Item]]:
+        """Items cut into batches within `batch_bytes` (each has at least one item): due
+        retries and reclaimed entries come `batch_size` at a time, whatever their size."""
+        limit = self.destination.batch_bytes
+        batches: list[list[Item]] = []
+        size = 0
+        for item in items:
+            if not batches or (size + item.size > limit and batches[-1]):
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += item.size
+        return batches
 
     # --- the loops ---------------------------------------------------------------------------
 
@@ -455,14 +484,15 @@ class Runner:
                         next_retry = now + (
                             0.0 if len(retries) >= self.destination.batch_size else 0.5
                         )
-                        if retries:
-                            await self.dispatch(retries)
+                        for part in self.by_bytes(retries):
+                            await self.dispatch(part)
                     if now >= next_claim:
                         claimed = await self.reclaim()
                         next_claim = now + min(self.claim_idle_ms / 1000, 30)
                         if claimed:
                             self.log.warning("deliver.reclaimed", count=len(claimed))
-                            await self.dispatch(claimed)
+                            for part in self.by_bytes(claimed):
+                                await self.dispatch(part)
                     wait_ms = (
                         self.block_ms
                         if not batch

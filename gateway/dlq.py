@@ -1,8 +1,9 @@
 """Dead letters and the delivery log: what never arrived, and what happened to each event.
 
 `dlq replay` puts dead letters back in their destination's retry set, due now, with a
-fresh attempt count: the deliver worker sends them again with their original messageId
-and timestamp (destinations that already took one drop the copy).
+fresh attempt count (for max_attempts; the delivery log numbers on, so the replay's first
+send shows as attempt N + 1 after N before it): the deliver worker sends them again with
+their original messageId and timestamp (destinations that already took one drop the copy).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ async def replay_dead_letters(
             continue
         event = msgspec.json.decode(item["_data"])
         retry_key, retry_data = store.keys.retries(name)
-        state = RetryState(event=event, attempts=0, first_at=now, reason="replayed")
+        state = RetryState(
+            event=event, attempts=0, first_at=now, reason="replayed", earlier=_attempts(item)
+        )
         message_id = item.get("message_id", "")
         await store.execute(
             [
@@ -75,6 +78,14 @@ async def replay_dead_letters(
         await store.execute([("XDEL", store.keys.dead_letters(), item["id"])])
         requeued += 1
     return requeued, problems
+
+
+def _attempts(item: dict[str, Any]) -> int:
+    """The attempts a dead letter had (0 when unreadable: the log then numbers from 1)."""
+    try:
+        return max(0, int(item.get("attempts") or 0))
+    except ValueError:
+        return 0
 
 
 async def purge_dead_letters(store: Store, destination: str | None = None) -> int:

@@ -171,3 +171,21 @@ def test_replayed_dead_letters_are_sent_with_their_message_id_and_timestamp(dlq)
     assert body["receivedAt"] == "2024-05-01T12:00:01.000Z"
     assert body["properties"] == {"order_id": "o7", "revenue": 17.0, "currency": "USD"}
     assert dlq.left() == [("other", mid(8))]
+
+
+def test_a_replayed_dead_letter_numbers_its_attempts_on(dlq):
+    """The dead letter had 3 attempts: its replay is attempt 4 in the delivery log (not a
+    second attempt 1), and the successful send shows its HTTP status."""
+    dlq.dead_letter("hook", 7, NOON)  # attempts: 3
+    worker = Worker(dlq.path)
+    try:
+        r = dlq.run("dlq", "replay", "--destination", "hook")
+        assert r.returncode == 0, r.stderr
+        key = f"{dlq.prefix}:log:event:{mid(7)}"
+        assert wait_for(lambda: dlq.client.llen(key) >= 1), worker.stop()
+    finally:
+        worker.stop()
+    [attempt] = [json.loads(x) for x in dlq.client.lrange(key, 0, -1)]
+    assert (attempt["attempt"], attempt["outcome"], attempt["status"]) == (4, "ok", 200)
+    shown = dlq.run("events", "show", mid(7))
+    assert "hook  attempt 4  ok  HTTP 200" in shown.stdout, shown.stderr

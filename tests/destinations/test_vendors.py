@@ -124,6 +124,7 @@ async def test_amplitude_shape_and_invalid_indexes(vendor):
         "platform": "webhook-gateway",
         "device_id": "stripe:cus_1",
         "event_properties": {"order_id": "o1", "revenue": 11.0, "currency": "USD"},
+        "revenue": 11.0,  # Amplitude's own revenue field, besides the property
     }
     assert identify["event_type"] == "$identify" and identify["user_id"] == "u2"
     assert identify["user_properties"] == {"$set": {"email": "u2@example.com"}}
