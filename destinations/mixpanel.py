@@ -21,6 +21,22 @@ project has data; see Project Settings > Identity Merge):
   `$create_alias` is the legacy call. `$merge` is irreversible and fails past 500 ids
   in one person. https://docs.mixpanel.com/reference/identity-merge
 Projects without ID merge (legacy ID management) cannot join past histories: not handled.
+
+Location: Mixpanel geolocates an event from the address that sent it (the gateway's data
+centre) unless told otherwise. /import is called with `ip=0`, which "will not perform
+geolocation parsing using the IP address of the request" (the ingestion API's `ip`
+parameter, https://github.com/mixpanel/docs/blob/main/openapi/src/common/ingestion-api.yaml;
+mixpanel-node sends `ip: metrics.config.geolocate ? 1 : 0`, off by default, on /import
+too), and each event carries `ip` = `context.ip` when there is one: "If you supply a
+property `ip` with an IP address, Mixpanel will automatically do a GeoIP lookup"
+(https://developer.mixpanel.com/reference/import-events, GeoIP Enrichment). Without one
+the event has no location rather than the gateway's. Profiles take `$ip`, "0" to ignore it
+(https://docs.mixpanel.com/docs/tracking-best-practices/geolocation#ignore-ip-address).
+
+Profiles: traits go to Mixpanel's reserved profile properties (`$email`, `$name`,
+`$first_name`, `$last_name`, `$phone`, `$avatar`, `$created`), which its UI, reports and
+cohort syncs read; a trait already named `$email` etc. wins.
+https://docs.mixpanel.com/docs/data-structure/property-reference/reserved-properties
 """
 
 from __future__ import annotations
@@ -79,6 +95,33 @@ class MixpanelConfig(DestinationConfig, tag="mixpanel", kw_only=True):
             raise ConfigError("a service account needs project_id", path="project_id")
 
 
+RESERVED_TRAITS = {
+    "email": "$email",
+    "name": "$name",
+    "firstName": "$first_name",
+    "first_name": "$first_name",
+    "lastName": "$last_name",
+    "last_name": "$last_name",
+    "phone": "$phone",
+    "avatar": "$avatar",
+    "createdAt": "$created",
+    "created_at": "$created",
+}
+"""Segment-style trait names -> Mixpanel's reserved profile properties."""
+
+
+def profile_set(traits: dict[str, Any]) -> dict[str, Any]:
+    """The `$set` of a profile: traits, the reserved ones under Mixpanel's names."""
+    out: dict[str, Any] = {}
+    for key, value in traits.items():
+        if key not in RESERVED_TRAITS:
+            out[key] = value
+    for key, value in traits.items():
+        if key in RESERVED_TRAITS:
+            out.setdefault(RESERVED_TRAITS[key], value)
+    return out
+
+
 def insert_id(message_id: str) -> str:
     return message_id.replace("-", "")[:36]
 
@@ -105,14 +148,19 @@ def alias_to_mixpanel(
 
 
 def _common(event: dict[str, Any], now: float) -> dict[str, Any]:
-    """What every /import record has: strict mode needs time, distinct_id and $insert_id."""
-    return {
+    """What every /import record has: strict mode needs time, distinct_id and $insert_id;
+    `ip` (the person's, for geolocation) when the event has one."""
+    context = event.get("context") or {}
+    common = {
         "time": int(unix_seconds(event.get("timestamp"), now) * 1000),
         "distinct_id": event.get("userId") or event.get("anonymousId"),
         "$insert_id": insert_id(event["messageId"]),
         "$source": "webhook-gateway",
-        "source": event.get("context", {}).get("source", {}).get("name"),
+        "source": context.get("source", {}).get("name"),
     }
+    if context.get("ip"):
+        common["ip"] = context["ip"]
+    return common
 
 
 @register
@@ -134,7 +182,8 @@ class MixpanelDestination(HttpDestination):
 
     async def _import(self, batch: list[dict[str, Any]], now: float) -> list[Result]:
         config: MixpanelConfig = self.config  # type: ignore[assignment]
-        query = "strict=1" + (f"&project_id={config.project_id}" if config.project_id else "")
+        # ip=0: never geolocate from the gateway's own address (see the module docstring)
+        query = "strict=1&ip=0" + (f"&project_id={config.project_id}" if config.project_id else "")
         records = [
             alias_to_mixpanel(e, now, config.id_merge, config.project_token.reveal())
             if e["type"] == "alias"
@@ -153,7 +202,7 @@ class MixpanelDestination(HttpDestination):
                 {
                     "$token": config.project_token.reveal(),
                     "$distinct_id": e.get("userId") or e.get("anonymousId"),
-                    "$set": e.get("traits") or {},
+                    "$set": profile_set(e.get("traits") or {}),
                     # Without $ip Mixpanel would place every profile where the gateway runs
                     "$ip": (e.get("context") or {}).get("ip") or "0",
                 }

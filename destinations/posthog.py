@@ -13,6 +13,20 @@ warning `cannot_merge_already_identified`, the event still 200) when the `alias`
 already identified: the anonymous previousId must be that side, never the userId.
 `$identify` with `$anon_distinct_id` merges the same way; `$merge_dangerously` skips the
 check and is kept out. https://posthog.com/docs/product-analytics/identify
+This is the SDKs' direction too: posthog-js `alias(alias, original)` sends
+`capture('$create_alias', { alias: alias, distinct_id: original })`, `original` being "the
+current identifier being used for this user" and `alias` a new one, refused when it is
+already an identified person ("Attempting to create alias for existing People user");
+posthog-python `alias(previous_id, distinct_id)` likewise puts the id in use in
+`distinct_id` and the id to add in `properties.alias`
+(https://github.com/PostHog/posthog-js/blob/main/packages/browser/src/posthog-core.ts,
+https://github.com/PostHog/posthog-python/blob/master/posthog/client.py `alias`). Here the
+person (userId) is the id in use and the vendor's previousId the id added.
+
+Location: PostHog geolocates an event from its `$ip` property, or else from the address
+that sent it, which for the gateway is its own data centre. So `$ip` is the event's
+`context.ip`, and without one `$geoip_disable: true` turns the lookup off (the property
+posthog-python sets for `disable_geoip`). https://posthog.com/docs/cdp/geoip-enrichment
 """
 
 from __future__ import annotations
@@ -61,7 +75,13 @@ def to_posthog(event: dict[str, Any]) -> dict[str, Any]:
         properties["alias"] = event.get("previousId")
     elif kind in ("page", "screen") and event.get("name"):
         properties["$screen_name" if kind == "screen" else "title"] = event["name"]
-    source = event.get("context", {}).get("source", {})
+    context = event.get("context") or {}
+    source = context.get("source", {})
+    ip = context.get("ip") or properties.get("$ip")
+    if ip:
+        properties["$ip"] = ip
+    else:
+        properties["$geoip_disable"] = True
     properties.update(
         {
             "$lib": "webhook-gateway",

@@ -43,7 +43,7 @@ async def test_mixpanel_import_and_profiles(vendor):
     results = await send(dest, [event(1), event(2, kind="identify", userId="u2")])
     assert [r.outcome for r in results] == ["ok", "ok"]
     imp, engage = vendor.requests
-    assert imp.path == "/import" and imp.query == "strict=1&project_id=123"
+    assert imp.path == "/import" and imp.query == "strict=1&ip=0&project_id=123"
     assert imp.headers["authorization"] == "Basic c2EudXNlcjpzYS1zZWNyZXQ="  # sa.user:sa-secret
     [record] = imp.json()
     props = record["properties"]
@@ -53,7 +53,7 @@ async def test_mixpanel_import_and_profiles(vendor):
     assert len(props["$insert_id"]) <= 36 and props["revenue"] == 11.0
     assert engage.path == "/engage" and engage.query == "verbose=1"
     assert engage.json() == [
-        {"$token": "tok", "$distinct_id": "u2", "$set": {"email": "u2@example.com"}, "$ip": "0"}
+        {"$token": "tok", "$distinct_id": "u2", "$set": {"$email": "u2@example.com"}, "$ip": "0"}
     ]
 
 
