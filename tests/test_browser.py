@@ -12,6 +12,7 @@ fails the test.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -25,6 +26,8 @@ from typing import Any
 
 import stripe
 
+from destinations import DESTINATION_TYPES
+from gateway.config import parse_config
 from gateway.identity import Visitors
 from gateway.store import Store
 from gateway.worker import NormalizeWorker, Pipeline
@@ -38,8 +41,42 @@ EMAIL = "ada@example.com"
 GRANTED = {"ad_storage": "granted", "ad_user_data": "granted", "analytics_storage": "granted"}
 QUERY = (
     "?utm_source=google&utm_medium=cpc&utm_campaign=spring"
-    "&gclid=EAIaIQobChMI-browser&fbclid=IwAR-browser"
+    "&gclid=EAIaIQobChMI-browser&fbclid=IwAR-browser&ttclid=E.C.P.browser-tt"
 )
+ADS_CONFIG = """destinations:
+  meta:
+    type: meta-capi
+    pixel_id: '1234'
+    access_token: meta-token
+    host: {url}
+  tiktok:
+    type: tiktok
+    pixel_code: PIXEL1
+    access_token: tiktok-token
+    endpoint: {url}/tiktok/event/track/
+  google:
+    type: google-ads
+    customer_id: 123-456-7890
+    developer_token: dev-token
+    client_id: client-id
+    client_secret: client-secret
+    refresh_token: refresh-token
+    conversion_actions:
+      Order Completed: customers/1234567890/conversionActions/77
+    endpoint: {url}/google
+    token_url: {url}/token
+"""
+
+
+def _ad_platforms(seen):
+    """One local server in the place of Meta's, TikTok's and Google's APIs."""
+    if seen.path == "/token":
+        return (200, {}, {"access_token": "ya29.browser", "expires_in": 3599})
+    if seen.path.startswith("/google/"):
+        return (200, {}, {"results": [{} for _ in seen.json()["conversions"]]})
+    if seen.path.startswith("/tiktok/"):
+        return (200, {}, {"code": 0, "message": "OK", "data": {}})
+    return (200, {}, {"events_received": len(seen.json()["data"])})
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -149,7 +186,9 @@ async def _count(store: Store, n: int) -> bool:
     return len(await raw_entries(store, "web")) >= n
 
 
-async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway(redis_store):
+async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway(
+    redis_store, vendor
+):
     js = require_js("@segment/analytics-next")
     with static_site(js) as site:
         cfg = _cfg(site)
@@ -227,6 +266,7 @@ async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway
     await worker.ensure_groups()
     checkout = json.loads((FIXTURES / "stripe" / "checkout.session.completed.json").read_text())
     checkout["id"] = "evt_browser_checkout"
+    checkout["created"] = int(time.time())  # paid now: the ad platforms take recent ones
     checkout["data"]["object"]["customer_details"]["email"] = EMAIL.upper()
     body = json.dumps(checkout)
     signature = stripe.WebhookSignature.generate_signature_header(
@@ -251,6 +291,37 @@ async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway
     assert clicks["fbc"] == first["clickIds"]["fbc"]
     assert order["context"]["consent"] == GRANTED
     assert order["context"]["userAgent"] == result["userAgent"]
+
+    # And the ad platforms each get the purchase with the click of the landing, the hashed
+    # email and the ids they dedupe by (local servers in their place).
+    vendor.default = _ad_platforms
+    ads = parse_config(ADS_CONFIG.format(url=vendor.url), "ads.yaml", {}).destinations
+    for name, dest_cfg in ads.items():
+        dest = DESTINATION_TYPES[dest_cfg.__struct_config__.tag](name, dest_cfg)
+        await dest.start()
+        try:
+            [sent] = await dest.send([order], time.time())
+        finally:
+            await dest.close()
+        assert sent.ok, (name, sent)
+    email = hashlib.sha256(EMAIL.encode()).hexdigest()  # the identified email, normalized
+    value, currency = order["properties"]["total"], order["properties"]["currency"]
+    assert (value, currency.lower()) == (54.5, "usd")  # the fixture's amount_total 5450
+    by_path = {r.path.split("/")[1]: r for r in vendor.requests if r.path != "/token"}
+    [meta] = by_path["v21.0"].json()["data"]
+    assert meta["event_name"] == "Purchase" and meta["event_id"] == order["messageId"]
+    assert meta["user_data"]["fbc"] == clicks["fbc"] and meta["user_data"]["em"] == [email]
+    assert meta["custom_data"]["value"] == value
+    assert meta["custom_data"]["currency"].lower() == "usd"
+    [tiktok] = by_path["tiktok"].json()["data"]
+    assert tiktok["event_id"] == order["messageId"]
+    assert tiktok["user"]["ttclid"] == "E.C.P.browser-tt" and tiktok["user"]["email"] == email
+    assert tiktok["properties"]["value"] == value
+    [google] = by_path["google"].json()["conversions"]
+    assert google["gclid"] == "EAIaIQobChMI-browser"
+    assert google["orderId"] == order["properties"]["order_id"]
+    assert google["conversionValue"] == value and google["currencyCode"].lower() == "usd"
+    assert {"hashedEmail": email} in google["userIdentifiers"]
 
 
 async def test_analytics_js_retries_a_message_the_gateway_could_not_store(private_redis):
