@@ -129,6 +129,7 @@ def to_identification(event: dict[str, Any]) -> dict[str, Any]:
 @register
 class AmplitudeDestination(HttpDestination):
     config_type = AmplitudeConfig
+    consent_purpose: ClassVar[str | None] = "analytics"
     max_batch: ClassVar[int] = 2000
     max_bytes: ClassVar[int] = 1024 * 1024
 

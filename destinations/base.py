@@ -14,12 +14,14 @@ import fnmatch
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import msgspec
 
 from gateway.config import ByteSize, Duration, duration
+
+from .pii import CLICK_IDS
 
 # --- results -----------------------------------------------------------------------------
 
@@ -84,6 +86,11 @@ class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     timeout: Duration = duration("10s")
     start: str = "latest"
     """Where a new destination starts reading: latest (new events) or earliest (all kept)."""
+    consent: Literal["skip", "anonymize", "ignore"] | None = None
+    """An event whose person denied this destination's purpose (ads or analytics): skip
+    (not sent, logged as skipped), anonymize (sent without personal data) or ignore (sent
+    as it is). Null: skip. Only ad and analytics destinations have it; the operator's own
+    systems (http, postgres, file, nats, redis-stream) are not gated."""
 
     def check(self) -> None:
         """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
@@ -103,6 +110,14 @@ class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         ]
         if bad:
             raise ConfigError(f"unknown event type {bad[0]!r}", path="types")
+        tag = self.__struct_config__.tag
+        kind = DESTINATION_TYPES.get(tag) if isinstance(tag, str) else None
+        if self.consent is not None and kind is not None and kind.consent_purpose is None:
+            raise ConfigError(
+                f"a {tag} destination is one of your own systems, not an ad or analytics "
+                "vendor: it gets every event and has no consent setting (remove it)",
+                path="consent",
+            )
 
 
 # --- registry --------------------------------------------------------------------------------
@@ -167,6 +182,75 @@ class Shaper:
         return out
 
 
+# --- consent ----------------------------------------------------------------------------------
+
+CONSENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "ads": ("ad_user_data", "ad_storage"),
+    "analytics": ("analytics_storage",),
+}
+"""Google consent mode's types that, denied, withhold an event from a purpose's destinations:
+ad_storage ("storage related to advertising") and ad_user_data ("sending user data related
+to advertising"); analytics_storage ("storage related to analytics").
+https://support.google.com/analytics/answer/13802165"""
+
+
+def consent_denied(event: dict[str, Any], purpose: str | None) -> list[str]:
+    """The consent types of `purpose` that the event's person denied ([]: none, or no
+    answer at all). Read with the identity layer's `consent_of`, so that Segment's
+    `categoryPreferences` count too."""
+    from gateway.identity import consent_of
+
+    if purpose is None:
+        return []
+    context = event.get("context")
+    consent = consent_of(context.get("consent") if isinstance(context, dict) else None)
+    return [name for name in CONSENT_FIELDS[purpose] if consent.get(name) == "denied"]
+
+
+PERSONAL_PROPERTIES = frozenset(
+    {
+        # what destinations/pii.py `person` reads as a match key
+        *("email", "phone", "name", "firstName", "first_name", "lastName", "last_name"),
+        *("address", "city", "zip", "postal_code", "postalCode", "country"),
+        *("username", "birthday"),
+        # click ids a sender put in the properties (pii.click_ids reads them)
+        *CLICK_IDS,
+        *("fbclid", "msclkid", "li_fat_id"),
+    }
+)
+"""Properties that say who the person is, dropped by `anonymize`."""
+PERSONAL_CONTEXT = frozenset({"traits", "ip", "userAgent", "userAgentData", "clickIds", "location"})
+"""context fields that say who the person is (or let a platform find out), dropped too."""
+
+
+def anonymize(event: dict[str, Any], keep_ids: bool) -> dict[str, Any]:
+    """The event without personal data, for a person who denied the destination's purpose
+    under `consent: anonymize`: no traits, IP, user agent, click ids or device ids, no
+    email, phone, name or address in the properties; userId and anonymousId only when
+    `keep_ids` (an analytics tool needs one to count anything). For an ad platform this
+    leaves no match key: it gets the conversion, not the person. A new dict (the stored
+    event is left as it is, for retries)."""
+    out = {k: v for k, v in event.items() if k not in ("traits", "userId", "anonymousId")}
+    if keep_ids:
+        for key in ("userId", "anonymousId"):
+            if key in event:
+                out[key] = event[key]
+    if isinstance(event.get("traits"), dict):
+        out["traits"] = {}  # identify keeps its shape, with nothing about the person
+    context = event.get("context")
+    if isinstance(context, dict):
+        out["context"] = {k: v for k, v in context.items() if k not in PERSONAL_CONTEXT}
+        device = context.get("device")
+        if isinstance(device, dict):
+            out["context"]["device"] = {
+                k: v for k, v in device.items() if k not in ("id", "advertisingId", "token")
+            }
+    props = event.get("properties")
+    if isinstance(props, dict):
+        out["properties"] = {k: v for k, v in props.items() if k not in PERSONAL_PROPERTIES}
+    return out
+
+
 # --- destinations -----------------------------------------------------------------------------
 
 
@@ -178,10 +262,14 @@ class Destination:
     """The vendor's limit of events per request."""
     max_bytes: ClassVar[int] = 1024 * 1024
     """The vendor's limit of bytes per request."""
+    consent_purpose: ClassVar[str | None] = None
+    """What the person must not have denied for an event to come here: "ads", "analytics",
+    or None (the operator's own system: consent does not apply)."""
 
     def __init__(self, name: str, config: DestinationConfig) -> None:
         self.name = name
         self.config = config
+        self.consent = "ignore" if self.consent_purpose is None else config.consent or "skip"
         self.batch_size = min(config.batch_size or self.max_batch, self.max_batch)
         self.batch_bytes = min(int(config.batch_bytes or self.max_bytes), self.max_bytes)
 

@@ -162,6 +162,7 @@ def item(product: dict[str, Any]) -> dict[str, Any]:
 @register
 class Ga4Destination(HttpDestination):
     config_type = Ga4Config
+    consent_purpose: ClassVar[str | None] = "analytics"
     max_batch: ClassVar[int] = 500
     max_bytes: ClassVar[int] = 130 * 1024 * 20
     max_event_age: ClassVar[float | None] = MAX_AGE

@@ -196,6 +196,7 @@ def _values(value: Any) -> list[Any]:
 @register
 class GoogleAdsDestination(HttpDestination):
     config_type = GoogleAdsConfig
+    consent_purpose: ClassVar[str | None] = "ads"
     max_batch: ClassVar[int] = 2000  # TOO_MANY_CONVERSIONS_IN_REQUEST: "fewer than 2001"
     max_bytes: ClassVar[int] = 4 * 1024 * 1024
     max_event_age: ClassVar[float | None] = MAX_AGE

@@ -143,6 +143,7 @@ def graph_error(response: httpx.Response) -> dict[str, Any]:
 @register
 class MetaCapiDestination(HttpDestination):
     config_type = MetaCapiConfig
+    consent_purpose: ClassVar[str | None] = "ads"
     max_batch: ClassVar[int] = 1000
     max_bytes: ClassVar[int] = 4 * 1024 * 1024
     max_event_age: ClassVar[float | None] = MAX_AGE

@@ -166,6 +166,7 @@ def _common(event: dict[str, Any], now: float) -> dict[str, Any]:
 @register
 class MixpanelDestination(HttpDestination):
     config_type = MixpanelConfig
+    consent_purpose: ClassVar[str | None] = "analytics"
     max_batch: ClassVar[int] = 2000
     max_bytes: ClassVar[int] = 10 * 1024 * 1024
 

@@ -101,6 +101,7 @@ def to_posthog(event: dict[str, Any]) -> dict[str, Any]:
 @register
 class PostHogDestination(HttpDestination):
     config_type = PostHogConfig
+    consent_purpose: ClassVar[str | None] = "analytics"
     max_batch: ClassVar[int] = 1000
     max_bytes: ClassVar[int] = 10 * 1024 * 1024
 

@@ -41,6 +41,7 @@ class SegmentConfig(DestinationConfig, tag="segment", kw_only=True):
 @register
 class SegmentDestination(HttpDestination):
     config_type = SegmentConfig
+    consent_purpose: ClassVar[str | None] = "analytics"
     max_batch: ClassVar[int] = 500
     max_bytes: ClassVar[int] = MAX_BATCH_BYTES
 

@@ -65,6 +65,7 @@ class TikTokConfig(DestinationConfig, tag="tiktok", kw_only=True):
 @register
 class TikTokDestination(HttpDestination):
     config_type = TikTokConfig
+    consent_purpose: ClassVar[str | None] = "ads"
     max_batch: ClassVar[int] = 1000
     max_bytes: ClassVar[int] = 4 * 1024 * 1024
     max_event_age: ClassVar[float | None] = MAX_AGE

@@ -12,6 +12,11 @@ Retry-After) or fail:
   attempt), acknowledged; sent again after an exponential backoff with full jitter,
   until it succeeds, fails, or passes `max_attempts` / `max_age` (then dead-lettered).
 
+Before that, consent: an event whose person denied the destination's purpose (ads or
+analytics, `Destination.consent_purpose`) is, under `consent: skip` (the default), not
+sent: acknowledged, logged as skipped with the reason, counted, never retried or
+dead-lettered. Under `consent: anonymize` it is sent without personal data.
+
 Retry state lives in Redis, so it survives restarts; a retry being sent is leased, not
 removed, so a kill -9 mid-send means it is sent again (with the same messageId).
 """
@@ -33,6 +38,7 @@ import structlog
 from redis.exceptions import RedisError, ResponseError
 
 from destinations import DESTINATION_TYPES, Destination, Result, Route, Shaper
+from destinations.base import anonymize, consent_denied
 
 from .config import Config
 from .metrics import Metrics
@@ -85,7 +91,8 @@ class DestStats:
     sent: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    skipped: int = 0
+    skipped: int = 0  # not for this destination (its route)
+    withheld: int = 0  # for it, but its person denied consent to its purpose
 
 
 @dataclass
@@ -240,16 +247,45 @@ class Runner:
         task.add_done_callback(self.inflight.discard)
         task.add_done_callback(lambda _t: self.slots.release())
 
+    def withheld(self, event: dict[str, Any]) -> Result | None:
+        """A `skipped` result for an event its person denied this destination's purpose
+        under `consent: skip`; None for one to send."""
+        if self.destination.consent != "skip":
+            return None
+        purpose = self.destination.consent_purpose
+        denied = consent_denied(event, purpose)
+        if not denied:
+            return None
+        return Result("skipped", f"consent: {purpose} denied ({', '.join(denied)})")
+
+    def outgoing(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The event as the destination gets it: under `consent: anonymize`, without
+        personal data when its person denied the purpose (ids only for analytics tools,
+        which count nothing without one). The stored event is left whole."""
+        purpose = self.destination.consent_purpose
+        if self.destination.consent == "anonymize" and consent_denied(event, purpose):
+            return anonymize(event, keep_ids=purpose != "ads")
+        return event
+
     async def _deliver(self, items: list[Item], keepalive: asyncio.Task[None]) -> None:
         try:
             now = time.time()
             started = time.perf_counter()
+            gated = [self.withheld(i.event) for i in items]
+            todo = [n for n, r in enumerate(gated) if r is None]
             try:
-                results = await self.destination.send([i.event for i in items], now)
+                sent = (
+                    await self.destination.send([self.outgoing(items[n].event) for n in todo], now)
+                    if todo
+                    else []
+                )
             except Exception as e:  # a destination bug must not lose the batch
                 self.log.exception("deliver.send_failed")
-                results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
-            latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                sent = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(todo)
+            for n, result in zip(todo, sent, strict=True):
+                gated[n] = result
+            results = [r for r in gated if r is not None]
+            latency_ms = round((time.perf_counter() - started) * 1000, 1) if todo else 0.0
             try:
                 await self.settle(items, results, now, latency_ms)
             except Exception as e:
@@ -271,7 +307,7 @@ class Runner:
         writes: list[tuple[Any, ...]] = []
         acks: list[str] = []
         done: list[str] = []  # retry-set members finished (sent or dead-lettered)
-        counts = {"ok": 0, "retry": 0, "fail": 0}
+        counts = {"ok": 0, "retry": 0, "fail": 0, "skipped": 0}
         records: dict[tuple[Any, ...], bytes] = {}
         for item, result in zip(items, results, strict=True):
             message_id = item.event.get("messageId", "")
@@ -332,18 +368,26 @@ class Runner:
         self.stats.sent += counts["ok"]
         self.stats.retried += counts["retry"]
         self.stats.dead_lettered += counts["fail"]
-        for outcome, label in (("ok", "sent"), ("retry", "retried"), ("fail", "dead_lettered")):
+        self.stats.withheld += counts["skipped"]
+        for outcome, label in (
+            ("ok", "sent"),
+            ("retry", "retried"),
+            ("fail", "dead_lettered"),
+            ("skipped", "skipped"),
+        ):
             if counts[outcome]:
                 self.metrics.destination_events.labels(self.name, label).inc(counts[outcome])
-        self.metrics.batch_seconds.labels(self.name).observe(latency_ms / 1000)
+        if counts["skipped"] < len(items):  # a batch withheld whole took no time to send
+            self.metrics.batch_seconds.labels(self.name).observe(latency_ms / 1000)
         log = self.log.warning if counts["fail"] or counts["retry"] else self.log.info
         log(
             "deliver.batch",
             sent=counts["ok"],
             retrying=counts["retry"],
             dead_lettered=counts["fail"],
+            skipped_by_consent=counts["skipped"],
             latency_ms=latency_ms,
-            reason=next((r.reason for r in results if not r.ok), None),
+            reason=next((r.reason for r in results if r.outcome in ("retry", "fail")), None),
         )
 
     async def keep_claimed(self, items: list[Item]) -> None:

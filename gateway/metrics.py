@@ -4,7 +4,8 @@
                                                    unavailable, handshake
     gateway_events_total{source}                   events produced by the normalize worker
     gateway_quarantined_total{source,stage}        deliveries/events sent to the quarantine
-    gateway_destination_events_total{destination,outcome}   sent, retried, dead_lettered
+    gateway_destination_events_total{destination,outcome}   sent, retried, dead_lettered,
+                                                   skipped (consent denied), lost
     gateway_destination_batch_seconds{destination} time to send one batch
     gateway_stream_lag{stream,group}               entries not yet read by a consumer group
     gateway_identity_total{what}                   identity graph: profile_created,
