@@ -12,6 +12,7 @@ fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -28,10 +29,12 @@ import stripe
 
 from destinations import DESTINATION_TYPES
 from gateway.config import parse_config
+from gateway.deliver import DeliverWorker
 from gateway.identity import Visitors
 from gateway.store import Store
 from gateway.worker import NormalizeWorker, Pipeline
 from tests.conftest import config, gateway_client, raw_entries, served_gateway, until
+from tests.destinations.test_deliver import idle
 from tests.services import require_chromium, require_js
 
 WRITE_KEY = "wk_browser_0123456789"
@@ -137,7 +140,7 @@ class Browser:
 
 
 @asynccontextmanager
-async def chromium(gateway: str) -> AsyncIterator[Browser]:
+async def chromium(gateway: str, consent: dict = GRANTED) -> AsyncIterator[Browser]:
     from playwright.async_api import async_playwright
 
     executable = require_chromium()
@@ -154,7 +157,7 @@ async def chromium(gateway: str) -> AsyncIterator[Browser]:
                     {
                         "gateway": gateway,
                         "writeKey": WRITE_KEY,
-                        "consent": GRANTED,
+                        "consent": consent,
                         "userId": "user-42",
                         "traits": {"email": EMAIL},
                     }
@@ -180,6 +183,30 @@ async def _events(store: Store, cfg) -> list:
         fields = {k.encode(): (v.encode() if isinstance(v, str) else v) for k, v in entry.items()}
         out.extend(pipeline.run("web", entry["id"], fields).events)
     return out
+
+
+async def _pay(cfg, store: Store) -> None:
+    """The visitor pays: Stripe knows them by the email they identified with (written in
+    capitals, as a checkout form may keep it) and signs its checkout event."""
+    checkout = json.loads((FIXTURES / "stripe" / "checkout.session.completed.json").read_text())
+    checkout["id"] = "evt_browser_checkout"
+    checkout["created"] = int(time.time())  # paid now: the ad platforms take recent ones
+    checkout["data"]["object"]["customer_details"]["email"] = EMAIL.upper()
+    body = json.dumps(checkout)
+    signature = stripe.WebhookSignature.generate_signature_header(
+        body, STRIPE_SECRET, timestamp=int(time.time())
+    )
+    async with gateway_client(cfg, store) as client:
+        r = await client.post(
+            "/webhooks/stripe", content=body, headers={"stripe-signature": signature}
+        )
+        assert r.json()["status"] == "accepted", r.text
+
+
+async def _order(store: Store) -> dict:
+    stored = [json.loads(f[b"data"]) for _, f in await store.client.xrange(store.keys.events())]
+    [order] = [e for e in stored if e.get("event") == "Order Completed"]
+    return order
 
 
 async def _count(store: Store, n: int) -> bool:
@@ -264,19 +291,7 @@ async def test_analytics_js_in_chromium_gets_the_cookie_and_sends_to_the_gateway
     # and the click of the landing, so analytics tools and ad platforms can attribute it.
     worker = NormalizeWorker(cfg, redis_store, "w1")
     await worker.ensure_groups()
-    checkout = json.loads((FIXTURES / "stripe" / "checkout.session.completed.json").read_text())
-    checkout["id"] = "evt_browser_checkout"
-    checkout["created"] = int(time.time())  # paid now: the ad platforms take recent ones
-    checkout["data"]["object"]["customer_details"]["email"] = EMAIL.upper()
-    body = json.dumps(checkout)
-    signature = stripe.WebhookSignature.generate_signature_header(
-        body, STRIPE_SECRET, timestamp=int(time.time())
-    )
-    async with gateway_client(cfg, redis_store) as client:
-        r = await client.post(
-            "/webhooks/stripe", content=body, headers={"stripe-signature": signature}
-        )
-        assert r.json()["status"] == "accepted", r.text
+    await _pay(cfg, redis_store)
     while await worker.read_once():
         pass
     stored = [
@@ -384,3 +399,59 @@ async def test_the_page_can_read_retry_after_on_a_429(redis_store):
     # The sliding window is weighted from two fixed ones (gateway/ratelimit.py): a wait
     # can reach two windows when the burst came early in the last one.
     assert retry_after is not None and 0 < int(retry_after) <= 121
+
+
+DENIED = {"ad_storage": "denied", "ad_user_data": "denied", "analytics_storage": "granted"}
+
+
+async def test_with_ad_consent_denied_no_ad_platform_gets_the_purchase(redis_store, vendor):
+    """The same visit and checkout, but the visitor's consent banner denied ads: the
+    purchase still joins the visitor, without the click ids, and the deliver worker sends
+    it to none of Meta, TikTok and Google Ads, each recording why in the delivery log."""
+    js = require_js("@segment/analytics-next")
+    vendor.default = _ad_platforms
+    with static_site(js) as site:
+        cfg = _cfg(site)
+        async with served_gateway(cfg, redis_store) as gateway:
+            async with chromium(gateway, DENIED) as browser:
+                result = await browser.visit(f"{site}/page.html{QUERY}")
+            await until(lambda: _count(redis_store, 2), what="the visit's messages")
+    worker = NormalizeWorker(cfg, redis_store, "w1")
+    await worker.ensure_groups()
+    await _pay(cfg, redis_store)
+    while await worker.read_once():
+        pass
+    order = await _order(redis_store)
+    assert order["anonymousId"] == result["anonymousId"]
+    assert order["context"]["consent"]["ad_user_data"] == "denied"
+    assert "clickIds" not in order["context"]
+
+    ads = parse_config(
+        f"key_prefix: {redis_store.keys.prefix}\n"
+        + ADS_CONFIG.format(url=vendor.url).replace(
+            "\n    type:", "\n    start: earliest\n    type:"
+        ),
+        "ads.yaml",
+        {},
+    )
+    deliver = DeliverWorker(ads, redis_store, "d1")
+    for runner in deliver.runners:
+        await runner.ensure_group()
+    stop = asyncio.Event()
+    task = asyncio.create_task(deliver.run(stop))
+    try:
+        await until(lambda: idle(redis_store, *deliver.runners), what="every event settled")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert vendor.requests == []  # not even Google's token: nothing was to be sent
+    assert sum(r.stats.withheld for r in deliver.runners) >= 3
+    log = [
+        json.loads(x)
+        for x in await redis_store.client.lrange(
+            redis_store.keys.attempts(order["messageId"]), 0, -1
+        )
+    ]
+    assert sorted(x["destination"] for x in log) == ["google", "meta", "tiktok"]
+    assert {x["outcome"] for x in log} == {"skipped"}
+    assert all(x["reason"].startswith("consent: ads denied") for x in log)
