@@ -96,34 +96,6 @@ def user_data(event: dict[str, Any], region: str = "US") -> dict[str, Any]:
     return out
 
 
-def contents(props: dict[str, Any]) -> list[dict[str, Any]]:
-    """`custom_data.contents` from the Segment Spec's `products`: Meta's objects need `id`
-    and `quantity` (a line without one is one item), `item_price` optional.
-    https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data#contents
-    """
-    out = []
-    for product in props.get("products") or []:
-        if not isinstance(product, dict):
-            continue
-        pid = product.get("product_id") or product.get("sku")
-        if pid in (None, "") or isinstance(pid, bool | dict | list):
-            continue
-        line: dict[str, Any] = {"id": str(pid), "quantity": _quantity(product)}
-        if _number(product.get("price")):
-            line["item_price"] = product["price"]
-        out.append(line)
-    return out
-
-
-def _quantity(product: dict[str, Any]) -> int:
-    quantity = product.get("quantity")
-    return int(quantity) if _number(quantity) and quantity > 0 else 1
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 # Graph API error codes that come back as HTTP 400 but are not about the events: rate
 # limits (retried later) and token or permission problems (every event would fail alike).
 # https://developers.facebook.com/docs/graph-api/guides/error-handling
@@ -157,7 +129,7 @@ class MetaCapiDestination(HttpDestination):
         config: MetaCapiConfig = self.config  # type: ignore[assignment]
         name = event.get("event") or event["type"]
         props = event.get("properties") or {}
-        lines = contents(props)
+        lines = pii.product_lines(props, "id", "item_price")
         custom = {
             k: v
             for k, v in {

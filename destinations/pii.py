@@ -274,3 +274,32 @@ def person(event: dict[str, Any]) -> dict[str, Any]:
         "zip": address.get("postalCode") or found.get("zip") or found.get("postal_code"),
         "country": address.get("country") or found.get("country"),
     }
+
+
+def product_lines(props: dict[str, Any], id_key: str, price_key: str) -> list[dict[str, Any]]:
+    """The Segment Spec's `products` as the ad platforms' content lines: `id_key` (the
+    product_id, else the sku), `quantity` (a line without one is one item; both Meta and
+    TikTok need it) and, when the product has a numeric price, `price_key`. Lines without
+    an id are left out. Meta: `contents` of {id, quantity, item_price}
+    (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/custom-data#contents);
+    TikTok: {content_id, quantity, price} (https://business-api.tiktok.com/portal/docs?id=1771101303285761)."""
+    out = []
+    for product in props.get("products") or []:
+        if not isinstance(product, dict):
+            continue
+        pid = product.get("product_id") or product.get("sku")
+        if pid in (None, "") or isinstance(pid, bool | dict | list):
+            continue
+        quantity = product.get("quantity")
+        line: dict[str, Any] = {
+            id_key: str(pid),
+            "quantity": int(quantity) if _number(quantity) and quantity > 0 else 1,
+        }
+        if _number(product.get("price")):
+            line[price_key] = product["price"]
+        out.append(line)
+    return out
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -116,7 +116,7 @@ class TikTokDestination(HttpDestination):
                     "value": props.get("revenue", props.get("value", props.get("total"))),
                     "currency": props.get("currency"),
                     "order_id": props.get("order_id"),
-                    "contents": contents(props) or None,
+                    "contents": pii.product_lines(props, "content_id", "price") or None,
                 }.items()
                 if v is not None
             },
@@ -160,32 +160,6 @@ class TikTokDestination(HttpDestination):
             code, _ = _code(response)
             return code not in RETRY_CODES and code not in AUTH_CODES and code != 0
         return super().splittable(response, results)
-
-
-def contents(props: dict[str, Any]) -> list[dict[str, Any]]:
-    """`properties.contents` from the Segment Spec's `products`: content_id (product_id,
-    else sku), quantity (a line without one is one item) and price.
-    https://business-api.tiktok.com/portal/docs?id=1771101303285761"""
-    out = []
-    for product in props.get("products") or []:
-        if not isinstance(product, dict):
-            continue
-        pid = product.get("product_id") or product.get("sku")
-        if pid in (None, "") or isinstance(pid, bool | dict | list):
-            continue
-        quantity = product.get("quantity")
-        line: dict[str, Any] = {
-            "content_id": str(pid),
-            "quantity": int(quantity) if _number(quantity) and quantity > 0 else 1,
-        }
-        if _number(product.get("price")):
-            line["price"] = product["price"]
-        out.append(line)
-    return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _code(response: httpx.Response) -> tuple[int, str]:
