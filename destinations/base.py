@@ -212,14 +212,18 @@ PERSONAL_PROPERTIES = frozenset(
         # what destinations/pii.py `person` reads as a match key
         *("email", "phone", "name", "firstName", "first_name", "lastName", "last_name"),
         *("address", "city", "zip", "postal_code", "postalCode", "country"),
-        *("username", "birthday"),
+        *("username", "birthday", "ip", "$ip"),
         # click ids a sender put in the properties (pii.click_ids reads them)
         *CLICK_IDS,
         *("fbclid", "msclkid", "li_fat_id"),
     }
 )
 """Properties that say who the person is, dropped by `anonymize`."""
-PERSONAL_CONTEXT = frozenset({"traits", "ip", "userAgent", "userAgentData", "clickIds", "location"})
+PERSONAL_CONTEXT = frozenset(
+    # profile: the first and last landing (their URLs and click ids); externalIds: the
+    # person's ids at vendors (stripe:cus_...)
+    {"traits", "ip", "userAgent", "userAgentData", "clickIds", "location", "profile", "externalIds"}
+)
 """context fields that say who the person is (or let a platform find out), dropped too."""
 
 

@@ -119,6 +119,12 @@ class GoogleAdsConfig(DestinationConfig, tag="google-ads", kw_only=True):
         from gateway.errors import ConfigError
 
         super().check()
+        if self.consent == "anonymize":
+            raise ConfigError(
+                "google-ads cannot take anonymized conversions: Google refuses one without "
+                "a click id or a user identifier; use skip (the default) or ignore",
+                path="consent",
+            )
         self.customer_id = _account_id(self.customer_id, "customer_id")
         if self.login_customer_id is not None:
             self.login_customer_id = _account_id(self.login_customer_id, "login_customer_id")
@@ -378,9 +384,12 @@ class GoogleAdsDestination(HttpDestination):
         message = (detail or {}).get("message") or error.get("message") or response.text
         code = _code(detail) if detail else error.get("status", "")
         why = f"Google Ads HTTP {response.status_code} {code}: {message}".strip()[:300]
-        if response.status_code in (401, 403):
-            if response.status_code == 401:
-                self._token = None  # revoked or expired early: the next batch asks anew
+        if response.status_code == 401:
+            # The access token was revoked or expired early: the next attempt asks for a
+            # new one (a refresh token that no longer works fails there, with the hint).
+            self._token = None
+            return [retry(why + CREDENTIALS_HINT, status=401)] * len(batch)
+        if response.status_code == 403:
             why += CREDENTIALS_HINT
         return [fail(why, response.status_code)] * len(batch)
 

@@ -203,12 +203,13 @@ def click_ids(event: dict[str, Any]) -> dict[str, str]:
     https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc
     None from properties when the event's consent denies ad_storage (the identity layer
     leaves clickIds out then too)."""
-    context = event.get("context") or {}
-    found = {k: v for k, v in (context.get("clickIds") or {}).items() if _text(v)}
-    consent = context.get("consent") or {}
-    if consent.get("ad_storage") == "denied":
+    from gateway.identity import consent_of  # the gate's reading of consent, not a second
+
+    context = _dict(event.get("context"))
+    found = {k: v.strip() for k, v in _dict(context.get("clickIds")).items() if _text(v)}
+    if consent_of(context.get("consent")).get("ad_storage") == "denied":
         return found
-    props = event.get("properties") or {}
+    props = _dict(event.get("properties"))
     for key in CLICK_IDS:
         if key not in found and _text(props.get(key)):
             found[key] = props[key].strip()
@@ -228,6 +229,10 @@ def web_page(event: dict[str, Any]) -> str | None:
     if not _text(url) or not url.strip().lower().startswith(("http://", "https://")):
         return None
     return url.strip()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _text(value: Any) -> bool:

@@ -271,20 +271,23 @@ class Runner:
         try:
             now = time.time()
             started = time.perf_counter()
-            gated = [self.withheld(i.event) for i in items]
-            todo = [n for n, r in enumerate(gated) if r is None]
+            todo = list(range(len(items)))
             try:
+                gated = [self.withheld(i.event) for i in items]
+                todo = [n for n, r in enumerate(gated) if r is None]
                 sent = (
                     await self.destination.send([self.outgoing(items[n].event) for n in todo], now)
                     if todo
                     else []
                 )
-            except Exception as e:  # a destination bug must not lose the batch
+                if len(sent) != len(todo):
+                    raise ValueError(f"{len(sent)} results for {len(todo)} events")
+                for n, result in zip(todo, sent, strict=True):
+                    gated[n] = result
+                results: list[Result] = [r for r in gated if r is not None]
+            except Exception as e:  # a destination bug must not lose (or strand) the batch
                 self.log.exception("deliver.send_failed")
-                sent = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(todo)
-            for n, result in zip(todo, sent, strict=True):
-                gated[n] = result
-            results = [r for r in gated if r is not None]
+                results = [Result("retry", f"unexpected {type(e).__name__}: {e}")] * len(items)
             latency_ms = round((time.perf_counter() - started) * 1000, 1) if todo else 0.0
             try:
                 await self.settle(items, results, now, latency_ms)

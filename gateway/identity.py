@@ -90,8 +90,8 @@ def consent_of(value: Any) -> dict[str, str]:
         return out
     for name in CONSENT_NAMES:
         state = value.get(name)
-        if state in ("granted", "denied"):
-            out[name] = state
+        if isinstance(state, str) and state.strip().lower() in ("granted", "denied"):
+            out[name] = state.strip().lower()  # GRANTED, as Google's APIs write it, too
         elif isinstance(state, bool):
             out[name] = "granted" if state else "denied"
     prefs = value.get("categoryPreferences")

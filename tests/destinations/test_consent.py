@@ -251,3 +251,77 @@ def test_default_is_skip_for_vendors_and_ignore_for_own_systems():
     for tag, cls in DESTINATION_TYPES.items():
         expected = "ads" if tag in ads else "analytics" if tag in analytics else None
         assert cls.consent_purpose == expected, tag
+
+
+# --- from a review of the consent gate ----------------------------------------------------
+
+
+def test_anonymize_drops_the_landings_vendor_ids_and_posthogs_ip():
+    from destinations.base import anonymize
+
+    e = person_event(1, DENY_ANALYTICS)
+    e["context"]["profile"] = {"id": "p1", "firstTouch": {"clickIds": {"gclid": "G-1"}}}
+    e["context"]["externalIds"] = [{"id": "cus_1", "type": "stripe_customer_id"}]
+    e["properties"]["$ip"] = "203.0.113.9"
+    out = anonymize(e, keep_ids=True)
+    assert "profile" not in out["context"] and "externalIds" not in out["context"]
+    assert "$ip" not in out["properties"]
+    assert "G-1" not in msgspec.json.encode(out).decode()
+
+
+@pytest.mark.parametrize("value", ["DENIED", " denied ", False])
+def test_consent_is_read_in_any_case_and_as_a_boolean(value):
+    from destinations.base import consent_denied
+
+    e = person_event(1, {"ad_user_data": value})
+    assert consent_denied(e, "ads") == ["ad_user_data"]
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"clickIds": "fb.1.1.x", "consent": "denied"},
+        {"clickIds": ["gclid"], "consent": None},
+        {"clickIds": None, "consent": {"ad_storage": "DENIED"}},
+    ],
+)
+def test_click_ids_survive_odd_shapes(context):
+    from destinations import pii
+
+    e = {"event": "Order Completed", "context": context, "properties": {"fbclid": "IwAR1"}}
+    found = pii.click_ids(e)
+    denied = isinstance(context.get("consent"), dict)
+    assert found == ({} if denied else {"fbc": found.get("fbc")})
+    if not denied:
+        assert found["fbc"].endswith(".IwAR1")
+    assert pii.click_ids({"context": "not a dict", "properties": None}) == {}
+
+
+async def test_a_destination_answering_the_wrong_number_of_results_is_retried_not_stranded(
+    redis_store, vendor, monkeypatch
+):
+    """A destination bug (fewer results than events) must not leave the batch held by
+    this process forever: every event is retried."""
+    from destinations.meta_capi import MetaCapiDestination as MetaCapi
+
+    async def short(self, batch, now):
+        return []
+
+    monkeypatch.setattr(MetaCapi, "send", short)
+    e = person_event(1)
+    worker = DeliverWorker(
+        config(redis_store.keys.prefix, META.format(url=vendor.url)), redis_store, "t"
+    )
+    [runner] = worker.runners
+    await runner.ensure_group()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await publish(redis_store, e)
+        await until(lambda: runner.stats.retried >= 1, what="the batch settled as a retry")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert runner.holding == set()  # acknowledged into the retry set, not held
+    [record] = await attempts(redis_store, e)
+    assert record["outcome"] == "retry" and "1 events" in record["reason"]

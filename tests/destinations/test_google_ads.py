@@ -213,7 +213,9 @@ async def test_partial_failure_maps_each_conversion(vendor):
     assert len(uploads(vendor)) == 1  # nothing is sent again
 
 
-async def test_401_fails_with_a_credentials_hint_and_no_secret(vendor):
+async def test_401_is_retried_with_a_new_token_a_hint_and_no_secret(vendor):
+    """A 401 means the access token was revoked or expired early: the batch is retried
+    (not dead-lettered) and the next attempt asks for a new token."""
     vendor.default = google(
         upload=lambda seen: (
             401,
@@ -227,13 +229,17 @@ async def test_401_fails_with_a_credentials_hint_and_no_secret(vendor):
             },
         )
     )
-    results = await send(make(vendor.url), [clicked(1), clicked(2), clicked(3)])
-    assert [r.outcome for r in results] == ["fail"] * 3
+    dest = make(vendor.url)
+    results = await send(dest, [clicked(1), clicked(2), clicked(3)])
+    assert [r.outcome for r in results] == ["retry"] * 3
     assert "invalid authentication credentials" in results[0].reason
     assert "check this destination's developer_token" in results[0].reason
     assert results[0].status == 401
     assert len(uploads(vendor)) == 1  # not bisected: every event would fail alike
     assert not any(s in r.reason for r in results for s in SECRETS)
+    vendor.default = google()
+    assert [r.outcome for r in await send(dest, [clicked(4)])] == ["ok"]
+    assert len(tokens(vendor)) == 2  # the next attempt asked for a new token
 
 
 async def test_500_is_retried(vendor):
@@ -319,3 +325,11 @@ def test_config_checks():
             "d.yaml",
             {},
         )
+
+
+def test_anonymize_is_refused_for_google_ads(vendor):
+    from gateway.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        make(vendor.url, "    consent: anonymize\n")
+    assert "use skip" in str(e.value)
