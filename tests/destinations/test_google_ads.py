@@ -19,6 +19,7 @@ from destinations import DESTINATION_TYPES
 from gateway.config import parse_config
 from gateway.errors import ConfigError
 from tests.destinations.conftest import event
+from tests.destinations.test_vendors import send
 
 NOW = 1714564900.0  # 2024-05-01T12:01:40Z, 100 s after the events' timestamp
 ACTION = "customers/1234567890/conversionActions/555"
@@ -91,14 +92,6 @@ def failure(*errors):
         },
         "results": [],
     }
-
-
-async def send(dest, batch, now=NOW):
-    await dest.start()
-    try:
-        return await dest.send(batch, now)
-    finally:
-        await dest.close()
 
 
 def uploads(vendor):
