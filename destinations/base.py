@@ -20,6 +20,7 @@ import httpx
 import msgspec
 
 from gateway.config import ByteSize, Duration, duration
+from gateway.identity import consent_of
 
 from .pii import CLICK_IDS
 
@@ -198,8 +199,6 @@ def consent_denied(event: dict[str, Any], purpose: str | None) -> list[str]:
     """The consent types of `purpose` that the event's person denied ([]: none, or no
     answer at all). Read with the identity layer's `consent_of`, so that Segment's
     `categoryPreferences` count too."""
-    from gateway.identity import consent_of
-
     if purpose is None:
         return []
     context = event.get("context")

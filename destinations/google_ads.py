@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 import httpx
 
 from gateway.config import Secret
+from gateway.identity import consent_of
 
 from . import pii
 from .base import (
@@ -186,15 +187,6 @@ def conversion_date_time(timestamp: str | None, now: float) -> str:
     return f"{when:%Y-%m-%d %H:%M:%S}{sign}{hours:02d}:{minutes:02d}"
 
 
-def _consent(value: Any) -> str | None:
-    """GRANTED / DENIED from granted/denied (any case) or a boolean."""
-    if isinstance(value, bool):
-        return "GRANTED" if value else "DENIED"
-    if isinstance(value, str) and value.strip().upper() in ("GRANTED", "DENIED"):
-        return value.strip().upper()
-    return None
-
-
 def _values(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
@@ -270,18 +262,18 @@ class GoogleAdsDestination(HttpDestination):
         identifiers = self.identifiers(event)
         if identifiers:
             out["userIdentifiers"] = identifiers
-        consent = (event.get("context") or {}).get("consent") or {}
-        if isinstance(consent, dict):
-            given = {
-                theirs: _consent(consent.get(ours))
-                for ours, theirs in (
-                    ("ad_user_data", "adUserData"),
-                    ("ad_personalization", "adPersonalization"),
-                )
-            }
-            given = {k: v for k, v in given.items() if v}
-            if given:
-                out["consent"] = given
+        context = event.get("context")
+        consent = consent_of(context.get("consent") if isinstance(context, dict) else None)
+        given = {
+            theirs: consent[ours].upper()  # GRANTED / DENIED
+            for ours, theirs in (
+                ("ad_user_data", "adUserData"),
+                ("ad_personalization", "adPersonalization"),
+            )
+            if ours in consent
+        }
+        if given:
+            out["consent"] = given
         return out
 
     def precheck(self, event: dict[str, Any], now: float) -> Result | None:

@@ -23,6 +23,8 @@ from typing import Any
 
 import phonenumbers
 
+from gateway.identity import consent_of  # the consent gate's reading, not a second
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -203,8 +205,6 @@ def click_ids(event: dict[str, Any]) -> dict[str, str]:
     https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/fbp-and-fbc
     None from properties when the event's consent denies ad_storage (the identity layer
     leaves clickIds out then too)."""
-    from gateway.identity import consent_of  # the gate's reading of consent, not a second
-
     context = _dict(event.get("context"))
     found = {k: v.strip() for k, v in _dict(context.get("clickIds")).items() if _text(v)}
     if consent_of(context.get("consent")).get("ad_storage") == "denied":
