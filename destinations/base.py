@@ -93,9 +93,20 @@ class DestinationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     as it is). Null: skip. Only ad and analytics destinations have it; the operator's own
     systems (http, postgres, file, nats, redis-stream) are not gated."""
 
+    no_anonymize: ClassVar[str | None] = None
+    """Why this vendor cannot take `consent: anonymize` (an event without any match key
+    is refused), or None."""
+
     def check(self) -> None:
         """Cross-field checks; raise ConfigError(message, path=field) on a problem."""
         from gateway.errors import ConfigError
+
+        if self.consent == "anonymize" and self.no_anonymize:
+            raise ConfigError(
+                f"{self.__struct_config__.tag} cannot take anonymized events: "
+                f"{self.no_anonymize}; use skip (the default) or ignore",
+                path="consent",
+            )
 
         for name in ("max_attempts", "concurrency"):
             if getattr(self, name) is not None and getattr(self, name) < 1:

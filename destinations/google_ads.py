@@ -97,6 +97,9 @@ ABOUT_THE_CONFIG = frozenset(
 
 
 class GoogleAdsConfig(DestinationConfig, tag="google-ads", kw_only=True):
+    no_anonymize: ClassVar[str | None] = (
+        "Google refuses a conversion without a click id or a user identifier"
+    )
     customer_id: str
     """The account the conversions are uploaded to (dashes allowed: 123-456-7890)."""
     developer_token: Secret
@@ -120,12 +123,6 @@ class GoogleAdsConfig(DestinationConfig, tag="google-ads", kw_only=True):
         from gateway.errors import ConfigError
 
         super().check()
-        if self.consent == "anonymize":
-            raise ConfigError(
-                "google-ads cannot take anonymized conversions: Google refuses one without "
-                "a click id or a user identifier; use skip (the default) or ignore",
-                path="consent",
-            )
         self.customer_id = _account_id(self.customer_id, "customer_id")
         if self.login_customer_id is not None:
             self.login_customer_id = _account_id(self.login_customer_id, "login_customer_id")
@@ -215,12 +212,24 @@ class GoogleAdsDestination(HttpDestination):
         # https://developers.google.com/google-ads/api/docs/conversions/enhance-conversions
         return pii.e164(text, self.region)
 
+    @staticmethod
+    def email(text: str) -> str:
+        """Lower-case; for gmail.com and googlemail.com also without the dots before the
+        `@` (Gmail ignores them), as Google's own enhanced-conversions samples normalize
+        (normalizeAndHashEmailAddress in UploadEnhancedConversionsForWeb of every
+        google-ads client library; `+tags` are kept there too)."""
+        text = pii.email(text)
+        user, at, domain = text.rpartition("@")
+        if at and domain in ("gmail.com", "googlemail.com"):
+            return user.replace(".", "") + at + domain
+        return text
+
     def identifiers(self, event: dict[str, Any]) -> list[dict[str, str]]:
         """Hashed email and phone identifiers (context.traits, properties, traits), at most 5."""
         who = pii.person(event)
         found: list[dict[str, str]] = []
         for key, field, normalize in (
-            ("email", "hashedEmail", pii.email),
+            ("email", "hashedEmail", self.email),
             ("phone", "hashedPhoneNumber", self.phone),
         ):
             for value in _values(who[key]):
@@ -417,7 +426,9 @@ def _code(error: dict[str, Any]) -> str:
 
 def _index(error: dict[str, Any]) -> int | None:
     """Which conversion an error is about: location.fieldPathElements'
-    {"fieldName": "conversions", "index": i}."""
+    {"fieldName": "conversions", "index": i}. A `conversions` element without its index
+    is conversions[0]: proto3 JSON leaves out a field at its zero value unless the field
+    tracks presence, so a server whose FieldPathElement.index does not may drop a 0."""
     for element in (error.get("location") or {}).get("fieldPathElements") or []:
         if isinstance(element, dict) and element.get("fieldName") == "conversions":
             index = element.get("index", 0)

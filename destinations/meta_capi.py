@@ -49,6 +49,12 @@ STANDARD_EVENTS = {
 
 
 class MetaCapiConfig(DestinationConfig, tag="meta-capi", kw_only=True):
+    no_anonymize: ClassVar[str | None] = (
+        "Meta refuses an event whose user_data has no customer information parameter, and "
+        "one such event fails its whole request"
+    )
+    """https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters
+    ("You must provide at least one of the following user_data parameters")."""
     pixel_id: str
     access_token: Secret
     api_version: str = "v21.0"

@@ -32,6 +32,9 @@ from tests.destinations.test_deliver import (
 )
 
 META = "  meta:\n    type: meta-capi\n    pixel_id: '777'\n    access_token: t\n    host: {url}\n"
+TIKTOK = (
+    "  tt:\n    type: tiktok\n    pixel_code: PX1\n    access_token: t\n    endpoint: {url}/track\n"
+)
 POSTHOG = "  ph:\n    type: posthog\n    api_key: phc_test\n    host: {url}\n"
 HTTP = "  hook:\n    type: http\n    url: {url}/hook\n"
 
@@ -135,27 +138,32 @@ async def test_one_denied_type_is_enough_and_named(redis_store, vendor):
 
 
 async def test_anonymize_sends_the_conversion_without_the_person(redis_store, vendor):
+    # TikTok takes events without any match key (Meta and Google Ads do not: below)
+    vendor.default = (200, {}, b'{"code": 0, "message": "OK"}')
     denied = person_event(1, DENY_ADS)
     granted = person_event(2, GRANT_ALL)
-    # ad_storage granted, ad_user_data denied: Meta would read the click ids a sender put
-    # in the properties (destinations/pii.py click_ids); anonymize drops them too
+    # ad_storage granted, ad_user_data denied: TikTok would read a ttclid a sender put in
+    # the properties (destinations/pii.py click_ids); anonymize drops it too
     user_data_denied = person_event(3, {"ad_storage": "granted", "ad_user_data": "denied"})
+    for e in (denied, granted, user_data_denied):
+        e["properties"]["ttclid"] = "E.C.P.ttclid-from-props"
+        e["context"]["clickIds"]["ttp"] = "ttp-cookie-1"
     _, metrics = await deliver(
         redis_store,
-        META.format(url=vendor.url) + "    consent: anonymize\n",
+        TIKTOK.format(url=vendor.url) + "    consent: anonymize\n",
         denied,
         granted,
         user_data_denied,
     )
     by_id = {d["event_id"]: d for d in meta_events(vendor)}
     anonymous, known = by_id[denied["messageId"]], by_id[granted["messageId"]]
-    assert by_id[user_data_denied["messageId"]]["user_data"] == {}
-    # The conversion itself goes: Meta's custom_data value/currency/order_id
-    assert anonymous["custom_data"]["value"] == 11.0
-    assert anonymous["custom_data"]["order_id"] == "o1"
-    # No match key at all: em, ph, fn, ln, external_id, IP, agent, fbc, fbp
-    # (https://developers.facebook.com/docs/marketing-api/conversions-api/parameters/customer-information-parameters)
-    assert anonymous["user_data"] == {}
+    assert by_id[user_data_denied["messageId"]].get("user", {}) == {}
+    # The conversion itself goes: value, currency, order id
+    assert anonymous["properties"]["value"] == 11.0
+    assert anonymous["properties"]["order_id"] == "o1"
+    # No match key at all: email, phone, external_id, ip, user_agent, ttclid, ttp
+    # (https://business-api.tiktok.com/portal/docs?id=1771101303285761)
+    assert anonymous.get("user", {}) == {}
     body = msgspec.json.encode(anonymous)  # its part of the (shared) request
     for secret in (
         "p1@example.com",
@@ -163,8 +171,8 @@ async def test_anonymize_sends_the_conversion_without_the_person(redis_store, ve
         "415",
         "203.0.113.7",
         "Firefox",
-        "IwAR1",
-        "fb.1.1714564800000.42",
+        "ttclid-from-props",
+        "ttp-cookie-1",
         "user-1",
         hashlib.sha256(b"t1@example.com").hexdigest(),
         hashlib.sha256(b"p1@example.com").hexdigest(),
@@ -172,13 +180,34 @@ async def test_anonymize_sends_the_conversion_without_the_person(redis_store, ve
     ):
         assert secret.encode() not in body, secret
     # The granted person in the same setting keeps their match keys
-    assert {"em", "client_ip_address", "client_user_agent", "fbc", "fbp"} <= set(known["user_data"])
+    assert {"email", "ip", "user_agent", "ttclid", "ttp"} <= set(known["user"])
     [record] = await attempts(redis_store, denied)
     assert record["outcome"] == "ok"
-    assert counted(metrics, "meta", "sent") == 3
-    assert counted(metrics, "meta", "skipped") == 0
+    assert counted(metrics, "tt", "sent") == 3
+    assert counted(metrics, "tt", "skipped") == 0
     # The stored event is left whole (a retry or a replay judges consent again)
     assert denied["context"]["ip"] == "203.0.113.7"
+
+
+@pytest.mark.parametrize(
+    ("settings", "vendor_says"),
+    [
+        (META, "Meta refuses an event whose user_data has no customer information"),
+        (
+            "  gads:\n    type: google-ads\n    customer_id: '1234567890'\n"
+            "    developer_token: d\n    client_id: c\n    client_secret: s\n"
+            "    refresh_token: r\n    conversion_actions:\n"
+            "      Order Completed: customers/1234567890/conversionActions/1\n",
+            "Google refuses a conversion without a click id or a user identifier",
+        ),
+    ],
+    ids=["meta-capi", "google-ads"],
+)
+def test_anonymize_is_a_config_error_where_the_vendor_needs_a_match_key(settings, vendor_says):
+    with pytest.raises(ConfigError) as info:
+        config("p", settings.format(url="http://127.0.0.1:9") + "    consent: anonymize\n")
+    text = str(info.value)
+    assert "consent" in text and vendor_says in text and "use skip" in text
 
 
 async def test_analytics_storage_denied_skips_posthog_not_ads_consent(redis_store, vendor):

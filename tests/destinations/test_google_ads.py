@@ -11,6 +11,7 @@ https://developers.google.com/google-ads/api/reference/rpc/latest/ConversionUplo
 
 from __future__ import annotations
 
+import hashlib
 from urllib.parse import parse_qs
 
 import pytest
@@ -320,9 +321,18 @@ def test_config_checks():
         )
 
 
-def test_anonymize_is_refused_for_google_ads(vendor):
-    from gateway.errors import ConfigError
-
-    with pytest.raises(ConfigError) as e:
-        make(vendor.url, "    consent: anonymize\n")
-    assert "use skip" in str(e.value)
+@pytest.mark.parametrize(
+    ("written", "normalized"),
+    [
+        (" Jenny.Rosen+ads@GMail.com ", "jennyrosen+ads@gmail.com"),
+        ("j.rosen@googlemail.com", "jrosen@googlemail.com"),
+        ("Jenny.Rosen@Example.COM", "jenny.rosen@example.com"),  # dots matter elsewhere
+        ("jenny.rosen@gmail.com.example.org", "jenny.rosen@gmail.com.example.org"),
+    ],
+)
+async def test_gmail_addresses_lose_their_dots_before_hashing(vendor, written, normalized):
+    vendor.default = google()
+    await send(make(vendor.url), [event(1, properties={"email": written})])
+    [conversion] = uploads(vendor)[0].json()["conversions"]
+    expected = hashlib.sha256(normalized.encode()).hexdigest()
+    assert conversion["userIdentifiers"] == [{"hashedEmail": expected}]
