@@ -88,11 +88,12 @@ def conversions(events: list[bytes]) -> list[bytes]:
     return out
 
 
-async def fill(store: Store, events: list[bytes]) -> None:
+async def fill(store: Store, events: list[bytes], partitions: int = 1) -> None:
+    streams = store.keys.event_streams(partitions)
     async with store.client.pipeline(transaction=False) as pipe:
         for i, data in enumerate(events):
             pipe.xadd(
-                store.keys.events(),
+                streams[i % partitions],
                 {
                     "message_id": str(i),
                     "source": "stripe",
@@ -106,11 +107,11 @@ async def fill(store: Store, events: list[bytes]) -> None:
 
 
 async def gateway_rate(
-    redis_url: str, destination: str, events: list[bytes], log: bool = True
+    redis_url: str, destination: str, events: list[bytes], log: bool = True, partitions: int = 1
 ) -> float:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     config = parse_config(
-        f"redis_url: {redis_url}\nkey_prefix: {prefix}\n"
+        f"redis_url: {redis_url}\nkey_prefix: {prefix}\nevents_partitions: {partitions}\n"
         f"delivery_log_retention: {'7d' if log else 0}\ndestinations:\n  d:\n{destination}"
         "    start: earliest\n",
         "bench.yaml",
@@ -118,7 +119,7 @@ async def gateway_rate(
     )
     store = Store.connect(redis_url, prefix, 5.0)
     try:
-        await fill(store, events)
+        await fill(store, events, partitions)
         worker = DeliverWorker(config, store, "bench")
         runner = worker.runners[0]
         stop = asyncio.Event()
@@ -297,6 +298,11 @@ def main() -> None:
         print(
             f"  the same without the delivery log                  {bare:10,.0f} events/s "
             f"({bare / base:.2f}x)"
+        )
+        parted = asyncio.run(gateway_rate(redis_url, http_config, events, partitions=4))
+        print(
+            f"  http, the events in 4 partitions                   {parted:10,.0f} events/s "
+            f"({parted / base:.2f}x)"
         )
         google_config = (
             f"    type: google-ads\n    customer_id: '1234567890'\n"

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
+from redis.exceptions import RedisError, ResponseError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -44,7 +45,9 @@ def create_app(
     log = structlog.get_logger("gateway")
     sources = build_sources(config.sources)
     if store is None:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+        store = Store.connect(
+            config.redis_url, config.key_prefix, float(config.redis_timeout), config.durability
+        )
     metrics = Metrics()
     webhooks = WebhookEndpoint(sources, store, clock, metrics)
     collected = {n: s for n, s in sources.items() if isinstance(s, CollectSource)}
@@ -65,10 +68,12 @@ def create_app(
             headers={"retry-after": "5"},
         )
 
+    event_streams = store.keys.event_streams(config.partition_count())
+
     async def metrics_endpoint(request: Request) -> Response:
         streams = {store.keys.raw(name): f"raw:{name}" for name in config.sources}
-        streams[store.keys.events()] = "events"
         await metrics.update_lag(store, streams)
+        await _events_lag(store, metrics, event_streams)
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
@@ -83,6 +88,12 @@ def create_app(
             log.error(
                 "store.unreachable",
                 message="Redis does not answer; webhooks get 503 (vendors retry) until it does",
+            )
+        elif store.replicas and (await store.fewest_replicas() or 0) < store.replicas:
+            log.error(
+                "store.no_replica",
+                message="durability: replicated, but a Redis primary has no replica "
+                "connected: its webhooks get 503 (vendors retry) until one is",
             )
         # Everything imported and built by now lives as long as the process: take it out
         # of the collector's sight. Otherwise each full collection walks every object of
@@ -169,9 +180,31 @@ _WEBHOOKS = "/webhooks/"
 _COLLECT = "/v1/"
 
 
+async def _events_lag(store: Store, metrics: Metrics, keys: list[str]) -> None:
+    """gateway_stream_lag{stream="events"}: each group's lag summed over the partitions
+    of the events stream (left as it was when Redis cannot tell for one of them)."""
+    totals: dict[str, int | None] = {}
+    for key in keys:
+        try:
+            groups = await store.client.xinfo_groups(key)
+        except (ResponseError, RedisError, OSError):
+            continue  # a partition nothing was written to yet
+        for group in groups:
+            name = group.get("name", b"")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            lag = group.get("lag")
+            so_far = totals.get(name, 0)
+            totals[name] = so_far + lag if isinstance(lag, int) and so_far is not None else None
+    for name, total in totals.items():
+        if total is not None:
+            metrics.lag.labels("events", name).set(total)
+
+
 def _describe(store: Store) -> str:
     if store.embedded:
         return "embedded (in-memory)"
+    if store.target is not None and store.target.kind != "single":
+        return store.target.label()
     kwargs = store.client.connection_pool.connection_kwargs
     where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
     return f"redis {where}/{kwargs.get('db', 0)}"

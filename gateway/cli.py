@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import __version__
 from .config import DEFAULT_CONFIG, Config, load_config
@@ -50,13 +49,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run only the HTTP tier (scale workers apart with `worker`)",
     )
+    serve.add_argument(
+        "--workers",
+        "--processes",
+        dest="processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="HTTP processes sharing the port, each with its own in-process workers unless "
+        "--no-workers (default: %(default)s, one process)",
+    )
     serve.set_defaults(run=_serve)
 
     worker = sub.add_parser("worker", help="run only the workers (no HTTP), to scale them apart")
     _config_option(worker)
     worker.add_argument("--name", help="this worker's consumer name (default: host-pid-random)")
     worker.add_argument(
-        "--metrics-port", type=int, help="serve Prometheus metrics on this port (GET /metrics)"
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (GET /metrics); with --processes N, "
+        "each process on its own port of P..P+N-1",
+    )
+    worker.add_argument(
+        "--processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="worker processes to run (default: %(default)s); with --name, each is "
+        "named NAME-<pid>",
     )
     worker.set_defaults(run=_worker)
 
@@ -79,6 +99,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     _config_option(show)
     show.add_argument("message_id")
     show.set_defaults(run=_events_show)
+
+    lag = events_sub.add_parser(
+        "lag",
+        help="each destination's lag and pending entries on every partition; exit 0 when "
+        "all are 0 (drained: events_partitions can be changed)",
+    )
+    _config_option(lag)
+    lag.add_argument(
+        "--partitions",
+        type=_processes,
+        metavar="N",
+        help="look at N partitions (default: the config's; give the old count after a change)",
+    )
+    lag.add_argument("--json", action="store_true")
+    lag.set_defaults(run=_events_lag)
+
+    drain = events_sub.add_parser(
+        "drain",
+        help="deliver what is in the events stream (no normalizing) until every partition "
+        "is drained, then exit: the step before changing events_partitions",
+    )
+    _config_option(drain)
+    drain.add_argument(
+        "--partitions",
+        type=_processes,
+        metavar="N",
+        help="drain N partitions (default: the config's)",
+    )
+    drain.add_argument(
+        "--timeout",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="give up (exit 1) after this long (default: wait as long as it takes)",
+    )
+    drain.set_defaults(run=_events_drain)
 
     deliveries = sub.add_parser("deliveries", help="what an inbound delivery became")
     d_sub = deliveries.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -164,17 +220,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _processes(text: str) -> int:
+    """argparse type of --workers/--processes: a whole number, at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
 def _worker(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    import structlog
-
     from . import logs
-    from .deliver import DeliverWorker
-    from .metrics import Metrics
-    from .store import Store
-    from .worker import NormalizeWorker
+    from .multiproc import run_workers, worker_processes
 
     logs.configure()
     config = load_config(args.config)
@@ -185,27 +247,16 @@ def _worker(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.processes > 1:
+        return worker_processes(config, args.config, args.processes, args.name, args.metrics_port)
 
     async def main() -> None:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        structlog.get_logger("gateway").info(
-            "worker.starting", version=__version__, config=args.config
-        )
-        metrics = Metrics()
-        if args.metrics_port:
-            from prometheus_client import start_http_server
-
-            start_http_server(args.metrics_port, registry=metrics.registry)
-        normalize = NormalizeWorker(config, store, args.name, metrics)
-        deliver = DeliverWorker(config, store, normalize.consumer, metrics)
-        try:
-            await asyncio.gather(normalize.run(stop), deliver.run(stop))
-        finally:
-            await store.close()
+        ports = (args.metrics_port, 1) if args.metrics_port else None
+        await run_workers(config, args.config, args.name, ports, stop)
 
     asyncio.run(main())
     return 0
@@ -227,7 +278,9 @@ def _with_store(args: argparse.Namespace, work: Callable[[Config, Any], Awaitabl
         return 2
 
     async def main() -> int:
-        store = Store.connect(config.redis_url, config.key_prefix, float(config.redis_timeout))
+        store = Store.connect(
+            config.redis_url, config.key_prefix, float(config.redis_timeout), config.durability
+        )
         try:
             return await work(config, store)
         finally:
@@ -276,16 +329,106 @@ def _events_tail(args: argparse.Namespace) -> int:
     from .replay import tail_events
 
     async def work(config: Config, store: Any) -> int:
-        events = await tail_events(store, args.n)
+        partitions = config.partition_count()
+        events = await tail_events(store, args.n, partitions)
         for data in events:
             sys.stdout.buffer.write(data + b"\n")
         if not events:
+            where = store.keys.events()
+            if partitions > 1:
+                where = f"{where} or the {partitions - 1} other partitions"
             print(
-                f"no events in {store.keys.events()} on {_store_label(config)} (config "
+                f"no events in {where} on {_store_label(config)} (config "
                 f"{args.config}, key_prefix {config.key_prefix!r})",
                 file=sys.stderr,
             )
         return 0
+
+    return _with_store(args, work)
+
+
+def _lag_report(rows: list[Any], as_json: bool) -> bool:
+    """Print `events lag` rows; whether every one is settled (drained)."""
+    if as_json:
+        print(json.dumps([vars(r) for r in rows], indent=2))
+    else:
+        print(f"{'partition':>9}  {'length':>8}  {'lag':>8}  {'pending':>7}  destination")
+        for r in rows:
+            lag = "?" if r.lag is None else str(r.lag)
+            note = f"  ({r.note})" if r.note else ""
+            print(
+                f"{r.partition:>9}  {r.length:>8}  {lag:>8}  {r.pending:>7}  {r.destination}{note}"
+            )
+    drained = all(r.settled for r in rows)
+    if not as_json:
+        partitions = len({r.partition for r in rows})
+        if drained:
+            print(
+                f"drained: every destination has read and settled all {partitions} partition(s)",
+                file=sys.stderr,
+            )
+        else:
+            left = sum(r.lag or 0 for r in rows)
+            pending = sum(r.pending for r in rows)
+            print(
+                f"not drained: {left} entries not read yet, {pending} pending",
+                file=sys.stderr,
+            )
+    return drained
+
+
+def _events_lag(args: argparse.Namespace) -> int:
+    from .replay import partition_lag
+
+    async def work(config: Config, store: Any) -> int:
+        if not config.destinations:
+            print("no destinations in the config: nothing reads the events", file=sys.stderr)
+            return 0
+        rows = await partition_lag(config, store, args.partitions)
+        return 0 if _lag_report(rows, args.json) else 1
+
+    return _with_store(args, work)
+
+
+def _events_drain(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import msgspec
+
+    from . import logs
+    from .deliver import DeliverWorker
+    from .replay import partition_lag
+
+    logs.configure()
+
+    async def work(config: Config, store: Any) -> int:
+        if args.partitions is not None:
+            config = msgspec.structs.replace(config, events_partitions=args.partitions)
+        if not config.destinations:
+            print("no destinations in the config: nothing to drain", file=sys.stderr)
+            return 0
+        # Only the destinations' readers: nothing is normalized into the partitions
+        # meanwhile (stop the normalize workers first; `serve --no-workers` keeps taking
+        # webhooks, which wait in the raw streams).
+        worker = DeliverWorker(config, store)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        deadline = time.monotonic() + args.timeout if args.timeout > 0 else None
+        try:
+            while True:
+                rows = await partition_lag(config, store)
+                busy = any(run.holding or run.inflight for run in worker.runners)
+                if all(r.settled for r in rows) and not busy:
+                    break
+                if task.done() or (deadline is not None and time.monotonic() > deadline):
+                    _lag_report(rows, False)
+                    print("error: gave up before the partitions were drained", file=sys.stderr)
+                    return 1
+                await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await task
+        return 0 if _lag_report(await partition_lag(config, store), False) else 1
 
     return _with_store(args, work)
 
@@ -595,8 +738,30 @@ def _serve(args: argparse.Namespace) -> int:
 
     logs.configure()
     config = load_config(args.config)
-    app = create_app(config, workers=not args.no_workers)
+    options: dict[str, Any] = dict(
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,  # one structured line per delivery is logged by the gateway
+        server_header=False,
+        # The gateway never looks at the client address: skip X-Forwarded-* parsing.
+        proxy_headers=False,
+        lifespan="on",
+    )
     log = structlog.get_logger("gateway")
+    if args.processes > 1:
+        from .multiproc import serve_processes
+
+        log.info(
+            "gateway.starting",
+            version=__version__,
+            url=f"http://{args.host}:{args.port}",
+            config=args.config,
+            processes=args.processes,
+            workers="off (--no-workers)" if args.no_workers else "normalize, deliver (in each)",
+        )
+        return serve_processes(config, args.config, args.processes, not args.no_workers, **options)
+    app = create_app(config, workers=not args.no_workers)
     log.info(
         "gateway.starting",
         version=__version__,
@@ -604,19 +769,7 @@ def _serve(args: argparse.Namespace) -> int:
         config=args.config,
         workers="off (--no-workers)" if args.no_workers else "normalize, deliver (in-process)",
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,  # one structured line per delivery is logged by the gateway
-            server_header=False,
-            # The gateway never looks at the client address: skip X-Forwarded-* parsing.
-            proxy_headers=False,
-            lifespan="on",
-        )
-    )
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     server.run()
     return 0
 
@@ -624,8 +777,9 @@ def _serve(args: argparse.Namespace) -> int:
 def _store_label(config: Config) -> str:
     if not config.redis_url:
         return "embedded in-memory (development only: nothing survives a restart)"
-    url = urlsplit(config.redis_url)
-    return f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path or ''}"  # no password
+    from .store import parse_redis_url
+
+    return parse_redis_url(config.redis_url).label()  # no password
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import difflib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -240,7 +239,12 @@ class IdentityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = ""
-    """Redis (or Valkey) URL; empty runs an in-memory store for development only."""
+    """Redis (or Valkey) URL: redis://host:6379/0 (one Redis), redis+cluster://host:port,...
+    (a Redis Cluster), redis+sentinel://host:port,.../<master name> (Sentinel); empty runs
+    an in-memory store for development only."""
+    durability: Literal["memory", "replicated"] = "memory"
+    """When a webhook is answered 200: memory (the primary has it) or replicated (a replica
+    confirmed it too, within redis_timeout; else 503 and the vendor retries)."""
     key_prefix: str = "gw"
     """Prefix of every Redis key the gateway writes."""
     redis_timeout: Duration = duration("2s")
@@ -255,6 +259,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """enforce: events breaking the plan go to the quarantine; warn: logged; off: no checks."""
     events_retention: int = 500_000
     """Events kept in the events stream (approximate); destinations read from it."""
+    events_partitions: int | None = None
+    """How many streams (partitions, 1 to 1024) the events stream is split into, each on
+    its own Redis Cluster hash tag; every event of one person (its userId, else its
+    anonymousId) goes to the same one, in order. Default: 1 on one Redis or Sentinel, 16
+    on a Redis Cluster. events_retention is shared out evenly between them. Changing it
+    later: drain first (README, "Partitions of the events stream")."""
     dead_letter_retention: int = 1_000_000
     """Dead letters kept (all destinations together, approximate): size it so that a
     destination failing everything cannot push out the others' before you look."""
@@ -265,6 +275,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the normalize worker reads the raw streams."""
     identity: IdentityConfig = msgspec.field(default_factory=lambda: IdentityConfig())
     """The first-party visitor id cookie, consent mode and how long visitors are kept."""
+
+    def partition_count(self) -> int:
+        """The number of events stream partitions in effect (events_partitions, or its
+        default for the kind of Redis redis_url names)."""
+        if self.events_partitions is not None:
+            return self.events_partitions
+        scheme = self.redis_url.partition("://")[0].lower()
+        return 16 if scheme in ("redis+cluster", "rediss+cluster") else 1
 
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -317,6 +335,12 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
     ):
         if value < 1:
             raise doc.error("must be at least 1", path)
+    if top.events_partitions is not None and not 1 <= top.events_partitions <= 1024:
+        raise doc.error(
+            "must be from 1 to 1024 (streams the events are split into; leave it out for "
+            "the default: 1 on one Redis, 16 on a Redis Cluster)",
+            ("events_partitions",),
+        )
     return msgspec.structs.replace(
         top,
         sources={
@@ -336,18 +360,18 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
 
 
 def _check_store(doc: Document, config: Config) -> None:
+    from .store import parse_redis_url
+
     if config.redis_url:
         try:
-            url = urlsplit(config.redis_url)
-            url.port  # noqa: B018 (raises ValueError for a port that is not a number)
-        except ValueError:
-            url = None
-        if url is None or url.scheme not in ("redis", "rediss", "unix"):
-            raise doc.error(
-                "expected a URL such as redis://host:6379/0, rediss://... or unix:///path "
-                "(or empty for the in-memory store)",
-                ("redis_url",),
-            )
+            parse_redis_url(config.redis_url)
+        except ValueError as e:
+            raise doc.error(f"{e} (or empty for the in-memory store)", ("redis_url",)) from None
+    elif config.durability == "replicated":
+        raise doc.error(
+            "the in-memory store has no replica: set redis_url, or durability: memory",
+            ("durability",),
+        )
     if not config.key_prefix or any(c in config.key_prefix for c in "{} "):
         raise doc.error(
             "must be non-empty, without spaces or braces (braces are Redis Cluster hash tags)",

@@ -1,10 +1,10 @@
 """The deliver worker: the events stream -> each destination, batched, retried, dead-lettered.
 
 Each destination reads the events stream through its own consumer group
-(`deliver:<name>`), so a slow or failing destination never holds up another. Events its
-route does not want are acknowledged at once; the others are batched (count, bytes,
-linger) and sent. Per event, the destination answers ok, retry (maybe after a
-Retry-After) or fail:
+(`deliver:<name>`, one on each of the stream's partitions, all read at once), so a slow
+or failing destination never holds up another. Events its route does not want are
+acknowledged at once; the others are batched (count, bytes, linger) and sent. Per event,
+the destination answers ok, retry (maybe after a Retry-After) or fail:
 
 - ok: acknowledged.
 - fail (the vendor will never take it): dead-lettered with the reason, acknowledged.
@@ -42,7 +42,7 @@ from destinations.base import anonymize, consent_denied
 
 from .config import Config
 from .metrics import Metrics
-from .store import Store
+from .store import GroupReader, Store
 from .worker import _sleep_or_stop, trimmed_unread
 
 LEASE_SECONDS = 60.0  # a retry being sent is not handed out again before this
@@ -79,7 +79,9 @@ class Item:
     """An event on its way to a destination."""
 
     event: dict[str, Any]
-    entry_id: str | None  # the events stream entry (None: it came from the retry set)
+    entry: tuple[str, str] | None
+    """(events stream partition key, entry id): entry ids of different partitions can be
+    equal. None: it came from the retry set."""
     attempts: int = 0
     first_at: float = 0.0
     size: int = 0
@@ -107,6 +109,8 @@ class Runner:
     log_retention: int
     metrics: Metrics
     dlq_retention: int = 1_000_000
+    partitions: int = 1
+    """How many partitions the events stream has (Config.partition_count())."""
     stats: DestStats = field(default_factory=DestStats)
 
     def __post_init__(self) -> None:
@@ -115,10 +119,15 @@ class Runner:
         self.shape = Shaper(config)
         self.group = f"deliver:{self.name}"
         keys = self.store.keys
-        self.events_key = keys.events()
+        # Every partition of the events stream, each read through its own group of the
+        # same name: a group lives in one stream.
+        self.events_keys = keys.event_streams(self.partitions)
+        self._key_names = {key.encode(): key for key in self.events_keys}
+        self._reader: GroupReader | None = None
         self.retry_key, self.retry_data = keys.retries(self.name)
         self.slots = asyncio.Semaphore(config.concurrency)
-        self.holding: set[str] = set()  # entries read by this process and not yet settled
+        # Entries (partition key, entry id) read by this process and not yet settled.
+        self.holding: set[tuple[str, str]] = set()
         self._reported: dict[str, int] = {}
         self.inflight: set[asyncio.Task[None]] = set()
         self.log = structlog.get_logger("gateway.deliver").bind(destination=self.name)
@@ -130,54 +139,85 @@ class Runner:
     # --- the events stream -------------------------------------------------------------
 
     async def ensure_group(self) -> None:
-        start = "0" if self.destination.config.start == "earliest" else "$"
-        entries_read = None
-        if start == "0":
-            # Entries trimmed before this group existed were never its to lose: count them
-            # as read (Redis 7+), or they would be reported as lost.
-            with contextlib.suppress(ResponseError):
-                info = await self.store.client.xinfo_stream(self.events_key)
-                if isinstance(info.get("entries-added"), int):
-                    entries_read = info["entries-added"] - int(info.get("length", 0))
-        try:
-            await self.store.client.xgroup_create(
-                self.events_key, self.group, id=start, mkstream=True, entries_read=entries_read
-            )
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
+        """The destination's group on every partition. `start` applies to a destination
+        seen for the first time; one that already reads some partitions reads a partition
+        new to it (events_partitions was raised) from its first entry: the writers may
+        have put events there for it before this reader came up."""
+        client = self.store.client
+        names = (self.group, self.group.encode())
+        missing = []
+        for key in self.events_keys:
+            try:
+                groups = await client.xinfo_groups(key)
+            except ResponseError:  # no such stream yet
+                groups = []
+            if not any(g.get("name") in names for g in groups):
+                missing.append(key)
+        known = len(missing) < len(self.events_keys)
+        earliest = known or self.destination.config.start == "earliest"
+        for key in missing:
+            entries_read = None
+            if earliest:
+                # Entries trimmed before this group existed were never its to lose: count
+                # them as read (Redis 7+), or they would be reported as lost.
+                with contextlib.suppress(ResponseError):
+                    info = await client.xinfo_stream(key)
+                    if isinstance(info.get("entries-added"), int):
+                        entries_read = info["entries-added"] - int(info.get("length", 0))
+            try:
+                await client.xgroup_create(
+                    key,
+                    self.group,
+                    id="0" if earliest else "$",
+                    mkstream=True,
+                    entries_read=entries_read,
+                )
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
 
     async def read(self, count: int, block_ms: int) -> list[Item]:
-        """New entries: those the route does not want are acknowledged right away."""
-        kwargs: dict[str, Any] = {"count": count}
+        """New entries of every partition (up to `count` from each; waiting up to
+        `block_ms` when there are none, not at all for 0): those the route does not want
+        are acknowledged right away."""
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = GroupReader(
+                self.store, self.group, self.consumer, self.events_keys, count, self.block_ms
+            )
+        reader.count = count
         if block_ms > 0:
-            kwargs["block"] = block_ms
-        reply = await self.store.client.xreadgroup(
-            self.group, self.consumer, {self.events_key: ">"}, **kwargs
-        )
-        entries = [(eid.decode(), f) for _, items in reply or [] for eid, f in items]
+            reader.block_ms = block_ms
+        reply = await reader.read(block=block_ms > 0)
+        entries: list[tuple[tuple[str, str], dict[bytes, bytes]]] = []
+        for key, found in reply:
+            stream = self._key_names.get(key) or (key.decode() if isinstance(key, bytes) else key)
+            entries += [((stream, eid.decode()), f) for eid, f in found]
         return await self.admit(entries)
 
-    async def admit(self, entries: list[tuple[str, dict[bytes, bytes]]]) -> list[Item]:
-        """Entries this destination wants, as items; the others are acknowledged."""
-        items, skip, broken = [], [], []
-        for entry_id, fields in entries:
+    async def admit(self, entries: list[tuple[tuple[str, str], dict[bytes, bytes]]]) -> list[Item]:
+        """Entries ((partition key, entry id), fields) this destination wants, as items;
+        the others are acknowledged."""
+        items: list[Item] = []
+        skip: list[tuple[str, str]] = []
+        broken = []
+        for entry, fields in entries:
             if not fields or not self.route.wants(
                 fields.get(b"source", b"").decode("utf-8", "replace"),
                 fields.get(b"type", b"").decode("utf-8", "replace"),
                 fields.get(b"event", b"").decode("utf-8", "replace"),
             ):
-                skip.append(entry_id)
+                skip.append(entry)
                 continue
             data = fields.get(b"data", b"{}")
             try:
                 event = self.shape(_decode(data))
             except (msgspec.DecodeError, AttributeError, TypeError) as e:
-                broken.append((entry_id, fields, f"the event in the stream is unreadable: {e}"))
+                broken.append((entry, fields, f"the event in the stream is unreadable: {e}"))
                 continue
-            items.append(Item(event, entry_id, size=len(data)))
+            items.append(Item(event, entry, size=len(data)))
         writes: list[tuple[Any, ...]] = []
-        for entry_id, fields, reason in broken:
+        for entry, fields, reason in broken:
             writes.append(
                 self.dead_letter(
                     {
@@ -189,37 +229,49 @@ class Runner:
                     time.time(),
                 )
             )
-            skip.append(entry_id)
+            skip.append(entry)
         if writes:
-            await self.store.execute(writes)
+            await self.store.execute(writes, replicated=True)  # on a replica before the ack
         if skip:
             self.stats.skipped += len(skip)
-            await self.store.execute([("XACK", self.events_key, self.group, *skip)])
+            await self.store.execute(self.acks(skip))
         # Held from here on: reclaim() leaves them alone until they are settled.
-        self.holding.update(item.entry_id for item in items if item.entry_id)
+        self.holding.update(item.entry for item in items if item.entry)
         return items
 
+    def acks(self, entries: list[tuple[str, str]]) -> list[tuple[Any, ...]]:
+        """XACK commands for (partition key, entry id)s: one per partition."""
+        if len(self.events_keys) == 1:
+            return [("XACK", self.events_keys[0], self.group, *[e for _, e in entries])]
+        by_stream: dict[str, list[str]] = {}
+        for stream, entry_id in entries:
+            by_stream.setdefault(stream, []).append(entry_id)
+        return [("XACK", stream, self.group, *ids) for stream, ids in by_stream.items()]
+
     async def reclaim(self) -> list[Item]:
-        """Entries a crashed process of this destination read but never finished."""
-        reply = await self.store.client.xautoclaim(
-            self.events_key,
-            self.group,
-            self.consumer,
-            self.claim_idle_ms,
-            start_id="0-0",
-            count=self.destination.batch_size,
-        )
-        # XAUTOCLAIM also hands back this process's own entries that are still waiting in
-        # a batch or for a slow vendor: those are not lost, leave them be.
-        entries = [
-            (eid.decode(), f) for eid, f in reply[1] if f and eid.decode() not in self.holding
-        ]
-        deleted = reply[2] if len(reply) > 2 else []
-        if deleted:
-            await self.store.execute([("XACK", self.events_key, self.group, *deleted)])
-        lost = len(deleted) + await trimmed_unread(
-            self.store, self.events_key, self.group, self._reported
-        )
+        """Entries a crashed process of this destination read but never finished (up to
+        `batch_size` from each partition per call)."""
+        entries: list[tuple[tuple[str, str], dict[bytes, bytes]]] = []
+        lost = 0
+        for key in self.events_keys:
+            reply = await self.store.client.xautoclaim(
+                key,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id="0-0",
+                count=self.destination.batch_size,
+            )
+            # XAUTOCLAIM also hands back this process's own entries that are still waiting
+            # in a batch or for a slow vendor: those are not lost, leave them be.
+            for eid, f in reply[1]:
+                entry = (key, eid.decode())
+                if f and entry not in self.holding:
+                    entries.append((entry, f))
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:
+                await self.store.execute([("XACK", key, self.group, *deleted)])
+            lost += len(deleted) + await trimmed_unread(self.store, key, self.group, self._reported)
         if lost:
             self.metrics.destination_events.labels(self.name, "lost").inc(lost)
             self.log.error(
@@ -294,7 +346,7 @@ class Runner:
             except Exception as e:
                 # Unacknowledged entries stay pending and are reclaimed; leased retries
                 # come back when their lease ends. Either way they are sent again, not lost.
-                self.holding.difference_update(i.entry_id for i in items if i.entry_id)
+                self.holding.difference_update(i.entry for i in items if i.entry)
                 if isinstance(e, RedisError | OSError):
                     self.log.warning("deliver.settle_failed", error=type(e).__name__)
                 else:
@@ -308,7 +360,7 @@ class Runner:
         """Record what happened to each event, then acknowledge it (in that order)."""
         config = self.destination.config
         writes: list[tuple[Any, ...]] = []
-        acks: list[str] = []
+        acks: list[tuple[str, str]] = []
         done: list[str] = []  # retry-set members finished (sent or dead-lettered)
         counts = {"ok": 0, "retry": 0, "fail": 0, "skipped": 0}
         records: dict[tuple[Any, ...], bytes] = {}
@@ -333,10 +385,10 @@ class Runner:
             elif outcome == "fail":
                 # The dead letter counts every attempt, so a replay numbers on from it.
                 writes.append(self.dead_letter(item.event, item.earlier + attempts, reason, now))
-            if outcome != "retry" and item.entry_id is None:
+            if outcome != "retry" and item.entry is None:
                 done.append(message_id)
-            if item.entry_id is not None:
-                acks.append(item.entry_id)
+            if item.entry is not None:
+                acks.append(item.entry)
             if self.log_retention:
                 # The events of a batch mostly share one record: encode each kind once.
                 # Numbered on across a dlq replay: its first send is attempt N + 1.
@@ -358,10 +410,12 @@ class Runner:
                 writes.append(("RPUSH", key, record))
                 writes.append(("EXPIRE", key, self.log_retention))
         if writes:
-            await self.store.execute(writes)
+            # Under `durability: replicated`, retries and dead letters are on a replica
+            # before the events are acknowledged: on a cluster they live on other shards.
+            await self.store.execute(writes, replicated=True)
         after: list[tuple[Any, ...]] = []
         if acks:
-            after.append(("XACK", self.events_key, self.group, *acks))
+            after += self.acks(acks)
             self.holding.difference_update(acks)
         if done:
             after.append(("ZREM", self.retry_key, *done))
@@ -397,15 +451,18 @@ class Runner:
         """While a batch is being sent, keep its entries and leases from looking abandoned:
         a slow vendor must not make another worker (or the retry loop) send them again."""
         every = max(0.05, min(self.claim_idle_ms / 1000, LEASE_SECONDS) / 3)
-        entries = [i.entry_id for i in items if i.entry_id]
-        leased = [i.event.get("messageId", "") for i in items if not i.entry_id]
+        by_stream: dict[str, list[str]] = {}
+        for item in items:
+            if item.entry:
+                by_stream.setdefault(item.entry[0], []).append(item.entry[1])
+        leased = [i.event.get("messageId", "") for i in items if not i.entry]
         while True:
             await asyncio.sleep(every)
-            commands: list[tuple[Any, ...]] = []
-            if entries:  # resets their idle time, so XAUTOCLAIM leaves them be
-                commands.append(
-                    ("XCLAIM", self.events_key, self.group, self.consumer, 0, *entries, "JUSTID")
-                )
+            commands: list[tuple[Any, ...]] = [
+                # resets their idle time, so XAUTOCLAIM leaves them be
+                ("XCLAIM", stream, self.group, self.consumer, 0, *ids, "JUSTID")
+                for stream, ids in by_stream.items()
+            ]
             if leased:
                 until = time.time() + LEASE_SECONDS
                 commands.append(
@@ -490,13 +547,19 @@ class Runner:
         return items
 
     def by_bytes(self, items: list[Item]) -> list[list[Item]]:
-        """Items cut into batches within `batch_bytes` (each has at least one item): due
-        retries and reclaimed entries come `batch_size` at a time, whatever their size."""
+        """Items cut into batches within `batch_bytes` and `batch_size` (each has at least
+        one item): due retries come `batch_size` at a time, whatever their size, and
+        reclaimed entries up to `batch_size` from each partition."""
         limit = self.destination.batch_bytes
+        most = self.destination.batch_size
         batches: list[list[Item]] = []
         size = 0
         for item in items:
-            if not batches or (size + item.size > limit and batches[-1]):
+            if (
+                not batches
+                or (size + item.size > limit and batches[-1])
+                or len(batches[-1]) >= most
+            ):
                 batches.append([])
                 size = 0
             batches[-1].append(item)
@@ -576,6 +639,11 @@ class Runner:
             if batch:
                 await self.dispatch(batch)
         finally:
+            if self._reader is not None:
+                # A read still waiting on a cluster shard is cancelled: what Redis handed
+                # it stays pending, and is reclaimed.
+                await self._reader.close()
+                self._reader = None
             if self.inflight:
                 await asyncio.wait(
                     self.inflight, timeout=float(self.destination.config.timeout) + 5
@@ -607,6 +675,7 @@ class DeliverWorker:
                 int(config.delivery_log_retention),
                 metrics,
                 config.dead_letter_retention,
+                config.partition_count(),
             )
             for name, dest in config.destinations.items()
         ]

@@ -73,7 +73,8 @@ async def replay_dead_letters(
             [
                 ("HSET", retry_data, message_id, _encode(state)),
                 ("ZADD", retry_key, now, message_id),
-            ]
+            ],
+            replicated=True,  # on a replica before the dead letter is deleted
         )
         await store.execute([("XDEL", store.keys.dead_letters(), item["id"])])
         requeued += 1

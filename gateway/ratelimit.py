@@ -364,7 +364,7 @@ class RateLimiter:
                     # Redis restarted or flushed its scripts: NOSCRIPT means the calls did
                     # nothing (short of a flush in the middle of the pipeline, which could
                     # count a request twice: harmless for a limit).
-                    await self.store.execute([("SCRIPT", "LOAD", RATE_SCRIPT)])
+                    await self.store.client.script_load(RATE_SCRIPT)  # every primary
                     replies = await self.store.execute(calls)
         except (RedisError, OSError, TimeoutError) as e:
             _fail(

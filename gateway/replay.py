@@ -8,6 +8,7 @@ what a fixed mapping now produces.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 import time
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from redis.exceptions import ResponseError
 
 from .config import Config, Duration
 from .store import Store
@@ -112,10 +115,93 @@ async def _write(pipeline: Pipeline, outcomes: list[Outcome]) -> None:
     await pipeline.write(outcomes)
 
 
-async def tail_events(store: Store, count: int) -> list[bytes]:
-    """The newest `count` events (their JSON), oldest first."""
-    entries = await store.client.xrevrange(store.keys.events(), "+", "-", count=count)
-    return [fields[b"data"] for _, fields in reversed(entries)]
+async def tail_events(store: Store, count: int, partitions: int = 1) -> list[bytes]:
+    """The newest `count` events (their JSON) of every partition, oldest first: merged by
+    entry id, that is by the time each was written (to the millisecond)."""
+    keys = store.keys.event_streams(partitions)
+    pages = await asyncio.gather(
+        *(store.client.xrevrange(key, "+", "-", count=count) for key in keys)
+    )
+    if len(pages) == 1:
+        return [fields[b"data"] for _, fields in reversed(pages[0])]
+    merged = sorted(
+        ((_entry_time(eid), n, fields[b"data"]) for n, page in enumerate(pages)
+         for eid, fields in page),
+        reverse=True,
+    )[:count]  # fmt: skip
+    return [data for _, _, data in reversed(merged)]
+
+
+def _entry_time(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class PartitionLag:
+    """One destination's reading of one partition of the events stream."""
+
+    partition: int
+    stream: str
+    length: int  # entries in the partition now
+    destination: str
+    lag: int | None  # entries its group has not read yet (None: Redis cannot tell)
+    pending: int  # read and not acknowledged (being sent, or left by a crashed worker)
+    settled: bool  # nothing here left for it: read up to the last entry, nothing pending
+    note: str = ""
+
+
+async def partition_lag(
+    config: Config, store: Store, partitions: int | None = None
+) -> list[PartitionLag]:
+    """Every configured destination's lag and pending entries on every partition (the
+    config's count, or `partitions`): what `events lag` shows, and the drain before a
+    change of events_partitions waits for (all settled)."""
+    n = config.partition_count() if partitions is None else partitions
+    keys = store.keys.event_streams(n)
+    client = store.client
+    infos: list[tuple[dict[str, Any] | None, dict[str, dict[str, Any]]]] = []
+    for key in keys:
+        try:
+            stream = await client.xinfo_stream(key)
+            groups = {_text(g.get("name")): g for g in await client.xinfo_groups(key)}
+        except ResponseError:  # no such stream: nothing was ever written there
+            stream, groups = None, {}
+        infos.append((stream, groups))
+    rows = []
+    for name, destination in config.destinations.items():
+        group = f"deliver:{name}"
+        reads_some = any(group in groups for _, groups in infos)
+        from_start = reads_some or getattr(destination, "start", "latest") == "earliest"
+        for i, (key, (stream, groups)) in enumerate(zip(keys, infos, strict=True)):
+            length = int(stream.get("length", 0)) if stream else 0
+            info = groups.get(group)
+            if info is None:
+                # A group is made when the destination's worker starts: it will read
+                # this partition from the start if it reads others (or starts earliest).
+                waiting = from_start and length > 0
+                rows.append(
+                    PartitionLag(
+                        i, key, length, name, length if waiting else 0, 0, not waiting,
+                        "no group yet" + ("" if waiting else " (starts at the latest entry)"),
+                    )
+                )  # fmt: skip
+                continue
+            lag = info.get("lag")
+            pending = int(info.get("pending", 0))
+            last = _entry_time(stream.get("last-generated-id") or b"0-0") if stream else (0, 0)
+            read_all = _entry_time(info.get("last-delivered-id") or b"0-0") >= last
+            if isinstance(lag, int):
+                read_all = read_all and lag == 0
+            else:
+                lag = 0 if read_all else None
+            rows.append(PartitionLag(i, key, length, name, lag, pending, read_all and not pending))
+    return rows
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def quarantine_entries(store: Store, source: str | None = None) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ one slot and the accept script may touch them together):
     <prefix>:{<source>}:raw               stream of raw deliveries, oldest trimmed first
     <prefix>:{<source>}:seen:<dedupe>     a delivery seen recently; value = its stream id
     <prefix>:{events}:stream              normalized events (fields: message_id, source,
-                                          delivery_id, type, event, data = the event JSON)
+                                          delivery_id, type, event, data = the event JSON):
+                                          partition 0; the others' tags: partition_tags()
     <prefix>:{quarantine}:stream          what could not become events, with the reason
     <prefix>:{dest:<name>}:retry          a destination's retries (zset: message id -> due)
     <prefix>:{dest:<name>}:retry-data     their events, attempts and first attempt (hash)
@@ -28,14 +29,28 @@ script call per source (one Redis round trip for many deliveries).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
+from zlib import crc32
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
@@ -202,6 +217,119 @@ def _fail(batch: Batch, error: BaseException) -> None:
             future.set_exception(error)
 
 
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """What `redis_url` names: one Redis, a Redis Cluster or a Sentinel-managed primary."""
+
+    kind: str  # "single", "cluster" or "sentinel"
+    url: str
+    nodes: tuple[tuple[str, int], ...] = ()
+    """cluster: some of its nodes (the rest are discovered); sentinel: the sentinels."""
+    master: str = ""
+    """sentinel: the name the sentinels monitor the primary by."""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+
+    def label(self) -> str:
+        """Where it is, for logs and the CLI: hosts and ports, never a password."""
+        if self.kind == "single":
+            url = urlsplit(self.url)
+            if url.scheme == "unix":
+                return f"unix://{url.path}"
+            return f"{url.scheme}://{url.hostname}:{url.port or 6379}{url.path or ''}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
+        if self.kind == "cluster":
+            return f"Redis Cluster {hosts}"
+        return f"Sentinel {hosts}, primary {self.master!r} db {self.db}"
+
+
+def parse_redis_url(url: str) -> RedisTarget:
+    """`redis://host:6379/0`, `rediss://...`, `unix:///path` (one Redis);
+    `redis+cluster://host:port,host:port` (a cluster: any of its nodes);
+    `redis+sentinel://host:port,host:port/<master name>[/<db>]` (Sentinel). A user and
+    password go before the hosts (`redis+cluster://:secret@h1:7000,h2:7000`) and are used
+    for every node (sentinels too). ValueError with a readable message otherwise."""
+    expected = (
+        "expected a URL such as redis://host:6379/0, rediss://..., unix:///path, "
+        "redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/<master>"
+    )
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        try:
+            urlsplit(url).port  # noqa: B018 (raises ValueError for a port that is not a number)
+        except ValueError:
+            raise ValueError(expected) from None
+        return RedisTarget("single", url)
+    base, _, kind = scheme.partition("+")
+    if not sep or base not in ("redis", "rediss") or kind not in ("cluster", "sentinel"):
+        raise ValueError(expected)
+    auth, at, hosts_and_path = rest.rpartition("@")
+    if not at:
+        auth, hosts_and_path = "", rest
+    hosts, _, path = hosts_and_path.partition("/")
+    if "?" in hosts_and_path:
+        raise ValueError("options after `?` are not read for a cluster or Sentinel URL")
+    nodes = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon:
+            host, port = item.strip(), "26379" if kind == "sentinel" else "6379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item.strip() or '(empty)'!r} is not host:port")
+        nodes.append((host, int(port)))
+    username, _, password = auth.partition(":")
+    master, db = "", 0
+    segments = [unquote(x) for x in path.split("/") if x]
+    if kind == "sentinel":
+        if not segments:
+            raise ValueError(
+                "name the primary the sentinels monitor: redis+sentinel://host:port/<master name>"
+            )
+        master = segments[0]
+        if len(segments) > 1:
+            if not segments[1].isdigit():
+                raise ValueError(f"{segments[1]!r} is not a database number")
+            db = int(segments[1])
+    elif segments:
+        raise ValueError("a Redis Cluster has only database 0: leave the path out")
+    return RedisTarget(
+        kind,
+        url,
+        tuple(nodes),
+        master,
+        db,
+        unquote(username) or None,
+        unquote(password) or None,
+        base == "rediss",
+    )
+
+
+@functools.cache
+def partition_tags(partitions: int) -> tuple[str, ...]:
+    """The hash tags of the events stream's partitions: `events` for partition 0 (the key
+    a single stream always had), then `events:<i>` (or `events:<i>:<k>`, the first k that
+    fits) chosen so that the N partitions' slots fall in N different N-ths of the 16384
+    slots. A Redis Cluster gives each primary a contiguous range of slots, so the
+    partitions spread over the primaries as evenly as their count allows (plain tags
+    would land where CRC16 happens to put them: 16 of them on 3 primaries as 3, 6 and 7)."""
+    if partitions <= 1:
+        return ("events",)
+    width = 16384 / partitions
+    home = int(key_slot(b"events") // width)
+    tags = ["events"]
+    for i, share in enumerate((n for n in range(partitions) if n != home), start=1):
+        tag, k = f"events:{i}", 0
+        while int(key_slot(tag.encode()) // width) != share:
+            k += 1
+            tag = f"events:{i}:{k}"
+        tags.append(tag)
+    return tuple(tags)
+
+
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -214,9 +342,27 @@ class Keys:
             dedupe_key = "sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
         return f"{self.prefix}:{{{source}}}:seen:{dedupe_key}"
 
-    def events(self) -> str:
-        """The events stream: every normalized event, read by destinations' groups."""
-        return f"{self.prefix}:{{events}}:stream"
+    def events(self, partition: int = 0, partitions: int = 1) -> str:
+        """Partition `partition` of the events stream (of `partitions`), read by the
+        destinations' groups. Partition 0 is the key a single stream always had."""
+        return f"{self.prefix}:{{{partition_tags(max(1, partitions))[partition]}}}:stream"
+
+    def event_streams(self, partitions: int) -> list[str]:
+        """Every partition's key, in partition order (Config.partition_count() of them)."""
+        return [self.events(i, partitions) for i in range(max(1, partitions))]
+
+    @staticmethod
+    def partition_of(
+        user_id: str | None, anonymous_id: str | None, message_id: str, partitions: int
+    ) -> int:
+        """The partition an event goes to: a stable hash (CRC-32, the same in every process
+        and version) of its person, the userId, else the anonymousId (else, with neither,
+        its messageId), modulo the partition count. One person's events share one
+        partition, so a destination reads them in the order they were written."""
+        if partitions <= 1:
+            return 0
+        person = user_id or anonymous_id or message_id or ""
+        return crc32(person.encode()) % partitions
 
     def quarantine(self) -> str:
         """Deliveries and events that could not be normalized or broke the plan."""
@@ -248,20 +394,34 @@ class Keys:
 
 
 class Store:
-    """The gateway's Redis: accepts raw deliveries, answers readiness probes."""
+    """The gateway's Redis: accepts raw deliveries, answers readiness probes.
+
+    On a Redis Cluster, `client` is the `redis` package's cluster client (slot routing,
+    MOVED/ASK and re-discovery for every command the code sends through it) and
+    `execute()` routes its pipelines per slot itself, to the primaries' own connections.
+    On Sentinel, `client` asks the sentinels for the primary whenever it connects, so a
+    failover is followed by reconnecting."""
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Any,
         prefix: str = "gw",
         timeout: float = 2.0,
         *,
         embedded: bool = False,
+        target: RedisTarget | None = None,
+        durability: str = "memory",
     ) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.timeout = timeout
         self.embedded = embedded
+        self.target = target
+        self.cluster = isinstance(client, RedisCluster)
+        self.replicas = 1 if durability == "replicated" else 0
+        """Replicas that must confirm a write before it counts (`durability: replicated`)."""
+        self._nodes: dict[tuple[str, int], redis.Redis] = {}
+        self._topology_lock = asyncio.Lock()
         self._pending: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]] = []
         self._scheduled = False
         self._in_flight = 0
@@ -269,26 +429,56 @@ class Store:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def connect(cls, url: str, prefix: str = "gw", timeout: float = 2.0) -> Store:
-        """A store on the Redis at `url`; an empty url gives the in-memory development store."""
+    def connect(
+        cls, url: str, prefix: str = "gw", timeout: float = 2.0, durability: str = "memory"
+    ) -> Store:
+        """A store on the Redis at `url` (see parse_redis_url); an empty url gives the
+        in-memory development store."""
         if not url:
             import fakeredis
 
             return cls(fakeredis.FakeAsyncRedis(), prefix, timeout, embedded=True)
-        client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate retry replaces a pooled connection that died with a restart;
-            # anything longer is the vendor's retry, after our 503.
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-        )
-        return cls(client, prefix, timeout)
+        target = parse_redis_url(url)
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+        }
+        client: Any
+        if target.kind == "single":
+            client = redis.Redis.from_url(
+                url,
+                **options,
+                # One immediate retry replaces a pooled connection that died with a restart;
+                # anything longer is the vendor's retry, after our 503.
+                retry=Retry(NoBackoff(), 1),
+                health_check_interval=30,
+            )
+        elif target.kind == "cluster":
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+                username=target.username,
+                password=target.password,
+                ssl=target.ssl,
+                # Fail fast while a primary is down (our 503, the vendor's retry), rather
+                # than the client's default of ten rounds of re-discovery per command.
+                cluster_error_retry_attempts=2,
+                **options,
+            )
+        else:
+            auth = {"username": target.username, "password": target.password, "ssl": target.ssl}
+            sentinel = Sentinel(
+                list(target.nodes), sentinel_kwargs={**auth, **options}, **auth, **options
+            )
+            client = sentinel.master_for(
+                target.master, db=target.db, retry=Retry(NoBackoff(), 1), **options
+            )
+        return cls(client, prefix, timeout, target=target, durability=durability)
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.timeout)
+        for node in self._nodes.values():
+            await node.aclose()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -296,6 +486,19 @@ class Store:
             return bool(await asyncio.wait_for(self.client.ping(), self.timeout))
         except (RedisError, OSError, TimeoutError):
             return False
+
+    async def fewest_replicas(self) -> int | None:
+        """Connected replicas of the primary (on a cluster: of the primary with fewest);
+        None if Redis does not say."""
+        try:
+            if self.cluster:
+                infos = await self.client.info("replication", target_nodes=RedisCluster.PRIMARIES)
+                counts = [int(i.get("connected_slaves", 0)) for i in infos.values()]
+                return min(counts) if counts else None
+            info = await self.client.info("replication")
+            return int(info.get("connected_slaves", 0))
+        except (RedisError, OSError, TimeoutError, AttributeError, ValueError):
+            return None
 
     async def keep_handshake_secret(self, source: str, secret: str, now_ms: int) -> None:
         """Keep a secret a vendor handed over (the first ten, for 30 days) until the operator
@@ -452,18 +655,24 @@ class Store:
 
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         try:
-            return await self.execute(calls)
+            return await self.execute(calls, replicated=True)
         except NoScriptError:
-            # Redis restarted or flushed its script cache: load, then run again. A NOSCRIPT
-            # reply means that script call did nothing; one that did run is a duplicate
-            # (or counted a request once more: harmless for a limit) the second time.
+            # Redis restarted, failed over to a replica or flushed its script cache: load
+            # (on every primary of a cluster), then run again. A NOSCRIPT reply means that
+            # script call did nothing; one that did run is a duplicate (or counted a
+            # request once more: harmless for a limit) the second time.
             await self.client.script_load(ACCEPT_SCRIPT)
             await self.client.script_load(LIMITED_ACCEPT_SCRIPT)
-            return await self.execute(calls)
+            return await self.execute(calls, replicated=True)
 
-    async def execute(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        """Send commands in one write on one pooled connection and read every reply
-        (a pipeline); raises the first error reply after reading them all.
+    async def execute(self, calls: list[tuple[Any, ...]], *, replicated: bool = False) -> list[Any]:
+        """Send commands in one write per Redis (a pipeline: one on a single Redis, one
+        per primary on a cluster) and read every reply; raises the first error reply after
+        reading them all.
+
+        `replicated`: under `durability: replicated`, each Redis written to also waits
+        (WAIT, within the store's timeout) until a replica has every write, else
+        NotReplicated (the writes were made on the primary, not yet on a replica).
 
         This bypasses redis-py's command path on purpose: its asyncio packer copies a
         growing buffer for every argument (quadratic in a batch of 4 KB bodies) and its
@@ -471,7 +680,26 @@ class Store:
         """
         if self.embedded:  # fakeredis has no socket to write to
             return [await self.client.execute_command(*c) for c in calls]
-        pool = self.client.connection_pool
+        wait = self.replicas if replicated else 0
+        if self.cluster:
+            replies = await self._execute_cluster(calls, wait)
+        else:
+            replies = await self._pipeline(self.client, calls, wait)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            raise errors[0]
+        return replies
+
+    async def _pipeline(self, client: Any, calls: list[tuple[Any, ...]], wait: int) -> list[Any]:
+        """`calls` on one Redis, in one write; their replies, error replies as exception
+        objects. With `wait`, a WAIT follows them and NotReplicated is raised when fewer
+        replicas than that confirm in time."""
+        if wait:
+            # 40% of the time a request may wait: a call that meets NOSCRIPT (a fresh
+            # primary after a failover) loads the scripts and runs again, WAIT and all.
+            wait_ms = max(1, int(self.timeout * 400))
+            calls = [*calls, ("WAIT", wait, wait_ms)]
+        pool = client.connection_pool
         for attempt in (1, 2):
             conn = await pool.get_connection()
             try:
@@ -490,11 +718,215 @@ class Store:
                 raise
             finally:
                 await pool.release(conn)
-            errors = [r for r in replies if isinstance(r, Exception)]
-            if errors:
-                raise errors[0]
+            if any(isinstance(r, ReadOnlyError) for r in replies):
+                # A failover made this connection's Redis a replica: it wrote nothing.
+                # Connect again (Sentinel names the new primary) and send them once more.
+                await conn.disconnect()
+                if attempt == 2:
+                    raise next(r for r in replies if isinstance(r, ReadOnlyError))
+                continue
+            if wait:
+                confirmed = replies.pop()
+                if any(isinstance(r, Exception) for r in replies):
+                    return replies  # a refused write (NOSCRIPT, say) is the error to report
+                if isinstance(confirmed, Exception) or int(confirmed) < wait:
+                    raise NotReplicated(
+                        f"no replica confirmed the write within {wait_ms} ms; retry later"
+                    )
             return replies
         raise AssertionError("unreachable")
+
+    # --- Redis Cluster ----------------------------------------------------------------------
+
+    async def _execute_cluster(self, calls: list[tuple[Any, ...]], wait: int) -> list[Any]:
+        """One pipeline per primary, sent at once; commands answered MOVED (the slot moved,
+        say after a failover) or ASK (a slot being migrated) did nothing and go again
+        where Redis said, after the topology is read again."""
+        replies: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        asking: dict[int, tuple[str, int]] = {}
+        for _ in range(3):
+            groups: dict[tuple[str, int], list[int]] = {}
+            where: tuple[str, int] | None = None
+            for i in todo:
+                key = command_key(calls[i])
+                if i in asking:
+                    where = asking[i]
+                elif key is not None:
+                    where = await self._node_for(key)
+                elif where is None:  # keyless, nothing before it: any primary
+                    where = await self._node_for("")
+                groups.setdefault(where, []).append(i)
+            results = await asyncio.gather(
+                *(
+                    self._pipeline(self._node(node), _asking(calls, idx, asking), wait)
+                    for node, idx in groups.items()
+                ),
+                return_exceptions=True,
+            )
+            todo, retry, moved = [], {}, False
+            for (_, idx), result in zip(groups.items(), results, strict=True):
+                if isinstance(result, BaseException):
+                    if isinstance(result, RedisConnectionError | OSError | TimeoutError):
+                        await self._forget_topology()  # a primary is down: ask again next time
+                    raise result
+                for i, reply in zip(idx, _without_asking(result, idx, asking), strict=True):
+                    if isinstance(reply, AskError):
+                        retry[i] = (reply.host, int(reply.port))
+                        todo.append(i)
+                    elif isinstance(reply, MovedError):
+                        moved = True
+                        todo.append(i)
+                    else:
+                        replies[i] = reply
+            asking = retry
+            if not todo:
+                return replies
+            if moved:
+                await self._forget_topology()
+        raise StoreUnavailable("the Redis Cluster kept moving the keys' slots; retry later")
+
+    async def _node_for(self, key: str) -> tuple[str, int]:
+        manager = self.client.nodes_manager
+        if not manager.slots_cache:
+            async with self._topology_lock:
+                if not manager.slots_cache:
+                    await self.client.initialize()
+        try:
+            node = manager.get_node_from_slot(key_slot(key.encode()))
+        except Exception as e:  # a slot no primary serves (the cluster is failing over)
+            raise RedisConnectionError(f"no primary serves {key!r}'s slot: {e}") from e
+        return node.host, int(node.port)
+
+    def _node(self, where: tuple[str, int]) -> redis.Redis:
+        """A plain client of one cluster node, for the pipelines execute() sends there."""
+        node = self._nodes.get(where)
+        if node is None:
+            kwargs = self.client.nodes_manager.connection_kwargs
+            node = self._nodes[where] = redis.Redis(
+                host=where[0],
+                port=where[1],
+                username=kwargs.get("username"),
+                password=kwargs.get("password"),
+                ssl=bool(self.target and self.target.ssl),
+                socket_timeout=self.timeout,
+                socket_connect_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        return node
+
+    async def _forget_topology(self) -> None:
+        """Read the cluster's slots again (after MOVED, or a primary that stopped answering)."""
+        async with self._topology_lock:
+            # no node answers now: the next command tries again
+            with contextlib.suppress(RedisError, OSError):
+                await self.client.nodes_manager.initialize()
+
+
+class GroupReader:
+    """XREADGROUP over several streams for one consumer, blocking until any has entries.
+
+    On one Redis that is one command. A Redis Cluster refuses a command whose keys are
+    on several slots, so there each slot's streams get a read of their own, running at
+    once: read() returns what the first ones to answer brought, and a read still waiting
+    carries on into the next call (its entries are never dropped; close() cancels it,
+    and what Redis handed it then stays pending, to be reclaimed like a crashed
+    consumer's)."""
+
+    def __init__(
+        self, store: Store, group: str, consumer: str, keys: list[str], count: int, block_ms: int
+    ) -> None:
+        self.store = store
+        self.group = group
+        self.consumer = consumer
+        self.count = count
+        self.block_ms = block_ms
+        by_slot: dict[int, list[str]] = {}
+        for key in keys:
+            slot = key_slot(key.encode()) if store.cluster else 0
+            by_slot.setdefault(slot, []).append(key)
+        self.groups = list(by_slot.values())
+        self._reads: dict[int, asyncio.Task[Any]] = {}
+
+    def _read(self, keys: list[str], block: int | None) -> Any:
+        return self.store.client.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(keys, ">"), count=self.count, block=block
+        )
+
+    async def read(self, block: bool = True) -> list[Any]:
+        """[[stream key, [(entry id, fields), ...]], ...] as XREADGROUP answers."""
+        block_ms = self.block_ms if block else None
+        if len(self.groups) == 1:
+            return await self._read(self.groups[0], block_ms) or []
+        for n, keys in enumerate(self.groups):
+            if n not in self._reads:
+                self._reads[n] = asyncio.ensure_future(self._read(keys, block_ms))
+        await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
+        out: list[Any] = []
+        error: BaseException | None = None
+        for n, task in list(self._reads.items()):
+            if task.done():
+                del self._reads[n]
+                if task.exception() is not None:
+                    error = error or task.exception()
+                else:
+                    out.extend(task.result() or [])
+        if error is not None and not out:
+            raise error
+        return out
+
+    async def close(self) -> None:
+        for task in self._reads.values():
+            task.cancel()
+        if self._reads:
+            await asyncio.wait(self._reads.values())
+        self._reads.clear()
+
+
+class NotReplicated(StoreUnavailable):
+    """`durability: replicated` and no replica confirmed a write in time (503: the vendor
+    retries; if the write did land, the retry is a duplicate)."""
+
+
+def command_key(call: tuple[Any, ...]) -> str | None:
+    """The key a command is routed by on a cluster (its first; a script's first KEYS
+    entry), or None for a command without one (WAIT, SCRIPT, PING)."""
+    name = call[0].upper() if isinstance(call[0], str) else call[0].decode().upper()
+    if name in ("EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"):
+        return _text(call[3]) if int(call[2]) > 0 else None
+    if name in ("WAIT", "SCRIPT", "PING", "ASKING", "INFO", "FUNCTION") or len(call) < 2:
+        return None
+    return _text(call[1])
+
+
+def _asking(
+    calls: list[tuple[Any, ...]], idx: list[int], asking: dict[int, tuple[str, int]]
+) -> list[tuple[Any, ...]]:
+    """The calls at `idx`, each one Redis said to ASK another node for preceded by ASKING."""
+    out: list[tuple[Any, ...]] = []
+    for i in idx:
+        if i in asking:
+            out.append(("ASKING",))
+        out.append(calls[i])
+    return out
+
+
+def _without_asking(
+    result: list[Any], idx: list[int], asking: dict[int, tuple[str, int]]
+) -> list[Any]:
+    """The replies of a pipeline built by _asking() without the ASKINGs' own."""
+    if not asking:
+        return result
+    out, n = [], 0
+    for i in idx:
+        n += i in asking  # skip the OK of its ASKING
+        out.append(result[n])
+        n += 1
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _read_replies(conn: Any, count: int, timeout: float) -> list[Any]:

@@ -30,7 +30,7 @@ from normalizers import Delivery, Event, Mapper, NormalizeError, normalize
 from .config import Config
 from .enrich import Enricher
 from .metrics import Metrics
-from .store import Store
+from .store import GroupReader, Store
 from .tracking import violations
 
 GROUP = "normalize"
@@ -59,6 +59,10 @@ class Pipeline:
             name: Mapper(source.mappings, source.user_id) for name, source in config.sources.items()
         }
         self.enricher = Enricher(config, store, metrics)
+        self.partitions = config.partition_count()
+        self.event_streams = store.keys.event_streams(self.partitions)
+        # Each partition trims to its share of events_retention (they fill evenly).
+        self.retention = -(-config.events_retention // self.partitions)
         self.log = structlog.get_logger("gateway.worker")
 
     async def write(self, outcomes: list[Outcome], extra: Iterable[tuple[Any, ...]] = ()) -> None:
@@ -69,7 +73,10 @@ class Pipeline:
         commands = [c for outcome in outcomes for c in self.commands(outcome)]
         commands += extra
         if commands:
-            await self.store.execute(commands)
+            # Under `durability: replicated` the events are on a replica before the raw
+            # entries are acknowledged: on a cluster they live on other shards than the
+            # raw streams, and a failover there must not lose what the ack calls done.
+            await self.store.execute(commands, replicated=True)
         if clears:
             # Only once the merge (alias) events are stored: a write refused part-way (a
             # pipeline is not a transaction) or a crash here sends them again on the
@@ -144,10 +151,15 @@ class Pipeline:
         """The Redis commands that store an outcome (events, then the quarantine)."""
         keys = self.store.keys
         out: list[tuple[Any, ...]] = []
+        streams, partitions, partition_of = self.event_streams, self.partitions, keys.partition_of
         for event in outcome.events:
             source = event.context.source
+            stream = streams[0]
+            if partitions > 1:  # one person's events, one partition: read in this order
+                n = partition_of(event.user_id, event.anonymous_id, event.message_id, partitions)
+                stream = streams[n]
             out.append((
-                "XADD", keys.events(), "MAXLEN", "~", self.config.events_retention, "*",
+                "XADD", stream, "MAXLEN", "~", self.retention, "*",
                 "message_id", event.message_id, "source", source.name,
                 "delivery_id", source.delivery_id, "type", event.type,
                 "event", event.event or "", "data", _encode(event),
@@ -198,6 +210,7 @@ class NormalizeWorker:
         self.block_ms = max(10, min(1000, int(store.timeout * 500)))
         self.stats = Stats()
         self._reported: dict[str, int] = {}
+        self._reader: GroupReader | None = None
         self.log = structlog.get_logger("gateway.worker").bind(consumer=self.consumer)
 
     async def ensure_groups(self) -> None:
@@ -238,17 +251,23 @@ class NormalizeWorker:
                 # reclaimed).
                 self.log.exception("worker.error")
                 await _sleep_or_stop(stop, 1.0)
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         self.log.info("worker.stopped", **vars(self.stats))
 
     async def read_once(self) -> int:
         """Read and handle one batch of new deliveries; how many there were."""
-        reply = await self.store.client.xreadgroup(
-            GROUP,
-            self.consumer,
-            dict.fromkeys(self.streams, ">"),
-            count=self.config.worker.batch,
-            block=self.block_ms,
-        )
+        if self._reader is None:
+            self._reader = GroupReader(
+                self.store,
+                GROUP,
+                self.consumer,
+                list(self.streams),
+                self.config.worker.batch,
+                self.block_ms,
+            )
+        reply = await self._reader.read()
         entries = [
             (self.streams[key.decode()], eid.decode(), fields)
             for key, items in reply or []

@@ -274,9 +274,9 @@ async def test_enrichment_is_one_round_trip_per_batch(redis_store):
         calls = []
         execute = redis_store.execute
 
-        async def counting(commands):
+        async def counting(commands, **options):
             calls.append([c[0] for c in commands])
-            return await execute(commands)
+            return await execute(commands, **options)
 
         redis_store.execute = counting  # type: ignore[method-assign]
         try:

@@ -48,11 +48,11 @@ async def test_a_failed_round_trip_does_not_skip_the_link_on_redo(redis_store):
     execute = redis_store.execute
     failed = []
 
-    async def flaky(commands):
+    async def flaky(commands, **options):
         if not failed and any(c[0] == "EVALSHA" for c in commands):
             failed.append(1)
             raise RedisConnectionError("Redis went away for a moment")
-        return await execute(commands)
+        return await execute(commands, **options)
 
     redis_store.execute = flaky  # type: ignore[method-assign]
     try:
@@ -88,12 +88,12 @@ async def test_pending_merges_survive_a_write_that_fails(private_redis):
         execute = store.execute
         calls = []
 
-        async def squeeze(commands):
+        async def squeeze(commands, **options):
             calls.append(1)
             if len(calls) == 2:  # the write round trip
                 admin.config_set("maxmemory", 1)
             try:
-                return await execute(commands)
+                return await execute(commands, **options)
             finally:
                 admin.config_set("maxmemory", 0)
 

@@ -201,3 +201,23 @@ async def test_accept_many_answers_each_delivery_in_order(private_redis):
         assert all(isinstance(r, StoreUnavailable) for r in down), down
     finally:
         await store.close()
+
+
+async def test_replicated_durability_answers_503_while_no_replica_confirms(private_redis):
+    """A Redis without a replica cannot confirm a write: `durability: replicated` answers
+    503 (the vendor retries; the write did land on the primary, so the retry is a
+    duplicate), `memory` answers 200."""
+    replicated = Store.connect(private_redis.url, "gw", timeout=1.0, durability="replicated")
+    async with gateway_client(CFG, replicated, Clock()) as client:
+        r = await client.post("/webhooks/acme", content=b"{}", headers=signed("d1"))
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "5"
+        assert "no replica confirmed the write" in r.json()["detail"]
+    memory = Store.connect(private_redis.url, "gw", timeout=0.5)
+    async with gateway_client(CFG, memory, Clock()) as client:
+        r = await client.post("/webhooks/acme", content=b"{}", headers=signed("d1"))
+        assert (r.status_code, r.json()["status"]) == (200, "duplicate")
+        r = await client.post("/webhooks/acme", content=b"{}", headers=signed("d2"))
+        assert (r.status_code, r.json()["status"]) == (200, "accepted")
+    await replicated.close()
+    await memory.close()

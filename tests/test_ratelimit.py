@@ -274,9 +274,9 @@ def counting_calls(store: Store) -> list[int]:
     calls: list[int] = []
     execute = store.execute
 
-    async def counted(commands):
+    async def counted(commands, **options):
         calls.append(len(commands))
-        return await execute(commands)
+        return await execute(commands, **options)
 
     store.execute = counted  # type: ignore[method-assign]
     return calls

@@ -366,7 +366,7 @@ async def test_a_failed_acknowledgement_strands_nothing(redis_store, vendor):
     await publish(redis_store, event(1), event(2, name="Other"))
     real = redis_store.execute
 
-    async def broken(commands):
+    async def broken(commands, **options):
         raise ConnectionError("Redis went away")
 
     redis_store.execute = broken

@@ -1,0 +1,422 @@
+"""`serve --workers N` and `worker --processes N`: real processes on one port, real Redis.
+
+Which process answered is read from the children's JSON log lines (each carries `pid`);
+the processes themselves from /proc.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import stripe
+
+from tests.conftest import drop_keys, free_port
+from tests.test_cli import Server, Worker, cli
+
+SECRET = "whsec_multiproc"
+CONFIG = """\
+redis_url: ${REDIS_URL}
+key_prefix: ${PREFIX}
+sources:
+  stripe:
+    type: stripe
+    secrets: ["${STRIPE_WEBHOOK_SECRET}"]
+destinations:
+  out:
+    type: file
+    path: ${EVENTS_FILE}
+    start: earliest
+"""
+
+
+@pytest.fixture
+def setup(tmp_path, redis_url):
+    """The environment of a gateway on the real Redis, its own key prefix (dropped after)."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    env = {
+        "REDIS_URL": redis_url,
+        "PREFIX": prefix,
+        "STRIPE_WEBHOOK_SECRET": SECRET,
+        "EVENTS_FILE": str(tmp_path / "events.jsonl"),
+        "LOG_LEVEL": "info",
+    }
+    client = redis.Redis.from_url(redis_url)
+    yield env, client
+    client.close()
+    drop_keys(redis_url, prefix)
+
+
+# -- /proc ---------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, ppid) of a process, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    state, ppid = text.rsplit(")", 1)[1].split()[:2]
+    return state, int(ppid)
+
+
+def running(pid: int) -> bool:
+    """Alive: in /proc and not a zombie (a zombie has ended; only its entry is left)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        stat = _stat(int(entry)) if entry.isdigit() else None
+        if stat and stat[1] == pid and stat[0] not in ("Z", "X"):
+            found.add(int(entry))
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    found = children(pid)
+    for child in list(found):
+        found |= descendants(child)
+    return found
+
+
+def stop_all(proc: Server | Worker) -> set[int]:
+    """SIGTERM to the parent only (as a service manager sends it), then every process it
+    had must end by itself; returns them. Whatever is left (the test failed) is killed,
+    so that no test leaves processes running."""
+    family = descendants(proc.proc.pid)
+    try:
+        proc.stop()
+        wait_for(lambda: not any(running(p) for p in family), seconds=5, what="no process left")
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+        for pid in family:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    return family
+
+
+def served_children(pid: int) -> set[int]:
+    """The parent's spawned children (not multiprocessing's resource tracker)."""
+    return {c for c in children(pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
+
+
+def two_children(proc: Server | Worker, gone: int | None = None) -> set[int]:
+    """Wait until the parent has two spawned children (neither of them `gone`)."""
+
+    def check() -> set[int] | None:
+        kids = served_children(proc.proc.pid)
+        return kids if len(kids) == 2 and gone not in kids else None
+
+    return wait_for(check, what=f"two children of {proc.proc.pid}", log=proc.log)
+
+
+def wait_for(condition, seconds: float = 15, what: str = "the condition", log: Path | None = None):
+    """Poll `condition` until truthy; on timeout, fail with its last value (and the tail
+    of `log`, to say why)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            tail = "\n".join(log.read_text().splitlines()[-30:]) if log else ""
+            raise AssertionError(f"waited {seconds} s for {what}; last value: {result!r}\n{tail}")
+        time.sleep(0.05)
+
+
+# -- webhooks ------------------------------------------------------------------------
+
+
+def post_webhooks(url: str, ids: list[str]) -> list[httpx.Response]:
+    """Signed Stripe events, 16 at a time, each on a connection of its own (so that the
+    kernel hands them to whichever process accepts first)."""
+
+    def one(event_id: str) -> httpx.Response:
+        body = json.dumps(
+            {
+                "id": event_id,
+                "object": "event",
+                "type": "customer.created",
+                "created": int(time.time()),
+                "data": {"object": {"id": f"cus_{event_id}", "object": "customer"}},
+            }
+        )
+        header = stripe.WebhookSignature.generate_signature_header(body, SECRET)
+        return httpx.post(
+            url + "/webhooks/stripe", content=body, headers={"Stripe-Signature": header}
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, ids))
+
+
+def log_lines(server: Server) -> list[dict]:
+    return [json.loads(x) for x in server.log.read_text().splitlines() if x.startswith("{")]
+
+
+def answered_by(server: Server) -> dict[str, int]:
+    """delivery id -> the pid of the process that accepted it, from the log."""
+    return {
+        x["delivery_id"]: x["pid"] for x in log_lines(server) if x["event"] == "delivery.accepted"
+    }
+
+
+def send_to_each(server: Server, pids: set[int], sent: list[str]) -> None:
+    """Show that each of `pids` answers on the shared port: with the parent's other
+    children paused (SIGSTOP, for well under uvicorn's 5 s health check), a batch of
+    webhooks must all be accepted by that one. (Left alone, the kernel may hand every
+    connection to the same process for a long while: which one wins is not fair.)"""
+    for pid in pids:
+        wait_for(
+            lambda pid=pid: any(
+                x["event"] == "gateway.ready" and x["pid"] == pid for x in log_lines(server)
+            ),
+            what=f"process {pid} ready",
+            log=server.log,
+        )
+        others = served_children(server.proc.pid) - {pid}
+        ids = [f"evt_{uuid.uuid4().hex[:16]}" for _ in range(4)]
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            replies = post_webhooks(server.url, ids)
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
+        for r in replies:
+            assert r.status_code == 200 and r.json()["status"] == "accepted", r.text
+        sent.extend(ids)
+        # Each accepted delivery is logged once, by the process that accepted it (the line
+        # may be written just after the answer).
+        lines = wait_for(
+            lambda ids=ids: (
+                found
+                if len(found := [x for x in log_lines(server) if x.get("delivery_id") in ids])
+                >= len(ids)
+                else None
+            ),
+            what="the accepted deliveries in the log",
+        )
+        assert sorted((x["delivery_id"], x["event"], x["pid"]) for x in lines) == [
+            (i, "delivery.accepted", pid) for i in sorted(ids)
+        ]
+
+
+def settled(client: redis.Redis, stream: str) -> bool:
+    """The stream has consumer groups, and each has read up to its last entry and
+    acknowledged everything (whatever the groups are called: a process that used a group
+    of its own would be caught by the counts, not hang the wait)."""
+    if not client.exists(stream):
+        return False
+    last = client.xinfo_stream(stream)["last-generated-id"]
+    groups = client.xinfo_groups(stream)
+    return bool(groups) and all(
+        g["last-delivered-id"] == last and g["pending"] == 0 for g in groups
+    )
+
+
+def assert_each_webhook_became_one_event(
+    client: redis.Redis, prefix: str, events_file: Path, sent: list[str]
+) -> None:
+    raw, events = f"{prefix}:{{stripe}}:raw", f"{prefix}:{{events}}:stream"
+    wait_for(
+        lambda: (
+            client.xlen(raw) == len(sent)
+            and settled(client, raw)
+            and client.xlen(events) >= len(sent)
+            and settled(client, events)
+        ),
+        what="every delivery normalized and delivered",
+    )
+    assert client.xlen(events) == len(sent)  # one event per delivery: none twice
+    lines = [json.loads(x) for x in events_file.read_text().splitlines()]
+    delivered = [x["context"]["source"]["deliveryId"] for x in lines]
+    assert sorted(delivered) == sorted(sent)  # each delivered once, none missing
+
+
+def consumer_pids(client: redis.Redis, stream: str, group: str) -> set[int]:
+    """The pids in the names of a group's consumers (named host-pid-random)."""
+    names = [c["name"].decode() for c in client.xinfo_consumers(stream, group)]
+    return {int(name.split("-")[-2]) for name in names}
+
+
+# -- tests ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("serve", "--workers", "0"), ("serve", "--processes", "-2"), ("worker", "--processes", "0")],
+)
+def test_fewer_than_one_process_is_a_usage_error(args):
+    r = cli(*args)
+    assert r.returncode == 2
+    assert "must be at least 1" in r.stderr and "usage:" in r.stderr
+
+
+def test_a_bad_config_fails_once_in_the_parent(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("sources:\n  s: {type: nope}\n")
+    r = cli("serve", "--config", str(path), "--workers", "3", "--port", str(free_port()))
+    assert r.returncode == 2
+    assert r.stderr.count("sources.s.type: unknown source type 'nope'") == 1
+    assert "Traceback" not in r.stderr
+
+
+def test_serve_with_two_processes(tmp_path, setup):
+    """`serve --workers 2`: two processes answer on one port; every accepted webhook
+    becomes exactly one event (two copies of the workers, one consumer group); a child
+    killed with SIGKILL is replaced while the port keeps answering; SIGTERM to the parent
+    stops every process."""
+    env, client = setup
+    server = Server(tmp_path, env, "--workers", "2", config=CONFIG)
+    sent: list[str] = []
+    try:
+        kids = two_children(server)
+        send_to_each(server, kids, sent)
+        assert set(answered_by(server)) == set(sent)
+        assert_each_webhook_became_one_event(client, env["PREFIX"], Path(env["EVENTS_FILE"]), sent)
+        # Both processes ran a normalize worker of their own (a consumer of the group only
+        # shows in Redis once it has read something: not asked of both).
+        started = [x for x in log_lines(server) if x["event"] == "worker.started"]
+        assert {x["pid"] for x in started} == kids
+        assert {int(x["consumer"].split("-")[-2]) for x in started} == kids
+        raw = f"{env['PREFIX']}:{{stripe}}:raw"
+        assert consumer_pids(client, raw, "normalize") <= kids
+
+        victim, survivor = sorted(kids)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: not running(victim), what="the killed child to end")
+        # The port keeps answering meanwhile (the other process)...
+        ids = [f"evt_{uuid.uuid4().hex[:16]}" for _ in range(8)]
+        for r in post_webhooks(server.url, ids):
+            assert r.status_code == 200 and r.json()["status"] == "accepted"
+        sent.extend(ids)
+        # ...and the supervisor starts a replacement, which answers too.
+        new = two_children(server, gone=victim)
+        assert survivor in new
+        [replacement] = new - {survivor}
+        send_to_each(server, {replacement}, sent)
+        restarted = [x for x in log_lines(server) if x["event"] == "process.restarted"]
+        assert [(x["pid"], x["signal"], x["new_pid"]) for x in restarted] == [
+            (victim, "SIGKILL", replacement)
+        ]
+        assert_each_webhook_became_one_event(client, env["PREFIX"], Path(env["EVENTS_FILE"]), sent)
+    finally:
+        family = stop_all(server)
+    assert family >= new  # (and multiprocessing's resource tracker): all ended
+    assert server.proc.returncode == 0
+
+
+def test_worker_with_two_processes(tmp_path, setup):
+    """`serve --workers 2 --no-workers` only accepts; `worker --processes 2` makes each
+    delivery one event, each process under its own consumer name and metrics port;
+    SIGTERM stops them all."""
+    env, client = setup
+    first = _two_free_ports()
+    server = Server(tmp_path, env, "--workers", "2", "--no-workers", config=CONFIG)
+    worker = None
+    raw = f"{env['PREFIX']}:{{stripe}}:raw"
+    sent = [f"evt_{uuid.uuid4().hex[:16]}" for _ in range(40)]
+    try:
+        for r in post_webhooks(server.url, sent):
+            assert r.status_code == 200
+        assert client.xlen(raw) == len(sent)
+        assert client.xinfo_groups(raw) == []  # --no-workers: nobody normalizes
+        worker = Worker(
+            server.config, "--processes", "2", "--name", "w", "--metrics-port", str(first), env=env
+        )
+        kids = two_children(worker)
+        # Both processes read the one consumer group, each under its own name.
+        wait_for(
+            lambda: (
+                {
+                    (x["pid"], x["consumer"])
+                    for x in worker.lines()
+                    if x["event"] == "worker.started"
+                }
+                == {(pid, f"w-{pid}") for pid in kids}
+            ),
+            what="both worker processes reading",
+            log=worker.log,
+        )
+        ids = [f"evt_{uuid.uuid4().hex[:16]}" for _ in range(40)]
+        for r in post_webhooks(server.url, ids):
+            assert r.status_code == 200
+        sent.extend(ids)
+        assert_each_webhook_became_one_event(client, env["PREFIX"], Path(env["EVENTS_FILE"]), sent)
+        names = {c["name"].decode() for c in client.xinfo_consumers(raw, "normalize")}
+        assert names and names <= {f"w-{pid}" for pid in kids}
+        # Each process serves its own metrics, on the first free port from --metrics-port.
+        for port in (first, first + 1):
+            r = httpx.get(f"http://127.0.0.1:{port}/metrics")
+            assert r.status_code == 200 and "gateway_events_total" in r.text
+    finally:
+        try:
+            if worker:
+                family = stop_all(worker)
+        finally:
+            stop_all(server)
+    assert family >= kids  # all ended
+    assert worker.proc.returncode == 0 and server.proc.returncode == 0
+
+
+def _two_free_ports() -> int:
+    """A port p with p + 1 free too (for `--metrics-port p` with two processes), below
+    the kernel's ephemeral range: there, the test's own client connections could take
+    one in the meantime."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(100):
+        p = rng.randrange(max(1024, low - 10_000), low - 1)
+        try:
+            for port in (p, p + 1):
+                with socket.socket() as s:
+                    s.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        return p
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_a_process_that_cannot_start_stops_them_all(tmp_path, setup):
+    """A child that fails before it serves is not restarted over and over: the parent
+    stops every process and exits 3 (uvicorn's startup failure, as a single process)."""
+    env, _ = setup
+    first = _two_free_ports()
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    taken = [socket.socket(), socket.socket()]
+    try:
+        for s, port in zip(taken, (first, first + 1), strict=True):
+            s.bind(("0.0.0.0", port))
+            s.listen()
+        worker = Worker(config, "--processes", "2", "--metrics-port", str(first), env=env)
+        try:
+            worker.proc.wait(timeout=30)
+        finally:
+            stop_all(worker)
+    finally:
+        for s in taken:
+            s.close()
+    assert worker.proc.returncode == 3
+    lines = worker.lines()
+    started = {x["pid"] for x in lines if x["event"] == "worker.starting"}
+    failed = {x["pid"] for x in lines if x["event"] == "process.failed_to_start"}
+    assert failed and failed <= started
+    assert [x for x in lines if x["event"] == "process.restarted"] == []
+    assert f"cannot listen on any of {first}-{first + 1}" in worker.log.read_text()
