@@ -6,11 +6,24 @@ Stripe events. Rounds alternate between the two servers so that machine noise hi
 The gateway runs as users run it (`webhook-gateway serve --no-workers`, real Redis at
 $REDIS_URL, one JSON log line per delivery written to a file).
 
-    python bench/ingest.py [--rounds 3] [--duration 10] [--profile]
+    python bench/ingest.py [--rounds 3] [--duration 10] [--profile] [--cluster]
+                           [--baseline-tree DIR]
 
-Prints each round, then throughput, p50/p99 latency and the gateway/bare ratios.
+Prints each round, then throughput, p50/p99 latency and the gateway/bare ratios, and the
+CPU time per accepted webhook of the gateway process plus its Redis process(es) (utime +
+stime from /proc/<pid>/stat before and after each round; the Redis at $REDIS_URL by the
+process_id of INFO server, when it runs on this machine) against the bare endpoint's CPU
+per request, measured in the same run. A shared Redis also serves other clients: its CPU
+while the other servers are under load is printed too, and taken out in the `net` column.
 --profile also samples the gateway with py-spy for one round and prints where its time
 goes (self time by function).
+--cluster also starts a local Redis Cluster (tests/redis_nodes.py: 3 primaries + 3
+replicas) and runs a gateway on it with `durability: memory` and one with `durability:
+replicated`, in the same rounds; their Redis CPU is that of all 6 redis-server processes
+(split by node: the stripe source's primary, its replica, the rest).
+--baseline-tree DIR also runs a gateway from another source tree (for instance the last
+commit: `mkdir /tmp/base && git archive HEAD | tar -x -C /tmp/base`) on the same Redis,
+in the same rounds: an A/B of the code on a noisy machine.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
@@ -274,6 +288,30 @@ def profile_summary(raw: Path, top: int = 15, markers: tuple[str, ...] = OURS) -
     return pct(own), pct(ours)
 
 
+@dataclass
+class Server:
+    """One server under load: where it listens, its process, its core and wrk's, and the
+    Redis it writes to (a key of `redis_groups`; "" for the bare endpoint)."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+    cpu: int
+    wrk_cpu: int
+    redis: str = ""
+    log: Path | None = None
+    rounds: list[dict[str, float]] = field(default_factory=list)
+
+
+def gateway_config(redis_url: str, prefix: str, durability: str | None = None) -> str:
+    return (
+        f"redis_url: {redis_url}\nkey_prefix: {prefix}\n"
+        + (f"durability: {durability}\n" if durability else "")
+        + f"sources:\n  stripe:\n    type: stripe\n    secrets: [{SECRET}]\n"
+        "    tolerance: 1h\n    dedupe_ttl: 15m\n    raw_retention: 20000\n"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -281,174 +319,259 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3, help="seconds before measuring")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway for a round")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also a local Redis Cluster (3 primaries + 3 replicas): durability memory "
+        "and replicated, in the same rounds",
+    )
+    parser.add_argument(
+        "--baseline-tree",
+        metavar="DIR",
+        help="also a gateway run from this source tree on the same Redis (an A/B of the "
+        "code, e.g. a `git archive HEAD` unpacked there), in the same rounds",
+    )
     args = parser.parse_args()
 
     redis_url, r, redis_pid, server_cpu, wrk_cpu = setup()
 
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-{run_id}"
+    prefixes = [prefix]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     body_file = tmp / "event.json"
     body_file.write_text(stripe_event_template())
-    config = tmp / "config.yaml"
-    config.write_text(
-        f"redis_url: {redis_url}\nkey_prefix: {prefix}\nsources:\n  stripe:\n"
-        f"    type: stripe\n    secrets: [{SECRET}]\n    tolerance: 1h\n"
-        f"    dedupe_ttl: 15m\n    raw_retention: 20000\n"
-    )
-    ports = {"bare": free_port(), "gateway": free_port()}
     uvicorn_flags = [
-        "--loop",
-        "uvloop",
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-    ]
-    gateway_log = tmp / "gateway.log"
-    procs = {
-        "bare": subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(server_cpu["bare"]),
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bench.bare_app:app",
-                "--port",
-                str(ports["bare"]),
-                *uvicorn_flags,
-            ],
-            cwd=HERE.parent,
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    # The Redis processes whose CPU a gateway's webhooks cost, by the name servers use.
+    redis_groups: dict[str, list[int]] = {"single": [redis_pid] if redis_pid else []}
+    servers: list[Server] = []
+    cluster = None
+    cluster_roles: dict[str, list[int]] = {}  # the cluster's processes by their part
+
+    def start_gateway(name: str, config_text: str, redis: str, cwd: Path = HERE.parent) -> None:
+        config = tmp / f"{name}.yaml"
+        config.write_text(config_text)
+        port, log = free_port(), tmp / f"{name}.log"
+        cmd = [
+            "taskset", "-c", str(server_cpu["gateway"]), sys.executable, "-m", "gateway.cli",
+            "serve", "--no-workers", "--config", str(config), "--port", str(port),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
             stdout=subprocess.DEVNULL,
-        ),
-        "gateway": subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                str(server_cpu["gateway"]),
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "serve",
-                "--no-workers",
-                "--config",
-                str(config),
-                "--port",
-                str(ports["gateway"]),
-            ],
-            cwd=HERE.parent,
-            stdout=subprocess.DEVNULL,
-            stderr=gateway_log.open("wb"),
+            stderr=log.open("wb"),
             env={**os.environ, "LOG_LEVEL": "info"},
-        ),
-    }
-    results: dict[str, list[dict[str, float]]] = {"bare": [], "gateway": []}
+        )
+        servers.append(
+            Server(name, port, proc, server_cpu["gateway"], wrk_cpu["gateway"], redis, log)
+        )
+
     try:
-        for name in ("bare", "gateway"):
-            wait_ready(ports[name], procs[name], "/healthz" if name == "gateway" else "/")
+        port = free_port()
+        bare = subprocess.Popen(
+            ["taskset", "-c", str(server_cpu["bare"]), sys.executable, "-m", "uvicorn",
+             "bench.bare_app:app", "--port", str(port), *uvicorn_flags],
+            cwd=HERE.parent,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        servers.append(Server("bare", port, bare, server_cpu["bare"], wrk_cpu["bare"]))
+        start_gateway("gateway", gateway_config(redis_url, prefix), "single")
+        if args.baseline_tree:
+            prefixes.append(f"{prefix}-base")
+            start_gateway(
+                "baseline",
+                gateway_config(redis_url, prefixes[-1]),
+                "single",
+                Path(args.baseline_tree).resolve(),
+            )
+        if args.cluster:
+            sys.path.insert(0, str(HERE.parent))
+            from tests.redis_nodes import Cluster
+
+            cluster = Cluster().start()
+            redis_groups["cluster"] = [s.proc.pid for s in cluster.servers.values()]
+            # Which node does what for the stripe source's slot (all its keys share one).
+            _, primary = cluster.primary_for_key(f"{prefix}:{{stripe}}:raw")
+            replicas = [p for _, p in cluster.replicas_of(primary)]
+            pid = {port: server.proc.pid for port, server in cluster.servers.items()}
+            cluster_roles = {
+                "primary": [pid[primary]],
+                "replica": [pid[p] for p in replicas],
+                "others": [pid[p] for p in pid if p != primary and p not in replicas],
+            }
+            for durability in ("memory", "replicated"):
+                start_gateway(
+                    f"cluster-{durability}",
+                    gateway_config(cluster.url, prefix, durability),
+                    "cluster",
+                )
+        for s in servers:
+            wait_ready(s.port, s.proc, "/" if s.name == "bare" else "/healthz")
         body_kb = body_file.stat().st_size / 1024
         print(
             f"ingest benchmark: {args.rounds} rounds x {args.duration:g}s, "
             f"{args.connections} connections, unique signed Stripe events of {body_kb:.1f} KB"
         )
         print(
-            f"servers pinned: bare cpu{server_cpu['bare']}, gateway cpu{server_cpu['gateway']};"
+            f"servers pinned: bare cpu{server_cpu['bare']}, gateways cpu{server_cpu['gateway']};"
             f" wrk on the other core; Redis at {redis_url}"
+            + (f" (pid {redis_pid})" if redis_pid else " (not on this machine: CPU not counted)")
+            + (f"; cluster {cluster.url} (6 redis-server)" if cluster else "")
         )
-        for name in ("bare", "gateway"):
-            run_wrk(
-                ports[name],
-                wrk_cpu[name],
-                args.warmup,
-                args.connections,
-                f"warm{name}{run_id}",
-                body_file,
-            )
+        for s in servers:
+            run_wrk(s.port, s.wrk_cpu, args.warmup, args.connections, f"warm{s.name}{run_id}",
+                    body_file)  # fmt: skip
+        # Redis CPU while nothing loads it (other clients of a shared Redis, a cluster's
+        # gossip): per group, seconds per second, from the rounds of the other servers.
+        idle: dict[str, list[float]] = {g: [] for g in redis_groups}
         for i in range(args.rounds):
-            for name in ("bare", "gateway") if i % 2 == 0 else ("gateway", "bare"):
-                cpu_before = cpu_seconds(procs[name].pid)
-                redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
-                res = run_wrk(
-                    ports[name],
-                    wrk_cpu[name],
-                    args.duration,
-                    args.connections,
-                    f"r{i}{name}{run_id}",
-                    body_file,
-                )
-                used = cpu_seconds(procs[name].pid) - cpu_before
-                res["cpu_pct"] = 100 * used / args.duration
-                res["cpu_us"] = 1e6 * used / max(res["requests"], 1)
-                redis_used = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
-                res["redis_us"] = 1e6 * redis_used / max(res["requests"], 1)
-                results[name].append(res)
+            for s in servers if i % 2 == 0 else servers[::-1]:
+                cpu_before = cpu_seconds(s.proc.pid)
+                redis_before = {g: sum(map(cpu_seconds, p)) for g, p in redis_groups.items()}
+                roles_before = {k: sum(map(cpu_seconds, p)) for k, p in cluster_roles.items()}
+                began = time.monotonic()
+                res = run_wrk(s.port, s.wrk_cpu, args.duration, args.connections,
+                              f"r{i}{s.name}{run_id}", body_file)  # fmt: skip
+                wall = time.monotonic() - began
+                used = cpu_seconds(s.proc.pid) - cpu_before
+                redis_used = {
+                    g: sum(map(cpu_seconds, p)) - redis_before[g] for g, p in redis_groups.items()
+                }
+                roles_used = {
+                    k: sum(map(cpu_seconds, p)) - roles_before[k] for k, p in cluster_roles.items()
+                }
+                for g, seconds in redis_used.items():
+                    if g != s.redis:
+                        idle[g].append(seconds / wall)
+                ok = max(res["requests"] - res["non2xx"], 1)
+                res["accepted"] = ok
+                res["wall"] = wall
+                res["cpu_pct"] = 100 * used / wall
+                res["cpu_us"] = 1e6 * used / ok
+                res["redis_s"] = redis_used.get(s.redis, 0.0)
+                res["redis_us"] = 1e6 * res["redis_s"] / ok
+                res["total_us"] = res["cpu_us"] + res["redis_us"]
+                if s.redis == "cluster":
+                    for k, seconds in roles_used.items():
+                        res[f"{k}_us"] = 1e6 * seconds / ok
+                s.rounds.append(res)
                 print(
-                    f"  round {i + 1} {name:8s} {res['rps']:9.0f} req/s  "
+                    f"  round {i + 1} {s.name:18s} {res['rps']:9.0f} req/s  "
                     f"p50 {res['p50_ms']:6.2f} ms  p99 {res['p99_ms']:6.2f} ms  "
-                    f"cpu {res['cpu_pct']:3.0f}% ({res['cpu_us']:4.1f} us/req)  "
-                    f"non-2xx {res['non2xx']}"
+                    f"cpu {res['cpu_pct']:3.0f}% ({res['cpu_us']:5.1f} us/req"
+                    + (f", Redis {res['redis_us']:5.1f} us" if s.redis else "")
+                    + (
+                        " = " + " + ".join(f"{k} {res[f'{k}_us']:.1f}" for k in cluster_roles)
+                        if s.redis == "cluster"
+                        else ""
+                    )
+                    + f")  non-2xx {res['non2xx']}"
                     + (f"  socket errors {res['socket_errors']}" if res["socket_errors"] else "")
                 )
         if args.profile:
-            spy = py_spy(procs["gateway"].pid, tmp / "profile.txt", args.duration)
-            run_wrk(
-                ports["gateway"],
-                wrk_cpu["gateway"],
-                args.duration,
-                args.connections,
-                f"prof{run_id}",
-                body_file,
-            )
+            gw = servers[1]
+            spy = py_spy(gw.proc.pid, tmp / "profile.txt", args.duration)
+            run_wrk(gw.port, gw.wrk_cpu, args.duration, args.connections, f"prof{run_id}",
+                    body_file)  # fmt: skip
             spy.wait(timeout=60)
     finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(timeout=10)
+        for s in servers:
+            s.proc.terminate()
+        for s in servers:
+            s.proc.wait(timeout=10)
+        if cluster is not None:
+            cluster.stop()
 
-    def med(name: str, key: str) -> float:
-        return statistics.median(x[key] for x in results[name])
+    idle_rate = {g: statistics.median(v) if v else 0.0 for g, v in idle.items()}
+
+    def med(s: Server, key: str) -> float:
+        return statistics.median(x[key] for x in s.rounds)
+
+    def net_us(s: Server) -> float:
+        """Gateway + Redis CPU per webhook, Redis's idle CPU (other clients, gossip) taken out."""
+        return statistics.median(
+            x["cpu_us"]
+            + 1e6 * max(0.0, x["redis_s"] - idle_rate[s.redis] * x["wall"]) / x["accepted"]
+            for x in s.rounds
+        )
 
     print()
     print(
-        f"{'':10s}{'req/s':>10s}{'p50 ms':>10s}{'p99 ms':>10s}{'cpu':>8s}{'cpu us/req':>12s}"
-        f"{'non-2xx':>10s}"
+        f"{'':20s}{'req/s':>9s}{'p50 ms':>8s}{'p99 ms':>8s}{'cpu':>6s}{'us/req':>8s}"
+        f"{'Redis us':>10s}{'+Redis':>8s}{'net':>7s}{'non-2xx':>9s}"
     )
-    for name in ("bare", "gateway"):
-        print(
-            f"{name:10s}{med(name, 'rps'):10.0f}{med(name, 'p50_ms'):10.2f}"
-            f"{med(name, 'p99_ms'):10.2f}{med(name, 'cpu_pct'):7.0f}%{med(name, 'cpu_us'):12.1f}"
-            f"{sum(x['non2xx'] for x in results[name]):10d}"
+    for s in servers:
+        redis_cols = (
+            f"{med(s, 'redis_us'):10.1f}{med(s, 'total_us'):8.1f}{net_us(s):7.1f}"
+            if s.redis
+            else f"{'-':>10s}{med(s, 'cpu_us'):8.1f}{med(s, 'cpu_us'):7.1f}"
         )
-    ratio = med("gateway", "rps") / med("bare", "rps")
-    p99_ratio = med("gateway", "p99_ms") / med("bare", "p99_ms")
-    cpu_ratio = med("bare", "cpu_us") / med("gateway", "cpu_us")
-    with_redis = med("gateway", "cpu_us") + med("gateway", "redis_us")
-    print(f"\nthroughput ratio gateway/bare: {ratio:.2f}x (target >= 0.8x)")
-    print(f"p99 ratio gateway/bare:        {p99_ratio:.2f}x (target <= 1.5x)")
-    if redis_pid:
         print(
-            f"Redis CPU per gateway request: {med('gateway', 'redis_us'):.1f} us; gateway + "
-            f"Redis {with_redis:.1f} us, bare/(gateway + Redis) "
-            f"{med('bare', 'cpu_us') / with_redis:.2f}x (Redis shares this machine's cores)"
+            f"{s.name:20s}{med(s, 'rps'):9.0f}{med(s, 'p50_ms'):8.2f}{med(s, 'p99_ms'):8.2f}"
+            f"{med(s, 'cpu_pct'):5.0f}%{med(s, 'cpu_us'):8.1f}{redis_cols}"
+            f"{sum(x['non2xx'] for x in s.rounds):9d}"
         )
     print(
-        f"CPU per request, bare/gateway: {cpu_ratio:.2f}x (the throughput ratio if both "
-        "servers were CPU-bound)"
+        "(us/req: the server's own CPU per accepted webhook; Redis us: its Redis processes'"
+        " CPU per accepted webhook;\n +Redis: both; net: both, less the Redis CPU measured"
+        " while the others ran: "
+        + ", ".join(f"{g} {100 * v:.1f}% of a core" for g, v in idle_rate.items())
+        + ")"
     )
-
-    accepted = sum(1 for line in gateway_log.open("rb") if b'"delivery.accepted"' in line)
-    sent = sum(x["requests"] for x in results["gateway"])
+    if cluster_roles:
+        print(
+            "cluster Redis CPU per webhook by node: "
+            + "; ".join(
+                f"{s.name} " + ", ".join(f"{k} {med(s, f'{k}_us'):.1f} us" for k in cluster_roles)
+                for s in servers
+                if s.redis == "cluster"
+            )
+            + "\n(primary: the node serving the stripe source's slot; replica: its replica;"
+            " others: the other 2 primaries and their replicas)"
+        )
+    bare_s = servers[0]
+    print()
+    for s in servers[1:]:
+        ratio = med(s, "rps") / med(bare_s, "rps")
+        p99_ratio = med(s, "p99_ms") / med(bare_s, "p99_ms")
+        cpu_ratio = med(bare_s, "cpu_us") / med(s, "cpu_us")
+        print(
+            f"{s.name}: throughput {ratio:.2f}x bare, p99 {p99_ratio:.2f}x; CPU per webhook, "
+            f"bare/gateway {cpu_ratio:.2f}x"
+            + (
+                f", bare/(gateway + Redis) {med(bare_s, 'cpu_us') / med(s, 'total_us'):.2f}x"
+                f" (net of idle Redis {med(bare_s, 'cpu_us') / net_us(s):.2f}x)"
+                if redis_groups[s.redis]
+                else ""
+            )
+        )
+    gw = servers[1]
     print(
-        f"gateway accepted {accepted} deliveries in all (measured rounds sent {sent}; "
-        f"warm-up and profile rounds add the rest)"
+        f"\nthroughput ratio gateway/bare: {med(gw, 'rps') / med(bare_s, 'rps'):.2f}x"
+        " (target >= 0.8x)"
     )
+    print(
+        f"p99 ratio gateway/bare:        {med(gw, 'p99_ms') / med(bare_s, 'p99_ms'):.2f}x"
+        " (target <= 1.5x)"
+    )
+    print(
+        f"CPU per request, bare/gateway: {med(bare_s, 'cpu_us') / med(gw, 'cpu_us'):.2f}x (the"
+        " throughput ratio if both servers were CPU-bound)"
+    )
+    for s in servers[1:]:
+        accepted = sum(1 for line in s.log.open("rb") if b'"delivery.accepted"' in line)
+        sent = sum(x["requests"] for x in s.rounds)
+        print(
+            f"{s.name} accepted {accepted} deliveries in all (measured rounds sent {sent}; "
+            f"warm-up and profile rounds add the rest)"
+        )
     if args.profile and (tmp / "profile.txt").exists():
         print_profile(tmp / "profile.txt", "py-spy")
-    cleanup(r, prefix, tmp)
+    for p in prefixes:
+        cleanup(r, p, tmp)
     return 0
 
 
