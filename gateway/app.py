@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +25,7 @@ from .ingest import WebhookEndpoint
 from .metrics import Metrics
 from .sources import build_sources
 from .sources.collect import CollectSource
-from .store import Store
+from .store import CLUSTER_ERRORS, Store
 from .worker import NormalizeWorker
 
 GC_YOUNG = 50_000  # allocations between collections of the youngest generation (see lifespan)
@@ -89,7 +89,11 @@ def create_app(
                 "store.unreachable",
                 message="Redis does not answer; webhooks get 503 (vendors retry) until it does",
             )
-        elif store.replicas and (await store.fewest_replicas() or 0) < store.replicas:
+        elif (
+            store.replicas
+            and (found := await store.fewest_replicas()) is not None
+            and (found < store.replicas)
+        ):
             log.error(
                 "store.no_replica",
                 message="durability: replicated, but a Redis primary has no replica "
@@ -187,8 +191,10 @@ async def _events_lag(store: Store, metrics: Metrics, keys: list[str]) -> None:
     for key in keys:
         try:
             groups = await store.client.xinfo_groups(key)
-        except (ResponseError, RedisError, OSError):
+        except ResponseError:
             continue  # a partition nothing was written to yet
+        except (*CLUSTER_ERRORS, OSError):
+            return  # a shard is away: a partial sum would look like progress
         for group in groups:
             name = group.get("name", b"")
             name = name.decode() if isinstance(name, bytes) else str(name)

@@ -41,8 +41,9 @@ from destinations import DESTINATION_TYPES, Destination, Result, Route, Shaper
 from destinations.base import anonymize, consent_denied
 
 from .config import Config
+from .errors import StoreUnavailable
 from .metrics import Metrics
-from .store import GroupReader, Store
+from .store import CLUSTER_ERRORS, GroupReader, Store
 from .worker import _sleep_or_stop, trimmed_unread
 
 LEASE_SECONDS = 60.0  # a retry being sent is not handed out again before this
@@ -231,7 +232,7 @@ class Runner:
             )
             skip.append(entry)
         if writes:
-            await self.store.execute(writes, replicated=True)  # on a replica before the ack
+            await self.store.execute_durably(writes)  # on a replica before the ack
         if skip:
             self.stats.skipped += len(skip)
             await self.store.execute(self.acks(skip))
@@ -253,6 +254,8 @@ class Runner:
         `batch_size` from each partition per call)."""
         entries: list[tuple[tuple[str, str], dict[bytes, bytes]]] = []
         lost = 0
+        # and entries a read of ours brought in that read() has not returned yet
+        ours = self._reader.unreturned() if self._reader is not None else set()
         for key in self.events_keys:
             reply = await self.store.client.xautoclaim(
                 key,
@@ -266,7 +269,7 @@ class Runner:
             # in a batch or for a slow vendor: those are not lost, leave them be.
             for eid, f in reply[1]:
                 entry = (key, eid.decode())
-                if f and entry not in self.holding:
+                if f and entry not in self.holding and entry not in ours:
                     entries.append((entry, f))
             deleted = reply[2] if len(reply) > 2 else []
             if deleted:
@@ -412,7 +415,7 @@ class Runner:
         if writes:
             # Under `durability: replicated`, retries and dead letters are on a replica
             # before the events are acknowledged: on a cluster they live on other shards.
-            await self.store.execute(writes, replicated=True)
+            await self.store.execute_durably(writes)
         after: list[tuple[Any, ...]] = []
         if acks:
             after += self.acks(acks)
@@ -625,7 +628,7 @@ class Runner:
                     if batch and time.monotonic() >= deadline:
                         await self.dispatch(batch)
                         batch, size = [], 0
-                except (RedisError, OSError) as e:
+                except (*CLUSTER_ERRORS, StoreUnavailable, OSError) as e:
                     self.log.warning("deliver.redis_unavailable", error=type(e).__name__)
                     ready = False
                     await _sleep_or_stop(stop, 1.0)

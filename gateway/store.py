@@ -47,6 +47,7 @@ from redis.exceptions import (
     MovedError,
     NoScriptError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
 )
@@ -54,6 +55,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from .errors import StoreUnavailable
+
+CLUSTER_ERRORS = (RedisError, RedisClusterException)
+"""What the redis package raises when Redis is away; its cluster client's own exception
+(no node answers at all) is not a RedisError."""
 
 try:  # hiredis >= 2.1 packs commands in C (a dependency: redis[hiredis])
     from hiredis import pack_command as _c_pack
@@ -63,7 +68,8 @@ except ImportError:  # pragma: no cover
 # KEYS[1] the raw stream; KEYS[2..] one seen key per delivery.
 # ARGV[1] seen TTL (ms); ARGV[2] stream retention (approximate MAXLEN); ARGV[3] source;
 # then 4 per delivery: delivery_id, received_at, headers, body.
-# Reply: per delivery {1, entry id} (accepted) or {0, entry id of the first copy}.
+# Reply: per delivery {1, entry id} (accepted) or {0, entry id of the first copy} (its
+# seen mark is written again unchanged, so that a WAIT after the call covers it).
 # The first write is the XADD: if Redis refuses it (OOM), nothing was written; once a
 # script has written, Redis lets it finish, so the seen mark never exists without the entry.
 ACCEPT_SCRIPT = """
@@ -71,6 +77,9 @@ local out = {}
 for i = 2, #KEYS do
   local first = redis.call('GET', KEYS[i])
   if first then
+    -- Written again as it is, so that a WAIT after this call also covers the first
+    -- copy's write (made on another connection, maybe not replicated yet).
+    redis.call('SET', KEYS[i], first, 'KEEPTTL')
     out[#out + 1] = {0, first}
   else
     local j = 4 + (i - 2) * 4
@@ -160,6 +169,7 @@ while a <= #ARGV do
   else
     local first = redis.call('GET', KEYS[k])
     if first then
+      redis.call('SET', KEYS[k], first, 'KEEPTTL')  -- as in ACCEPT: for a WAIT after it
       table.insert(rate, 1, 0)
       table.insert(rate, 2, first)
       out[#out + 1] = rate
@@ -211,6 +221,12 @@ class AcceptResult:
 Batch = list[tuple[RawDelivery, "asyncio.Future[AcceptResult]"]]
 
 
+def _unavailable(error: BaseException) -> StoreUnavailable:
+    if isinstance(error, StoreUnavailable):
+        return error
+    return StoreUnavailable(f"Redis is unavailable ({type(error).__name__}); retry later")
+
+
 def _fail(batch: Batch, error: BaseException) -> None:
     for _, future in batch:
         if not future.done():
@@ -231,6 +247,9 @@ class RedisTarget:
     username: str | None = None
     password: str | None = None
     ssl: bool = False
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    """The sentinels' own credentials (`?sentinel_password=`), if they require any."""
 
     def label(self) -> str:
         """Where it is, for logs and the CLI: hosts and ports, never a password."""
@@ -266,12 +285,18 @@ def parse_redis_url(url: str) -> RedisTarget:
     base, _, kind = scheme.partition("+")
     if not sep or base not in ("redis", "rediss") or kind not in ("cluster", "sentinel"):
         raise ValueError(expected)
+    rest, _, query = rest.partition("?")
+    options = {k: unquote(v) for k, _, v in (p.partition("=") for p in query.split("&") if p)}
+    allowed = {"sentinel_username", "sentinel_password"} if kind == "sentinel" else set()
+    if set(options) - allowed:
+        raise ValueError(
+            f"unknown URL option {sorted(set(options) - allowed)[0]!r}"
+            + (" (sentinel_username and sentinel_password are read)" if allowed else "")
+        )
     auth, at, hosts_and_path = rest.rpartition("@")
     if not at:
         auth, hosts_and_path = "", rest
     hosts, _, path = hosts_and_path.partition("/")
-    if "?" in hosts_and_path:
-        raise ValueError("options after `?` are not read for a cluster or Sentinel URL")
     nodes = []
     for item in hosts.split(","):
         host, colon, port = item.strip().rpartition(":")
@@ -305,6 +330,8 @@ def parse_redis_url(url: str) -> RedisTarget:
         unquote(username) or None,
         unquote(password) or None,
         base == "rediss",
+        options.get("sentinel_username") or None,
+        options.get("sentinel_password") or None,
     )
 
 
@@ -422,6 +449,7 @@ class Store:
         """Replicas that must confirm a write before it counts (`durability: replicated`)."""
         self._nodes: dict[tuple[str, int], redis.Redis] = {}
         self._topology_lock = asyncio.Lock()
+        self._refreshing: asyncio.Task[None] | None = None
         self._pending: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]] = []
         self._scheduled = False
         self._in_flight = 0
@@ -466,8 +494,15 @@ class Store:
             )
         else:
             auth = {"username": target.username, "password": target.password, "ssl": target.ssl}
+            # The password in the URL is the primary's; sentinels usually have none (and
+            # refuse an AUTH then): theirs, if any, comes as ?sentinel_password=.
+            sentinel_auth = {
+                "username": target.sentinel_username,
+                "password": target.sentinel_password,
+                "ssl": target.ssl,
+            }
             sentinel = Sentinel(
-                list(target.nodes), sentinel_kwargs={**auth, **options}, **auth, **options
+                list(target.nodes), sentinel_kwargs={**sentinel_auth, **options}, **auth, **options
             )
             client = sentinel.master_for(
                 target.master, db=target.db, retry=Retry(NoBackoff(), 1), **options
@@ -484,7 +519,7 @@ class Store:
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), self.timeout))
-        except (RedisError, OSError, TimeoutError):
+        except (*CLUSTER_ERRORS, OSError, TimeoutError):
             return False
 
     async def fewest_replicas(self) -> int | None:
@@ -497,7 +532,7 @@ class Store:
                 return min(counts) if counts else None
             info = await self.client.info("replication")
             return int(info.get("connected_slaves", 0))
-        except (RedisError, OSError, TimeoutError, AttributeError, ValueError):
+        except (*CLUSTER_ERRORS, OSError, TimeoutError, AttributeError, ValueError):
             return None
 
     async def keep_handshake_secret(self, source: str, secret: str, now_ms: int) -> None:
@@ -608,6 +643,9 @@ class Store:
                 ]
             )
             for items, reply in zip(calls, replies, strict=True):
+                if isinstance(reply, Exception):  # this call's Redis failed it
+                    _fail(items, _unavailable(reply))
+                    continue
                 for (_, future), answer in zip(items, reply, strict=True):
                     if future.done():
                         continue
@@ -616,10 +654,8 @@ class Store:
                         future.set_result(AcceptResult(False, "", waits))
                     else:
                         future.set_result(AcceptResult(bool(int(answer[0])), answer[1].decode()))
-        except (RedisError, OSError) as e:
-            _fail(
-                batch, StoreUnavailable(f"Redis is unavailable ({type(e).__name__}); retry later")
-            )
+        except (*CLUSTER_ERRORS, OSError) as e:
+            _fail(batch, _unavailable(e))
         except BaseException as e:
             # Whatever else went wrong, no request may be left waiting for an answer.
             _fail(batch, e if isinstance(e, Exception) else StoreUnavailable("shutting down"))
@@ -654,18 +690,34 @@ class Store:
         return ("EVALSHA", LIMITED_ACCEPT_SHA, len(keys), *keys, *args)
 
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
-        try:
-            return await self.execute(calls, replicated=True)
-        except NoScriptError:
+        """Each script call's reply, or the error it met (a cluster node that is down or
+        has no replica fails only the calls it serves)."""
+        replies = await self.execute(calls, replicated=True, partial=True)
+        redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if redo:
             # Redis restarted, failed over to a replica or flushed its script cache: load
-            # (on every primary of a cluster), then run again. A NOSCRIPT reply means that
-            # script call did nothing; one that did run is a duplicate (or counted a
-            # request once more: harmless for a limit) the second time.
-            await self.client.script_load(ACCEPT_SCRIPT)
-            await self.client.script_load(LIMITED_ACCEPT_SCRIPT)
-            return await self.execute(calls, replicated=True)
+            # (on every primary of a cluster), then run those again. A NOSCRIPT reply means
+            # that script call did nothing.
+            try:
+                await self.client.script_load(ACCEPT_SCRIPT)
+                await self.client.script_load(LIMITED_ACCEPT_SCRIPT)
+            except CLUSTER_ERRORS as e:
+                for i in redo:
+                    replies[i] = e
+                return replies
+            again = await self.execute([calls[i] for i in redo], replicated=True, partial=True)
+            for i, reply in zip(redo, again, strict=True):
+                replies[i] = reply
+        return replies
 
-    async def execute(self, calls: list[tuple[Any, ...]], *, replicated: bool = False) -> list[Any]:
+    async def execute(
+        self,
+        calls: list[tuple[Any, ...]],
+        *,
+        replicated: bool = False,
+        patient: bool = False,
+        partial: bool = False,
+    ) -> list[Any]:
         """Send commands in one write per Redis (a pipeline: one on a single Redis, one
         per primary on a cluster) and read every reply; raises the first error reply after
         reading them all.
@@ -673,27 +725,70 @@ class Store:
         `replicated`: under `durability: replicated`, each Redis written to also waits
         (WAIT, within the store's timeout) until a replica has every write, else
         NotReplicated (the writes were made on the primary, not yet on a replica).
+        `patient` (the workers, before they acknowledge): instead of failing at once, keep
+        waiting on the same connection (which covers these writes) for up to a minute.
+        `partial`: return each command's error in its place instead of raising, a node's
+        failure (down, no replica) as the error of each command sent there.
 
         This bypasses redis-py's command path on purpose: its asyncio packer copies a
         growing buffer for every argument (quadratic in a batch of 4 KB bodies) and its
         per-command bookkeeping costs more than the write itself on the hot paths.
         """
         if self.embedded:  # fakeredis has no socket to write to
-            return [await self.client.execute_command(*c) for c in calls]
+            out: list[Any] = []
+            for c in calls:
+                try:
+                    out.append(await self.client.execute_command(*c))
+                except RedisError as e:
+                    if not partial:
+                        raise
+                    out.append(e)
+            return out
         wait = self.replicas if replicated else 0
         if self.cluster:
-            replies = await self._execute_cluster(calls, wait)
+            replies = await self._execute_cluster(calls, wait, patient, partial)
+        elif partial:
+            try:
+                replies = await self._pipeline(self.client, calls, wait, patient)
+            except (RedisError, OSError, TimeoutError) as e:
+                replies = [e] * len(calls)
         else:
-            replies = await self._pipeline(self.client, calls, wait)
-        errors = [r for r in replies if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
+            replies = await self._pipeline(self.client, calls, wait, patient)
+        if not partial:
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if errors:
+                raise errors[0]
         return replies
 
-    async def _pipeline(self, client: Any, calls: list[tuple[Any, ...]], wait: int) -> list[Any]:
+    async def execute_durably(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """execute(calls, replicated=True, patient=True), for the workers' writes before
+        an acknowledgement, except the delivery log: on a cluster its keys are on every
+        shard, and a record of what happened need not hold up the work (it goes in the
+        same round trip, without a WAIT of its own)."""
+        if not (self.cluster and self.replicas):
+            return await self.execute(calls, replicated=True, patient=True)
+        log = f"{self.keys.prefix}:log:"
+        durable = [i for i, c in enumerate(calls) if not (command_key(c) or "").startswith(log)]
+        if len(durable) == len(calls):
+            return await self.execute(calls, replicated=True, patient=True)
+        rest = [i for i in range(len(calls)) if i not in set(durable)]
+        first, second = await asyncio.gather(
+            self.execute([calls[i] for i in durable], replicated=True, patient=True),
+            self.execute([calls[i] for i in rest]),
+        )
+        replies: list[Any] = [None] * len(calls)
+        for i, reply in zip(durable + rest, [*first, *second], strict=True):
+            replies[i] = reply
+        return replies
+
+    async def _pipeline(
+        self, client: Any, calls: list[tuple[Any, ...]], wait: int, patient: bool = False
+    ) -> list[Any]:
         """`calls` on one Redis, in one write; their replies, error replies as exception
         objects. With `wait`, a WAIT follows them and NotReplicated is raised when fewer
-        replicas than that confirm in time."""
+        replicas than that confirm in time (unless every command was refused: then it
+        wrote nothing and the errors are the answer)."""
+        wait_ms = 0
         if wait:
             # 40% of the time a request may wait: a call that meets NOSCRIPT (a fresh
             # primary after a failover) loads the scripts and runs again, WAIT and all.
@@ -705,6 +800,24 @@ class Store:
             try:
                 await conn.send_packed_command(b"".join(map(pack_command, calls)), False)
                 replies = await _read_replies(conn, len(calls), self.timeout)
+                if any(isinstance(r, ReadOnlyError) for r in replies):
+                    # A failover made this connection's Redis a replica: it wrote nothing.
+                    # Connect again (Sentinel names the new primary) and send them again.
+                    await conn.disconnect()
+                    if attempt == 2:
+                        raise next(r for r in replies if isinstance(r, ReadOnlyError))
+                    continue
+                if wait:
+                    confirmed = replies.pop()
+                    if all(isinstance(r, Exception) for r in replies):
+                        return replies  # nothing was written: the refusals are the answer
+                    if patient:
+                        confirmed = await self._wait_longer(conn, wait, confirmed)
+                    if isinstance(confirmed, Exception) or int(confirmed) < wait:
+                        raise NotReplicated(
+                            f"no replica confirmed the write within {wait_ms} ms; retry later"
+                        )
+                return replies
             except (ConnectionError, RedisConnectionError):
                 await conn.disconnect()
                 # A pooled connection can be dead after a Redis restart: one fresh try.
@@ -713,35 +826,38 @@ class Store:
                 if attempt == 2:
                     raise
                 continue
+            except NotReplicated:
+                raise
             except BaseException:
                 await conn.disconnect()  # a reply may be left unread: never reuse it
                 raise
             finally:
                 await pool.release(conn)
-            if any(isinstance(r, ReadOnlyError) for r in replies):
-                # A failover made this connection's Redis a replica: it wrote nothing.
-                # Connect again (Sentinel names the new primary) and send them once more.
-                await conn.disconnect()
-                if attempt == 2:
-                    raise next(r for r in replies if isinstance(r, ReadOnlyError))
-                continue
-            if wait:
-                confirmed = replies.pop()
-                if any(isinstance(r, Exception) for r in replies):
-                    return replies  # a refused write (NOSCRIPT, say) is the error to report
-                if isinstance(confirmed, Exception) or int(confirmed) < wait:
-                    raise NotReplicated(
-                        f"no replica confirmed the write within {wait_ms} ms; retry later"
-                    )
-            return replies
         raise AssertionError("unreachable")
+
+    async def _wait_longer(self, conn: Any, wait: int, confirmed: Any) -> Any:
+        """WAIT again on the connection that wrote, for up to a minute: a worker's writes
+        must be on a replica before it acknowledges, and redoing them would only add
+        copies (a shard whose replica is being replaced stalls the work meanwhile)."""
+        step = max(1, min(1000, int(self.timeout * 800)))
+        deadline = asyncio.get_running_loop().time() + 60
+        while (isinstance(confirmed, Exception) or int(confirmed) < wait) and (
+            asyncio.get_running_loop().time() < deadline
+        ):
+            await conn.send_packed_command(pack_command(("WAIT", wait, step)), False)
+            [confirmed] = await _read_replies(conn, 1, self.timeout)
+        return confirmed
 
     # --- Redis Cluster ----------------------------------------------------------------------
 
-    async def _execute_cluster(self, calls: list[tuple[Any, ...]], wait: int) -> list[Any]:
+    async def _execute_cluster(
+        self, calls: list[tuple[Any, ...]], wait: int, patient: bool, partial: bool
+    ) -> list[Any]:
         """One pipeline per primary, sent at once; commands answered MOVED (the slot moved,
         say after a failover) or ASK (a slot being migrated) did nothing and go again
-        where Redis said, after the topology is read again."""
+        where Redis said, after the topology is read again. A primary that fails (down,
+        no replica for a `replicated` write) fails the commands sent there: raised, or
+        with `partial` each of them answered with the error."""
         replies: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         asking: dict[int, tuple[str, int]] = {}
@@ -750,26 +866,38 @@ class Store:
             where: tuple[str, int] | None = None
             for i in todo:
                 key = command_key(calls[i])
-                if i in asking:
-                    where = asking[i]
-                elif key is not None:
-                    where = await self._node_for(key)
-                elif where is None:  # keyless, nothing before it: any primary
-                    where = await self._node_for("")
+                try:
+                    if i in asking:
+                        where = asking[i]
+                    elif key is not None:
+                        where = await self._node_for(key)
+                    elif where is None:  # keyless, nothing before it: any primary
+                        where = await self._node_for("")
+                except RedisConnectionError as e:  # no primary serves its slot now
+                    if not partial:
+                        raise
+                    replies[i] = e
+                    continue
                 groups.setdefault(where, []).append(i)
             results = await asyncio.gather(
                 *(
-                    self._pipeline(self._node(node), _asking(calls, idx, asking), wait)
+                    self._pipeline(self._node(node), _asking(calls, idx, asking), wait, patient)
                     for node, idx in groups.items()
                 ),
                 return_exceptions=True,
             )
-            todo, retry, moved = [], {}, False
+            todo, retry, moved, failure = [], {}, False, None
             for (_, idx), result in zip(groups.items(), results, strict=True):
                 if isinstance(result, BaseException):
-                    if isinstance(result, RedisConnectionError | OSError | TimeoutError):
-                        await self._forget_topology()  # a primary is down: ask again next time
-                    raise result
+                    if not isinstance(result, Exception):
+                        raise result  # cancelled
+                    if not isinstance(result, NotReplicated):
+                        # a primary is down or hangs: read the slot map again next time
+                        self._spawn_refresh()
+                    failure = failure or result
+                    for i in idx:
+                        replies[i] = result
+                    continue
                 for i, reply in zip(idx, _without_asking(result, idx, asking), strict=True):
                     if isinstance(reply, AskError):
                         retry[i] = (reply.host, int(reply.port))
@@ -779,23 +907,37 @@ class Store:
                         todo.append(i)
                     else:
                         replies[i] = reply
+            if failure is not None and not partial:
+                raise failure
             asking = retry
             if not todo:
                 return replies
             if moved:
                 await self._forget_topology()
-        raise StoreUnavailable("the Redis Cluster kept moving the keys' slots; retry later")
+        unavailable = StoreUnavailable("the Redis Cluster kept moving the keys' slots; retry later")
+        if not partial:
+            raise unavailable
+        for i in todo:
+            replies[i] = unavailable
+        return replies
+
+    def _spawn_refresh(self) -> None:
+        """Read the slot map again in the background (not in the way of this batch's
+        answers, nor of the next batch)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._forget_topology())
 
     async def _node_for(self, key: str) -> tuple[str, int]:
         manager = self.client.nodes_manager
-        if not manager.slots_cache:
-            async with self._topology_lock:
-                if not manager.slots_cache:
-                    await self.client.initialize()
         try:
+            if not manager.slots_cache:
+                async with self._topology_lock:
+                    if not manager.slots_cache:
+                        await self.client.initialize()
             node = manager.get_node_from_slot(key_slot(key.encode()))
-        except Exception as e:  # a slot no primary serves (the cluster is failing over)
-            raise RedisConnectionError(f"no primary serves {key!r}'s slot: {e}") from e
+        except (*CLUSTER_ERRORS, OSError, IndexError, KeyError) as e:
+            # no node answers, or a slot no primary serves (the cluster is failing over)
+            raise RedisConnectionError(f"no primary serves {key!r}'s slot ({e})") from e
         return node.host, int(node.port)
 
     def _node(self, where: tuple[str, int]) -> redis.Redis:
@@ -819,7 +961,7 @@ class Store:
         """Read the cluster's slots again (after MOVED, or a primary that stopped answering)."""
         async with self._topology_lock:
             # no node answers now: the next command tries again
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*CLUSTER_ERRORS, OSError):
                 await self.client.nodes_manager.initialize()
 
 
@@ -846,12 +988,27 @@ class GroupReader:
             slot = key_slot(key.encode()) if store.cluster else 0
             by_slot.setdefault(slot, []).append(key)
         self.groups = list(by_slot.values())
+        self.streams = len(keys) or 1
         self._reads: dict[int, asyncio.Task[Any]] = {}
 
     def _read(self, keys: list[str], block: int | None) -> Any:
+        # COUNT is per stream: share `count` out, so that one read of N streams brings
+        # about `count` entries, not N times as many (held in memory, unclaimed meanwhile)
+        each = max(1, -(-self.count // self.streams))
         return self.store.client.xreadgroup(
-            self.group, self.consumer, dict.fromkeys(keys, ">"), count=self.count, block=block
+            self.group, self.consumer, dict.fromkeys(keys, ">"), count=each, block=block
         )
+
+    def unreturned(self) -> set[tuple[str, str]]:
+        """(stream key, entry id) of entries a read carried over has already brought in
+        but read() has not returned yet: they are this consumer's, not abandoned."""
+        out: set[tuple[str, str]] = set()
+        for task in self._reads.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                for key, items in task.result() or []:
+                    name = key.decode() if isinstance(key, bytes) else str(key)
+                    out.update((name, _text(eid)) for eid, _ in items)
+        return out
 
     async def read(self, block: bool = True) -> list[Any]:
         """[[stream key, [(entry id, fields), ...]], ...] as XREADGROUP answers."""

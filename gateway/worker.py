@@ -23,14 +23,15 @@ from typing import Any
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from normalizers import Delivery, Event, Mapper, NormalizeError, normalize
 
 from .config import Config
 from .enrich import Enricher
+from .errors import StoreUnavailable
 from .metrics import Metrics
-from .store import GroupReader, Store
+from .store import CLUSTER_ERRORS, GroupReader, Store
 from .tracking import violations
 
 GROUP = "normalize"
@@ -76,7 +77,7 @@ class Pipeline:
             # Under `durability: replicated` the events are on a replica before the raw
             # entries are acknowledged: on a cluster they live on other shards than the
             # raw streams, and a failover there must not lose what the ack calls done.
-            await self.store.execute(commands, replicated=True)
+            await self.store.execute_durably(commands)
         if clears:
             # Only once the merge (alias) events are stored: a write refused part-way (a
             # pipeline is not a transaction) or a crash here sends them again on the
@@ -241,7 +242,7 @@ class NormalizeWorker:
                 handled = await self.read_once()
                 if not handled and self.store.embedded:
                     await asyncio.sleep(0.1)  # the in-memory store cannot block on reads
-            except (RedisError, OSError) as e:
+            except (*CLUSTER_ERRORS, StoreUnavailable, OSError) as e:
                 self.log.warning("worker.redis_unavailable", error=type(e).__name__)
                 ready = False
                 await _sleep_or_stop(stop, 1.0)

@@ -10,6 +10,8 @@ is a duplicate) and its event reaches the destination.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import httpx
 from tests.conftest import expected_message_id
 from tests.destinations.conftest import VendorServer, wait_for
 from tests.redis_nodes import clean_cluster, clean_sentinel  # noqa: F401 (fixtures)
-from tests.test_cli import Server
+from tests.test_cli import Server, cli
 from tests.test_end_to_end import SECRET, send
 
 TIMEOUT = 1.0  # redis_timeout
@@ -146,6 +148,43 @@ def test_collected_events_and_their_rate_limits_on_a_cluster(clean_cluster, tmp_
         sink.stop()
 
 
+def test_retries_dead_letters_and_the_delivery_log_on_a_cluster(clean_cluster, tmp_path):  # noqa: F811
+    """A destination's retry set, the dead letters and the delivery log live on other
+    slots than the events: a 503 is retried, a 400 dead-lettered, `dlq list`, `dlq replay`
+    and `deliveries show` work against the cluster, and the replay arrives."""
+    sink = VendorServer()
+    sink.start()
+    sink.reply((503, {}, b"busy"), (400, {}, b"no such product"))
+    text = gateway_config(clean_cluster.url, sink).replace(
+        "batch: true, batch_size: 50, linger: 20ms",
+        "batch: false, backoff: 50ms, backoff_max: 100ms, max_attempts: 5",
+    )
+    server = Server(tmp_path, {"LOG_LEVEL": "warning"}, config=text)
+    config = str(tmp_path / "config.yaml")
+    try:
+        assert send(server.url, "charge.succeeded", "evt_1").status_code == 200
+        # 503 (retried), then 400 (dead-lettered): two attempts, no arrival
+        assert wait_for(lambda: len(sink.requests) == 2, 30)
+        listed = cli("dlq", "list", "--json", "--config", config)
+        assert listed.returncode == 0, listed.stderr
+        [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert letter["message_id"] == message_id(1)
+        assert "400" in letter["reason"] and "no such product" in letter["reason"]
+        shown = cli("deliveries", "show", "evt_1", "--source", "stripe", "--config", config)
+        assert shown.returncode == 0, shown.stderr
+        assert "attempt 1  retry  HTTP 503" in shown.stdout
+        assert "attempt 2  fail  HTTP 400" in shown.stdout
+        replayed = cli("dlq", "replay", "--config", config)
+        assert replayed.returncode == 0, replayed.stderr
+        # one event per request (batch: false): the 503, the 400, then the replay
+        assert wait_for(lambda: len(sink.requests) == 3, 30)
+        assert [r.json()["messageId"] for r in sink.requests] == [message_id(1)] * 3
+        assert cli("dlq", "list", "--json", "--config", config).stdout == ""
+    finally:
+        server.stop()
+        sink.stop()
+
+
 def _failover_under_load(tmp_path, url: str, kill, wait_failover, restart) -> None:
     """Vendors send while `kill()` ends the primary that holds the source's keys; then the
     promises a `durability: replicated` gateway made must hold.
@@ -218,3 +257,67 @@ def test_a_sentinel_failover_under_load_loses_nothing_replicated(clean_sentinel,
         clean_sentinel.wait_failover,
         clean_sentinel.restart,
     )
+
+
+def _hmac_config(url: str, names: list[str], durability: str = "memory") -> str:
+    sources = "".join(
+        f"  {n}: {{type: hmac, secrets: [s], signature_header: X-Sig, delivery_id_header: X-Id}}\n"
+        for n in names
+    )
+    return f"redis_url: {url}\nredis_timeout: 1s\ndurability: {durability}\nsources:\n{sources}"
+
+
+async def test_a_shard_without_replica_fails_only_its_own_sources(clean_cluster):  # noqa: F811
+    """durability: replicated, and the replica of the primary holding source x's keys is
+    gone: x's webhooks get 503, while y's, on another shard, are taken in the same batches."""
+    from gateway.store import Store
+    from tests.conftest import Clock, gateway_client
+    from tests.test_outage import signed
+
+    names = ["acme", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta"]
+    x = names[0]
+    x_primary = clean_cluster.primary_for_key(f"gw:{{{x}}}:raw")
+    y = next(n for n in names[1:] if clean_cluster.primary_for_key(f"gw:{{{n}}}:raw") != x_primary)
+    [replica] = clean_cluster.replicas_of(x_primary[1])
+    clean_cluster.kill(replica[1])  # healed after the test by the fixture
+    store = Store.connect(clean_cluster.url, "gw", timeout=1.0, durability="replicated")
+    try:
+        async with gateway_client(
+            _hmac_config(clean_cluster.url, [x, y], "replicated"), store, Clock()
+        ) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/webhooks/{source}", content=b"{}", headers=signed(f"{source}-{n}")
+                    )
+                    for n in range(5)
+                    for source in (x, y)
+                )
+            )
+        by_source = {x: set(), y: set()}
+        for n, r in enumerate(answers):
+            by_source[(x, y)[n % 2]].add(r.status_code)
+        assert by_source == {x: {503}, y: {200}}, by_source
+        assert all(r.headers["retry-after"] for r in answers if r.status_code == 503)
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_cluster_is_a_503_not_a_500(tmp_path):
+    """No node answers at all: the redis package's cluster error (not a RedisError) must
+    still become 503 + Retry-After, and /readyz says unavailable."""
+    from gateway.store import Store
+    from tests.conftest import Clock, gateway_client
+    from tests.redis_nodes import free_port
+    from tests.test_outage import signed
+
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    store = Store.connect(url, "gw", timeout=0.5)
+    try:
+        async with gateway_client(_hmac_config(url, ["acme"]), store, Clock()) as client:
+            r = await client.post("/webhooks/acme", content=b"{}", headers=signed("d1"))
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"]
+            assert (await client.get("/readyz")).status_code == 503
+    finally:
+        await store.close()

@@ -221,3 +221,26 @@ async def test_replicated_durability_answers_503_while_no_replica_confirms(priva
         assert (r.status_code, r.json()["status"]) == (200, "accepted")
     await replicated.close()
     await memory.close()
+
+
+async def test_a_workers_replicated_write_waits_for_a_replica_instead_of_failing(private_redis):
+    """The workers' writes before an acknowledgement (execute_durably) wait on the same
+    connection until a replica has them, instead of failing and being redone (which
+    would add copies of events): here until a replica is attached at all."""
+    from tests.conftest import free_port
+    from tests.services import RedisServer
+
+    store = Store.connect(private_redis.url, "gw", timeout=1.0, durability="replicated")
+    write = asyncio.create_task(store.execute_durably([("SET", "gw:durable", "v")]))
+    # longer than a webhook's WAIT (0.4 s at this timeout), which would have failed by now
+    done, _ = await asyncio.wait({write}, timeout=1.5)
+    assert not done, write.result()
+    replica = RedisServer(free_port())
+    replica.start()
+    try:
+        sync_redis.Redis(port=replica.port).replicaof("127.0.0.1", private_redis.port)
+        assert await asyncio.wait_for(write, 30) == [b"OK"]
+        assert sync_redis.Redis(port=replica.port).get("gw:durable") == b"v"
+    finally:
+        replica.stop()
+        await store.close()

@@ -31,6 +31,9 @@ def test_sentinel_url_names_the_sentinels_the_master_and_a_db():
     assert t.nodes == (("s1", 26379), ("s2", 26379))  # the Sentinel port by default
     assert (t.master, t.db, t.password) == ("mymaster", 3, "pw")
     assert "pw" not in t.label() and "mymaster" in t.label()
+    assert t.sentinel_password is None  # the URL's password is the primary's
+    t = parse_redis_url("redis+sentinel://:pw@s1/mymaster?sentinel_password=s%40cret")
+    assert (t.password, t.sentinel_password, t.master) == ("pw", "s@cret", "mymaster")
 
 
 @pytest.mark.parametrize(
@@ -41,7 +44,8 @@ def test_sentinel_url_names_the_sentinels_the_master_and_a_db():
         ("redis+cluster://h:notaport", "is not host:port"),
         ("redis+cluster://h:7000,", "is not host:port"),
         ("redis+sentinel://s1/m/x", "not a database number"),
-        ("redis+cluster://h:7000?ssl=1", "options after `?`"),
+        ("redis+cluster://h:7000?ssl=1", "unknown URL option 'ssl'"),
+        ("redis+sentinel://s1/m?timeout=1", "sentinel_password are read"),
         ("memcached://h:11211", "redis+cluster://"),
         ("redis+shard://h:1", "redis+sentinel://"),
     ],
