@@ -10,6 +10,13 @@ stops the parent instead of being restarted forever.
 The children get the config the parent loaded and checked (pickled to them with the
 factory below), not its path: every process runs the same config, also a child that
 replaces a dead one after the file was edited. Each child's log lines carry its `pid`.
+
+Metrics: the parent makes a directory of its own and sets PROMETHEUS_MULTIPROC_DIR to
+it before it starts a child, so every child keeps its values there (prometheus_client's
+multiprocess mode) and each GET /metrics of the run reports the sum over its processes
+(see gateway.metrics). The parent marks a process that it replaced (or stopped) dead, which
+drops that process's gauges (its counters stay in the sums), and removes the directory
+when it exits.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +39,7 @@ from uvicorn.supervisors import Multiprocess
 
 from . import __version__, logs
 from .config import Config
+from .metrics import MULTIPROC_DIR
 
 
 def serve_processes(
@@ -99,7 +109,7 @@ class WorkerFactory:
                 await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
                 if task.done():
                     task.result()  # it failed to start: uvicorn reports it and exits (3)
-                task.add_done_callback(lambda _: _exit_unless(stop))
+                task.add_done_callback(lambda done: _exit_unless(stop, done))
                 try:
                     yield
                 finally:
@@ -145,10 +155,16 @@ async def run_workers(
         await store.close()
 
 
-def _exit_unless(stop: asyncio.Event) -> None:
-    """The workers ended though nobody stopped them: end this process (as SIGTERM would),
-    and uvicorn's supervisor starts another."""
+def _exit_unless(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """The workers ended though nobody stopped them: say why, end this process (as
+    SIGTERM would), and uvicorn's supervisor starts another."""
     if not stop.is_set():
+        error = None if task.cancelled() else task.exception()
+        structlog.get_logger("gateway").error(
+            "workers.ended",
+            error=f"{type(error).__name__}: {error}" if error else "returned",
+            action="restarting the process",
+        )
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -172,12 +188,17 @@ def _serve_metrics(metrics: Any, first: int, count: int) -> int:
 
 @contextlib.contextmanager
 def _startup(config_path: str) -> Any:
-    """Logging as in the parent (plus the pid); a failure to build exits with uvicorn's
-    startup-failure code, so that the supervisor stops instead of restarting it."""
+    """Logging as in the parent (plus the pid) and metrics shared with the other
+    processes; a failure to build exits with uvicorn's startup-failure code, so that the
+    supervisor stops instead of restarting it."""
+    _die_with_parent()
     logs.configure()
     processors = structlog.get_config()["processors"]
     structlog.configure(processors=[*processors[:-1], _add_pid, processors[-1]])
     try:
+        from .metrics import share_between_processes
+
+        share_between_processes()
         yield
     except Exception as e:
         structlog.get_logger("gateway").exception(
@@ -186,17 +207,42 @@ def _startup(config_path: str) -> Any:
         sys.exit(STARTUP_FAILURE)
 
 
+def _die_with_parent() -> None:
+    """A child gets SIGTERM (a graceful stop) when the supervisor dies, even by SIGKILL:
+    an orphan would keep serving on the inherited socket and hold the port against the
+    next start (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing is done)."""
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent was already gone before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _add_pid(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     event["pid"] = os.getpid()
     return event
 
 
 class _Supervisor(Multiprocess):
-    """uvicorn's supervisor, logging (in our structured log) a child it replaces."""
+    """uvicorn's supervisor, logging (in our structured log) a child it replaces, and
+    marking each process that left it dead for the shared metrics."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[Any], metrics_dir: str) -> None:
+        super().__init__(config, sockets=sockets)
+        self.metrics_dir = metrics_dir
+        self.known: set[int] = set()
 
     def keep_subprocess_alive(self) -> None:
         before = list(self.processes)
         super().keep_subprocess_alive()
+        # Every pass of the supervisor's loop comes here (after the signals: SIGHUP's
+        # restart and SIGTTOU's removal too), before a replacement is logged.
+        self.mark_gone_dead()
         log = structlog.get_logger("gateway")
         for old, new in zip(before, self.processes, strict=False):
             if new is not old:
@@ -209,6 +255,16 @@ class _Supervisor(Multiprocess):
                 )
             elif old.exitcode == STARTUP_FAILURE:
                 log.error("process.failed_to_start", pid=old.pid, action="stopping")
+
+    def mark_gone_dead(self) -> None:
+        """prometheus_client's mark_process_dead for each process no longer run: its
+        `live*` gauges (gateway_stream_lag) are dropped; its counters stay in the sums."""
+        from prometheus_client.multiprocess import mark_process_dead
+
+        now = {p.pid for p in self.processes if p.pid is not None}
+        for pid in self.known - now:
+            mark_process_dead(pid, self.metrics_dir)
+        self.known = now
 
 
 def _signal_name(exitcode: int | None) -> str | None:
@@ -223,11 +279,29 @@ def _supervise(config: uvicorn.Config, listen: bool) -> int:
     """Run uvicorn's supervisor until SIGINT/SIGTERM; uvicorn's exit code 3 if a child
     failed to start (as a single `serve` exits), else 0."""
     sockets = [config.bind_socket()] if listen else []
-    supervisor = _Supervisor(config, sockets=sockets)
     try:
-        supervisor.run()
+        with _shared_metrics() as metrics_dir:
+            supervisor = _Supervisor(config, sockets, metrics_dir)
+            supervisor.run()
     finally:
         for sock in sockets:
             sock.close()
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
     return STARTUP_FAILURE if failed else 0
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Any:
+    """A new directory in PROMETHEUS_MULTIPROC_DIR while the children run (each inherits
+    it when it starts, before it imports prometheus_client); removed afterwards."""
+    directory = tempfile.mkdtemp(prefix="webhook-gateway-metrics-")
+    before = os.environ.get(MULTIPROC_DIR)
+    os.environ[MULTIPROC_DIR] = directory
+    try:
+        yield directory
+    finally:
+        if before is None:
+            os.environ.pop(MULTIPROC_DIR, None)
+        else:
+            os.environ[MULTIPROC_DIR] = before
+        shutil.rmtree(directory, ignore_errors=True)

@@ -11,6 +11,8 @@ import os
 import random
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +22,9 @@ import httpx
 import pytest
 import redis
 import stripe
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import drop_keys, free_port
 from tests.test_cli import Server, Worker, cli
@@ -255,6 +260,50 @@ def consumer_pids(client: redis.Redis, stream: str, group: str) -> set[int]:
     return {int(name.split("-")[-2]) for name in names}
 
 
+# -- metrics -------------------------------------------------------------------------
+
+
+def shared_dir(pid: int) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR in the environment a process started with."""
+    for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+        name, _, value = item.partition(b"=")
+        if name == b"PROMETHEUS_MULTIPROC_DIR":
+            return value.decode()
+    return None
+
+
+def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
+    """GET /metrics: (sample name, labels, value) of every sample."""
+    r = httpx.get(url + "/metrics")
+    assert r.status_code == 200, r.text
+    return [
+        (s.name, s.labels, s.value)
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    ]
+
+
+def scrape_from(server: Server, pid: int) -> list[tuple[str, dict[str, str], float]]:
+    """GET /metrics answered by `pid`: the parent's other children paused meanwhile."""
+    others = served_children(server.proc.pid) - {pid}
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        return scrape(server.url)
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def values(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> list:
+    """The values of the samples `name` with (at least) these labels."""
+    return [v for n, ls, v in samples if n == name and labels.items() <= ls.items()]
+
+
+def lag(samples: list[tuple[str, dict[str, str], float]], group: str) -> list:
+    return values(samples, "gateway_stream_lag", stream="raw:stripe", group=group)
+
+
 # -- tests ---------------------------------------------------------------------------
 
 
@@ -322,10 +371,116 @@ def test_serve_with_two_processes(tmp_path, setup):
     assert server.proc.returncode == 0
 
 
+def test_serve_metrics_are_the_sums_over_the_processes(tmp_path, setup):
+    """`serve --workers 2`: GET /metrics, whichever process answers, reports the counts
+    of both (prometheus_client's multiprocess mode) and each stream lag once, not summed.
+    A child killed with SIGKILL and replaced: its counts stay in the sums, its gauges are
+    dropped. The metrics directory the parent made is removed when it exits."""
+    env, client = setup
+    env = {**env, "TMPDIR": str(tmp_path)}  # where the parent makes its metrics directory
+    server = Server(tmp_path, env, "--workers", "2", config=CONFIG)
+    raw = f"{env['PREFIX']}:{{stripe}}:raw"
+    sent: list[str] = []
+    accepted = {"source": "stripe", "outcome": "accepted"}
+    try:
+        kids = two_children(server)
+        [directory] = {shared_dir(pid) for pid in kids}
+        assert directory and Path(directory).parent == tmp_path and Path(directory).is_dir()
+        send_to_each(server, kids, sent)  # 4 accepted by each process (their log lines)
+        # What the in-process workers counted (both read the stream): summed as well.
+        assert_each_webhook_became_one_event(client, env["PREFIX"], Path(env["EVENTS_FILE"]), sent)
+        out = {"destination": "out"}
+        samples = wait_for(
+            lambda: (
+                m
+                if sum(values(m := scrape(server.url), "gateway_events_total")) >= len(sent)
+                and sum(values(m, "gateway_destination_events_total", **out)) >= len(sent)
+                else None
+            ),
+            what="every event counted as made and sent",
+        )
+        assert values(samples, "gateway_events_total", source="stripe") == [len(sent)]
+        assert values(samples, "gateway_destination_events_total", **out, outcome="sent") == [
+            len(sent)
+        ]
+        [batches] = values(samples, "gateway_destination_batch_seconds_count", **out)
+        assert batches >= 1
+        assert values(samples, "gateway_destination_batch_seconds_bucket", **out, le="+Inf") == [
+            batches
+        ]
+
+        # A consumer group that nobody reads: by Redis's definition its lag is every
+        # entry of the stream, one per webhook.
+        client.xgroup_create(raw, "probe", id="0")
+        for pid in sorted(kids):  # each answers a scrape (and so writes the lag it read)
+            samples = scrape_from(server, pid)
+            assert values(samples, "gateway_deliveries_total", **accepted) == [len(sent)]
+            assert lag(samples, "probe") == [len(sent)]
+
+        # A group that only the victim read the lag of, gone from Redis before it dies.
+        victim, survivor = sorted(kids)
+        client.xgroup_create(raw, "gone", id="0")
+        assert lag(scrape_from(server, victim), "gone") == [len(sent)]
+        client.xgroup_destroy(raw, "gone")
+        os.kill(victim, signal.SIGKILL)
+        new = two_children(server, gone=victim)
+        [replacement] = new - {survivor}
+        wait_for(
+            lambda: [x for x in log_lines(server) if x["event"] == "process.restarted"],
+            what="the replacement logged",
+        )
+        assert shared_dir(replacement) == directory
+        send_to_each(server, {replacement}, sent)
+        for pid in (survivor, replacement):
+            samples = scrape_from(server, pid)
+            # The victim's 4 included (its counter file stays), the replacement's 4 too.
+            assert values(samples, "gateway_deliveries_total", **accepted) == [len(sent)]
+            assert lag(samples, "probe") == [len(sent)]
+            assert lag(samples, "gone") == []  # the dead process's gauge is not reported
+    finally:
+        stop_all(server)
+    assert server.proc.returncode == 0
+    assert not Path(directory).exists()
+
+
+CHILD = """\
+from gateway.metrics import Metrics, share_between_processes
+
+share_between_processes()
+first, second = Metrics(), Metrics()
+first.delivery("s", "accepted")
+second.delivery("s", "accepted", 2)
+first.delivery("s", "accepted")
+"""
+
+
+def test_metrics_in_a_child_of_a_multiprocess_run(tmp_path):
+    """A child (a process started with PROMETHEUS_MULTIPROC_DIR set) counts into that
+    directory, and a second Metrics there adds to the first's counts instead of writing
+    over them. A process that imported prometheus_client before the variable was set
+    refuses to start (its values would be in memory, not in the directory)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    value = registry.get_sample_value(
+        "gateway_deliveries_total", {"source": "s", "outcome": "accepted"}
+    )
+    assert value == 4
+
+    late = "import os, prometheus_client\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = {!r}\n"
+    late = late.format(str(tmp_path)) + CHILD
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    r = subprocess.run([sys.executable, "-c", late], env=env, capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set" in r.stderr
+
+
 def test_worker_with_two_processes(tmp_path, setup):
     """`serve --workers 2 --no-workers` only accepts; `worker --processes 2` makes each
-    delivery one event, each process under its own consumer name and metrics port;
-    SIGTERM stops them all."""
+    delivery one event, each process under its own consumer name and metrics port (each
+    reporting the counts of both); SIGTERM stops them all."""
     env, client = setup
     first = _two_free_ports()
     server = Server(tmp_path, env, "--workers", "2", "--no-workers", config=CONFIG)
@@ -361,10 +516,19 @@ def test_worker_with_two_processes(tmp_path, setup):
         assert_each_webhook_became_one_event(client, env["PREFIX"], Path(env["EVENTS_FILE"]), sent)
         names = {c["name"].decode() for c in client.xinfo_consumers(raw, "normalize")}
         assert names and names <= {f"w-{pid}" for pid in kids}
-        # Each process serves its own metrics, on the first free port from --metrics-port.
+        # Each process serves metrics, on the first free port from --metrics-port, and
+        # both report the events of both: all of them (whichever process made each).
         for port in (first, first + 1):
-            r = httpx.get(f"http://127.0.0.1:{port}/metrics")
-            assert r.status_code == 200 and "gateway_events_total" in r.text
+            url = f"http://127.0.0.1:{port}"
+            samples = wait_for(
+                lambda url=url: (
+                    m
+                    if sum(values(m := scrape(url), "gateway_events_total")) >= len(sent)
+                    else None
+                ),
+                what=f"every event counted on port {port}",
+            )
+            assert values(samples, "gateway_events_total", source="stripe") == [len(sent)]
     finally:
         try:
             if worker:
@@ -420,3 +584,24 @@ def test_a_process_that_cannot_start_stops_them_all(tmp_path, setup):
     assert failed and failed <= started
     assert [x for x in lines if x["event"] == "process.restarted"] == []
     assert f"cannot listen on any of {first}-{first + 1}" in worker.log.read_text()
+
+
+def test_children_stop_when_the_parent_is_killed(tmp_path, setup):
+    """SIGKILL of the supervisor (an OOM kill, a crashed container runtime): its children
+    must not keep serving the inherited socket, or the next start cannot bind the port."""
+    env, _ = setup
+    server = Server(tmp_path, env, "--workers", "2", "--no-workers", config=CONFIG)
+    kids: set[int] = set()
+    try:
+        kids = two_children(server)
+        server.proc.kill()
+        server.proc.wait()
+        wait_for(lambda: not any(running(p) for p in kids), seconds=10, what="no orphan left")
+        again = Server(
+            tmp_path, env, "--workers", "2", "--no-workers", config=CONFIG, port=server.port
+        )
+        stop_all(again)
+    finally:
+        for pid in kids:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
