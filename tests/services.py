@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -169,6 +170,12 @@ class RedisServer:
                 "no",
                 "--enable-debug-command",
                 "yes",
+                # A replica writes the RDB it syncs from its primary to disk: not into
+                # the working directory (the checkout)
+                "--dir",
+                tempfile.gettempdir(),
+                "--dbfilename",
+                f"test-redis-{self.port}.rdb",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -189,3 +196,4 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+        Path(tempfile.gettempdir(), f"test-redis-{self.port}.rdb").unlink(missing_ok=True)
