@@ -1022,26 +1022,26 @@ def sentinel(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
     yield s
 
 
+def _clean(kind: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The session's topology of `kind`, healed and empty before the test, emptied after."""
+    topology = _shared(kind, request)
+    topology.heal()
+    topology.flush()
+    yield topology
+    topology.heal()
+    topology.flush()
+
+
 @pytest.fixture
 def clean_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The session's cluster, healed and empty before the test, emptied after it."""
-    c = _shared("cluster", request)
-    c.heal()
-    c.flush()
-    yield c
-    c.heal()
-    c.flush()
+    yield from _clean("cluster", request)
 
 
 @pytest.fixture
 def clean_sentinel(request: pytest.FixtureRequest) -> Iterator[SentinelSet]:
     """The session's sentinel set, healed and empty before the test, emptied after it."""
-    s = _shared("sentinel", request)
-    s.heal()
-    s.flush()
-    yield s
-    s.heal()
-    s.flush()
+    yield from _clean("sentinel", request)
 
 
 @pytest.fixture
