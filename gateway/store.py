@@ -39,6 +39,7 @@ from zlib import crc32
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
@@ -489,7 +490,7 @@ class Store:
                 ssl=target.ssl,
                 # Fail fast while a primary is down (our 503, the vendor's retry), rather
                 # than the client's default of ten rounds of re-discovery per command.
-                cluster_error_retry_attempts=2,
+                retry=AsyncRetry(NoBackoff(), 2),
                 **options,
             )
         else:
