@@ -68,9 +68,13 @@ except ImportError:  # pragma: no cover
 
 # KEYS[1] the raw stream; KEYS[2..] one seen key per delivery.
 # ARGV[1] seen TTL (ms); ARGV[2] stream retention (approximate MAXLEN); ARGV[3] source;
-# then 4 per delivery: delivery_id, received_at, headers, body.
-# Reply: per delivery {1, entry id} (accepted) or {0, entry id of the first copy} (its
-# seen mark is written again unchanged, so that a WAIT after the call covers it).
+# ARGV[4] "1" under `durability: replicated`; then 4 per delivery: delivery_id,
+# received_at, headers, body.
+# Reply: per delivery {1, entry id} (accepted) or {0, entry id of the first copy}. Under
+# replicated a duplicate's seen mark is written again unchanged, so that the WAIT after
+# the call covers the first copy's write (made on another connection, maybe not
+# replicated yet); otherwise a duplicate writes nothing (and is answered even when Redis
+# is out of memory).
 # The first write is the XADD: if Redis refuses it (OOM), nothing was written; once a
 # script has written, Redis lets it finish, so the seen mark never exists without the entry.
 ACCEPT_SCRIPT = """
@@ -78,12 +82,10 @@ local out = {}
 for i = 2, #KEYS do
   local first = redis.call('GET', KEYS[i])
   if first then
-    -- Written again as it is, so that a WAIT after this call also covers the first
-    -- copy's write (made on another connection, maybe not replicated yet).
-    redis.call('SET', KEYS[i], first, 'KEEPTTL')
+    if ARGV[4] == '1' then redis.call('SET', KEYS[i], first, 'KEEPTTL') end
     out[#out + 1] = {0, first}
   else
-    local j = 4 + (i - 2) * 4
+    local j = 5 + (i - 2) * 4
     local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
       'source', ARGV[3], 'delivery_id', ARGV[j], 'received_at', ARGV[j + 1],
       'headers', ARGV[j + 2], 'body', ARGV[j + 3])
@@ -153,14 +155,14 @@ end
 # Collected messages whose requests' rate limits are checked in the same call (a round
 # trip and a script call less than checking first; one call for many, like ACCEPT):
 # KEYS[1] the raw stream, then per message its seen key and its limiter counters; ARGV:
-# ttl, retention, source, then per message: how many counter keys and limiter arguments
+# ttl, retention, source, replicated, then per message: how many counter keys and limiter arguments
 # it has, delivery id, received at, headers, body, the limiter's now and (window, limit,
 # lease) per bucket. Reply per message: {2, waits...} when a limit refuses it (nothing
 # stored or counted), else {accepted 0/1, entry id} as ACCEPT's.
 LIMITED_ACCEPT_SCRIPT = (
     RATE_LUA
     + """
-local out, k, a = {}, 2, 4
+local out, k, a = {}, 2, 5
 while a <= #ARGV do
   local nkeys, nargs = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local rate, refused = rate_check(KEYS, k, ARGV, a + 6, nkeys / 2)
@@ -170,7 +172,7 @@ while a <= #ARGV do
   else
     local first = redis.call('GET', KEYS[k])
     if first then
-      redis.call('SET', KEYS[k], first, 'KEEPTTL')  -- as in ACCEPT: for a WAIT after it
+      if ARGV[4] == '1' then redis.call('SET', KEYS[k], first, 'KEEPTTL') end  -- as ACCEPT
       table.insert(rate, 1, 0)
       table.insert(rate, 2, first)
       out[#out + 1] = rate
@@ -673,7 +675,7 @@ class Store:
     def _script_args(self, items: list[tuple[RawDelivery, Any]]) -> tuple[Any, ...]:
         first = items[0][0]
         keys = [self.keys.raw(first.source)]
-        args: list[Any] = [first.ttl_ms, first.retention, first.source]
+        args: list[Any] = [first.ttl_ms, first.retention, first.source, int(bool(self.replicas))]
         for d, _ in items:
             keys.append(self.keys.seen(d.source, d.dedupe_key))
             args += (d.delivery_id, d.received_at_ms, d.headers, d.body)
@@ -682,7 +684,7 @@ class Store:
     def _limited_args(self, items: list[tuple[RawDelivery, Any]]) -> tuple[Any, ...]:
         first = items[0][0]
         keys = [self.keys.raw(first.source)]
-        args: list[Any] = [first.ttl_ms, first.retention, first.source]
+        args: list[Any] = [first.ttl_ms, first.retention, first.source, int(bool(self.replicas))]
         for d, _ in items:
             limit_keys, limit_args = d.limits  # type: ignore[misc]
             keys += (self.keys.seen(d.source, d.dedupe_key), *limit_keys)

@@ -244,3 +244,23 @@ async def test_a_workers_replicated_write_waits_for_a_replica_instead_of_failing
     finally:
         replica.stop()
         await store.close()
+
+
+async def test_a_full_redis_still_answers_duplicates(private_redis):
+    """Redis at maxmemory (noeviction) refuses new deliveries (503: the vendor retries)
+    but a vendor's retry of a stored one is still answered duplicate: that path writes
+    nothing under `durability: memory`."""
+    store = Store.connect(private_redis.url, "gw", timeout=1.0)
+    admin = sync_redis.Redis(port=private_redis.port)
+    try:
+        async with gateway_client(CFG, store, Clock()) as client:
+            first = await client.post("/webhooks/acme", content=b"{}", headers=signed("d1"))
+            assert first.json()["status"] == "accepted"
+            admin.config_set("maxmemory", 1)
+            again = await client.post("/webhooks/acme", content=b"{}", headers=signed("d1"))
+            assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+            new = await client.post("/webhooks/acme", content=b"{}", headers=signed("d2"))
+            assert new.status_code == 503
+    finally:
+        admin.config_set("maxmemory", 0)
+        await store.close()
