@@ -30,7 +30,6 @@ from typing import Any
 
 import msgspec
 import structlog
-from redis.exceptions import RedisError
 
 from normalizers.collect import validate_message
 
@@ -53,7 +52,7 @@ from .metrics import Metrics
 from .ratelimit import RateLimiter, client_bucket
 from .sources.base import body_hash
 from .sources.collect import CollectSource, key_id
-from .store import AcceptResult, RawDelivery, Store
+from .store import CLUSTER_ERRORS, AcceptResult, RawDelivery, Store
 
 # The path's last segment -> the message type it implies (None: a batch).
 PATHS: dict[str, str | None] = {
@@ -412,7 +411,7 @@ class CollectEndpoint:
             kept = await asyncio.wait_for(
                 self.visitors.record(anonymous_id, landing, consent, now), self.store.timeout
             )
-        except (RedisError, OSError, TimeoutError) as e:
+        except (*CLUSTER_ERRORS, OSError, TimeoutError) as e:
             raise StoreUnavailable("the store did not answer in time") from e
         answer: dict[str, Any] = {"anonymousId": anonymous_id}
         if "clickIds" in kept:

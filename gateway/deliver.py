@@ -184,7 +184,13 @@ class Runner:
         reader = self._reader
         if reader is None:
             reader = self._reader = GroupReader(
-                self.store, self.group, self.consumer, self.events_keys, count, self.block_ms
+                self.store,
+                self.group,
+                self.consumer,
+                self.events_keys,
+                count,
+                self.block_ms,
+                share=True,  # the partitions fill evenly
             )
         reader.count = count
         if block_ms > 0:

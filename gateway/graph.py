@@ -59,11 +59,11 @@ from types import MappingProxyType
 from typing import Any
 
 import phonenumbers
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .config import IdentityConfig
 from .errors import StoreUnavailable
-from .store import Store
+from .store import CLUSTER_ERRORS, Store
 
 KINDS = ("user", "email", "phone", "ext", "anon")
 """Identifier types, highest priority first (Segment's order: user_id, then email, ...):
@@ -970,5 +970,5 @@ class Graph:
             if "is taken" in str(e):
                 raise ValueError(str(e)) from None
             raise StoreUnavailable(f"the identity graph failed: {e}") from e
-        except (RedisError, OSError, TimeoutError) as e:
+        except (*CLUSTER_ERRORS, OSError, TimeoutError) as e:
             raise StoreUnavailable(f"the identity graph is unavailable ({type(e).__name__})") from e

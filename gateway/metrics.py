@@ -33,9 +33,9 @@ import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
-from .store import Store
+from .store import CLUSTER_ERRORS, Store
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -143,7 +143,7 @@ class Metrics:
         for key, label in streams.items():
             try:
                 groups = await store.client.xinfo_groups(key)
-            except (ResponseError, RedisError, OSError):
+            except (ResponseError, *CLUSTER_ERRORS, OSError):
                 continue
             for group in groups:
                 lag = group.get("lag")

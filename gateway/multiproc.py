@@ -211,15 +211,20 @@ def _die_with_parent() -> None:
     """A child gets SIGTERM (a graceful stop) when the supervisor dies, even by SIGKILL:
     an orphan would keep serving on the inherited socket and hold the port against the
     next start (Linux prctl PR_SET_PDEATHSIG; elsewhere nothing is done)."""
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
     try:
         import ctypes
-        import ctypes.util
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0) != 0:
+            return  # PR_SET_PDEATHSIG = 1; refused: nothing more to do here
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent was already gone before prctl took effect
+    # The supervisor may have died before prctl took effect: then this process was
+    # handed to another (init, a subreaper). Not "is the parent pid 1": in a container
+    # the supervisor itself is pid 1.
+    if parent is not None and parent.pid is not None and os.getppid() != parent.pid:
         os.kill(os.getpid(), signal.SIGTERM)
 
 

@@ -25,10 +25,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from .errors import StoreUnavailable
-from .store import RATE_LUA, Store
+from .store import CLUSTER_ERRORS, RATE_LUA, Store
 
 # --- the config value: "600/1m" --------------------------------------------------------
 
@@ -366,7 +366,7 @@ class RateLimiter:
                     # count a request twice: harmless for a limit).
                     await self.store.client.script_load(RATE_SCRIPT)  # every primary
                     replies = await self.store.execute(calls)
-        except (RedisError, OSError, TimeoutError) as e:
+        except (*CLUSTER_ERRORS, OSError, TimeoutError) as e:
             _fail(
                 batch,
                 StoreUnavailable(

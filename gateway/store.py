@@ -192,6 +192,11 @@ return out
 )
 LIMITED_ACCEPT_SHA = hashlib.sha1(LIMITED_ACCEPT_SCRIPT.encode()).hexdigest()
 
+PATIENCE = 20.0
+"""How long a worker's `replicated` write waits for a replica before it gives up (and the
+batch is redone): well under the default worker.claim_idle (60 s), after which another
+worker would take the same entries over."""
+
 MAX_BATCH = 256  # deliveries per script call: bounds how long one script blocks Redis
 # Script calls on their way at once. One is enough to keep up (the next batch collects
 # while it runs) and gives the largest batches; more only split them.
@@ -513,6 +518,9 @@ class Store:
         return cls(client, prefix, timeout, target=target, durability=durability)
 
     async def close(self) -> None:
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            await asyncio.gather(self._refreshing, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.timeout)
         for node in self._nodes.values():
@@ -774,10 +782,12 @@ class Store:
         durable = [i for i, c in enumerate(calls) if not (command_key(c) or "").startswith(log)]
         if len(durable) == len(calls):
             return await self.execute(calls, replicated=True, patient=True)
-        rest = [i for i in range(len(calls)) if i not in set(durable)]
+        kept = set(durable)
+        rest = [i for i in range(len(calls)) if i not in kept]
+        # A shard that is away fails its log records only (partial): not the work
         first, second = await asyncio.gather(
             self.execute([calls[i] for i in durable], replicated=True, patient=True),
-            self.execute([calls[i] for i in rest]),
+            self.execute([calls[i] for i in rest], partial=True),
         )
         replies: list[Any] = [None] * len(calls)
         for i, reply in zip(durable + rest, [*first, *second], strict=True):
@@ -815,17 +825,32 @@ class Store:
                     if all(isinstance(r, Exception) for r in replies):
                         return replies  # nothing was written: the refusals are the answer
                     if patient:
-                        confirmed = await self._wait_longer(conn, wait, confirmed)
+                        try:
+                            confirmed = await self._wait_longer(conn, wait, confirmed)
+                        except (ConnectionError, RedisConnectionError, OSError) as e:
+                            # The writes were made: never send them again from here.
+                            await conn.disconnect()
+                            raise NotReplicated(
+                                "the connection was lost while waiting for a replica"
+                            ) from e
                     if isinstance(confirmed, Exception) or int(confirmed) < wait:
                         raise NotReplicated(
                             f"no replica confirmed the write within {wait_ms} ms; retry later"
                         )
                 return replies
-            except (ConnectionError, RedisConnectionError):
+            except (ConnectionError, RedisConnectionError) as e:
                 await conn.disconnect()
-                # A pooled connection can be dead after a Redis restart: one fresh try.
-                # (Not after a timeout: Redis may have run the commands, and not all are
-                # idempotent the way the accept script is.)
+                if getattr(e, "replies_read", 0):
+                    # Redis ran the first commands before the connection went: sending
+                    # them again could write twice.
+                    if wait:
+                        raise NotReplicated(
+                            "the connection was lost while waiting for a replica"
+                        ) from e
+                    raise
+                # A pooled connection can be dead after a Redis restart (no reply at
+                # all): one fresh try. (Not after a timeout: Redis may have run the
+                # commands, and not all are idempotent the way the accept script is.)
                 if attempt == 2:
                     raise
                 continue
@@ -839,13 +864,16 @@ class Store:
         raise AssertionError("unreachable")
 
     async def _wait_longer(self, conn: Any, wait: int, confirmed: Any) -> Any:
-        """WAIT again on the connection that wrote, for up to a minute: a worker's writes
-        must be on a replica before it acknowledges, and redoing them would only add
-        copies (a shard whose replica is being replaced stalls the work meanwhile)."""
+        """WAIT again on the connection that wrote, for up to PATIENCE seconds: a worker's
+        writes must be on a replica before it acknowledges, and redoing them would only
+        add copies (a shard whose replica is being replaced stalls the work meanwhile).
+        An error reply (this Redis became a replica, say) ends it at once."""
         step = max(1, min(1000, int(self.timeout * 800)))
-        deadline = asyncio.get_running_loop().time() + 60
-        while (isinstance(confirmed, Exception) or int(confirmed) < wait) and (
-            asyncio.get_running_loop().time() < deadline
+        deadline = asyncio.get_running_loop().time() + PATIENCE
+        while (
+            not isinstance(confirmed, Exception)
+            and int(confirmed) < wait
+            and asyncio.get_running_loop().time() < deadline
         ):
             await conn.send_packed_command(pack_command(("WAIT", wait, step)), False)
             [confirmed] = await _read_replies(conn, 1, self.timeout)
@@ -979,9 +1007,20 @@ class GroupReader:
     consumer's)."""
 
     def __init__(
-        self, store: Store, group: str, consumer: str, keys: list[str], count: int, block_ms: int
+        self,
+        store: Store,
+        group: str,
+        consumer: str,
+        keys: list[str],
+        count: int,
+        block_ms: int,
+        *,
+        share: bool = False,
     ) -> None:
+        """`share`: `count` is for all the streams together (partitions filled evenly),
+        else for each (XREADGROUP's own COUNT: sources, one of which may carry it all)."""
         self.store = store
+        self.share = share
         self.group = group
         self.consumer = consumer
         self.count = count
@@ -995,9 +1034,9 @@ class GroupReader:
         self._reads: dict[int, asyncio.Task[Any]] = {}
 
     def _read(self, keys: list[str], block: int | None) -> Any:
-        # COUNT is per stream: share `count` out, so that one read of N streams brings
-        # about `count` entries, not N times as many (held in memory, unclaimed meanwhile)
-        each = max(1, -(-self.count // self.streams))
+        # COUNT is per stream: shared out, one read of N streams brings about `count`
+        # entries, not N times as many (held in memory, unclaimed meanwhile)
+        each = max(1, -(-self.count // self.streams)) if self.share else self.count
         return self.store.client.xreadgroup(
             self.group, self.consumer, dict.fromkeys(keys, ">"), count=each, block=block
         )
@@ -1105,8 +1144,15 @@ async def _read_replies(conn: Any, count: int, timeout: float) -> list[Any]:
             except ResponseError as e:
                 out.append(e)
         return out
-    async with asyncio.timeout(timeout):
-        return [await parser.read_response() for _ in range(count)]
+    out = []
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(count):
+                out.append(await parser.read_response())
+    except (ConnectionError, RedisConnectionError) as e:
+        e.replies_read = len(out)  # type: ignore[union-attr]
+        raise
+    return out
 
 
 def pack_command(args: tuple[Any, ...]) -> bytes:

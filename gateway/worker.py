@@ -305,7 +305,13 @@ class NormalizeWorker:
                         reason="trimmed from the raw stream before normalization; "
                         "raise raw_retention",
                     )
-                entries = [(source, eid.decode(), f) for eid, f in items if f]
+                # not those a read of ours brought in and read_once() has yet to return
+                ours = self._reader.unreturned() if self._reader is not None else set()
+                entries = [
+                    (source, eid.decode(), f)
+                    for eid, f in items
+                    if f and (key, eid.decode()) not in ours
+                ]
                 if entries:
                     self.log.warning("worker.reclaimed", source=source, count=len(entries))
                     await self.handle(entries)

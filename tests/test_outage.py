@@ -264,3 +264,24 @@ async def test_a_full_redis_still_answers_duplicates(private_redis):
     finally:
         admin.config_set("maxmemory", 0)
         await store.close()
+
+
+async def test_a_connection_lost_during_the_patient_wait_does_not_write_again(private_redis):
+    """The writes were made before the wait: losing the connection then must not send
+    them again (a second XADD would be a copy of the event)."""
+    store = Store.connect(private_redis.url, "gw", timeout=1.0, durability="replicated")
+    admin = sync_redis.Redis(port=private_redis.port)
+    write = asyncio.create_task(store.execute_durably([("XADD", "gw:s", "*", "k", "v")]))
+    try:
+        # waiting: the XADD is in, the connection sits in WAIT (no replica to confirm)
+        await until(lambda: admin.xlen("gw:s") == 1 and not write.done(), what="the wait")
+        admin.client_kill_filter(_type="normal", skipme=True)
+        try:
+            await asyncio.wait_for(write, 10)
+            raise AssertionError("confirmed without a replica")
+        except StoreUnavailable as e:
+            assert "lost while waiting" in str(e)
+        assert admin.xlen("gw:s") == 1
+    finally:
+        admin.delete("gw:s")
+        await store.close()
