@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -605,3 +606,48 @@ def test_children_stop_when_the_parent_is_killed(tmp_path, setup):
         for pid in kids:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_supervisor_that_is_pid_1_keeps_its_children(tmp_path, setup):
+    """In a container the supervisor is pid 1 (the Dockerfile's exec-form CMD): its
+    children must not mistake that for having been orphaned (they used to SIGTERM
+    themselves at start, and were replaced, forever). A new pid namespace (unshare) makes
+    `serve` pid 1 here."""
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare or "unshare", "--pid", "--fork", "true"], capture_output=True)
+    if unshare is None or probe.returncode != 0:
+        pytest.skip("no unshare with pid namespaces here")
+    env, _ = setup
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG)
+    port = free_port()
+    log = tmp_path / "pid1.log"
+    proc = subprocess.Popen(
+        [unshare, "--pid", "--fork", "--kill-child", sys.executable, "-m", "gateway.cli",
+         "serve", "--workers", "2", "--no-workers", "--config", str(config), "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+
+        def up() -> bool:
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(up, seconds=30, what="the gateway to answer", log=log)
+        # both children start (each logs gateway.ready), and neither is replaced
+        wait_for(
+            lambda: log.read_text().count('"gateway.ready"') >= 2,
+            seconds=30,
+            what="two children ready",
+            log=log,
+        )
+        assert all(up() for _ in range(20))
+        assert "process.restarted" not in log.read_text(), log.read_text()[-2000:]
+    finally:
+        proc.kill()  # unshare; --kill-child takes the namespace's pid 1, and so all of it
+        proc.wait(20)
