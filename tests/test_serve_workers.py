@@ -591,6 +591,8 @@ def test_children_stop_when_the_parent_is_killed(tmp_path, setup):
     """SIGKILL of the supervisor (an OOM kill, a crashed container runtime): its children
     must not keep serving the inherited socket, or the next start cannot bind the port."""
     env, _ = setup
+    # A killed supervisor cannot remove its metrics directory: keep it in tmp_path
+    env = {**env, "TMPDIR": str(tmp_path)}
     server = Server(tmp_path, env, "--workers", "2", "--no-workers", config=CONFIG)
     kids: set[int] = set()
     try:
@@ -618,6 +620,7 @@ def test_a_supervisor_that_is_pid_1_keeps_its_children(tmp_path, setup):
     if unshare is None or probe.returncode != 0:
         pytest.skip("no unshare with pid namespaces here")
     env, _ = setup
+    env = {**env, "TMPDIR": str(tmp_path)}  # its metrics directory, left by the kill below
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     port = free_port()
