@@ -458,6 +458,7 @@ class Store:
         self._nodes: dict[tuple[str, int], redis.Redis] = {}
         self._topology_lock = asyncio.Lock()
         self._refreshing: asyncio.Task[None] | None = None
+        self._scripts_loaded = False
         self._pending: list[tuple[RawDelivery, asyncio.Future[AcceptResult]]] = []
         self._scheduled = False
         self._in_flight = 0
@@ -703,6 +704,16 @@ class Store:
     async def _run_scripts(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         """Each script call's reply, or the error it met (a cluster node that is down or
         has no replica fails only the calls it serves)."""
+        if self.replicas and not self._scripts_loaded:
+            # Loaded before the first call: a NOSCRIPT round would cost a WAIT of its own
+            # (Redis waits even when every command was refused), two of them more than a
+            # request may wait. (After a failover it can still happen: a 503 then.)
+            try:
+                await self.client.script_load(ACCEPT_SCRIPT)
+                await self.client.script_load(LIMITED_ACCEPT_SCRIPT)
+                self._scripts_loaded = True
+            except (*CLUSTER_ERRORS, OSError) as e:
+                return [e] * len(calls)
         replies = await self.execute(calls, replicated=True, partial=True)
         redo = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if redo:
@@ -803,9 +814,9 @@ class Store:
         wrote nothing and the errors are the answer)."""
         wait_ms = 0
         if wait:
-            # 40% of the time a request may wait: a call that meets NOSCRIPT (a fresh
+            # 30% of the time a request may wait: a call that meets NOSCRIPT (a fresh
             # primary after a failover) loads the scripts and runs again, WAIT and all.
-            wait_ms = max(1, int(self.timeout * 400))
+            wait_ms = max(1, int(self.timeout * 300))
             calls = [*calls, ("WAIT", wait, wait_ms)]
         pool = client.connection_pool
         for attempt in (1, 2):
