@@ -209,7 +209,7 @@ async def _events_lag(store: Store, metrics: Metrics, keys: list[str]) -> None:
 def _describe(store: Store) -> str:
     if store.embedded:
         return "embedded (in-memory)"
-    if store.target is not None and store.target.kind != "single":
+    if store.target is not None:
         return store.target.label()
     kwargs = store.client.connection_pool.connection_kwargs
     where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"

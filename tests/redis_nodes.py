@@ -305,6 +305,24 @@ class _Server:
             return "(no log)"
 
 
+def _server_argv(port: int, workdir: str) -> list[str]:
+    """A redis-server of a topology: in its own dir, in the foreground, nothing on disk."""
+    return [
+        require_binary("redis-server"),
+        "--port", str(port),
+        "--bind", HOST,
+        "--dir", workdir,
+        "--logfile", os.path.join(workdir, "redis.log"),
+        "--daemonize", "no",
+        "--save", "",
+        "--appendonly", "no",
+        "--enable-debug-command", "local",
+        # A primary starts a replica's full sync at once (the default waits 5 s for
+        # more replicas to share a diskless transfer).
+        "--repl-diskless-sync-delay", "0",
+    ]  # fmt: skip
+
+
 class _Topology:
     """What Cluster and SentinelSet share: servers by port, a temp root, stop()."""
 
@@ -470,24 +488,13 @@ class Cluster(_Topology):
 
     def _argv(self, port: int, workdir: str) -> list[str]:
         return [
-            require_binary("redis-server"),
-            "--port", str(port),
-            "--bind", HOST,
-            "--dir", workdir,
-            "--logfile", os.path.join(workdir, "redis.log"),
-            "--daemonize", "no",
-            "--save", "",
-            "--appendonly", "no",
+            *_server_argv(port, workdir),
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.node_timeout_ms),
             # A replica may always take over, however long it was cut off (tests kill
             # and restart nodes in quick succession).
             "--cluster-replica-validity-factor", "0",
-            "--enable-debug-command", "local",
-            # A primary starts a replica's full sync at once (the default waits 5 s for
-            # more replicas to share a diskless transfer).
-            "--repl-diskless-sync-delay", "0",
             *self.extra_args,
         ]  # fmt: skip
 
@@ -745,18 +752,7 @@ class SentinelSet(_Topology):
         self.sentinel_ports: list[int] = []
 
     def _data_argv(self, port: int, workdir: str, replicaof: int | None) -> list[str]:
-        argv = [
-            require_binary("redis-server"),
-            "--port", str(port),
-            "--bind", HOST,
-            "--dir", workdir,
-            "--logfile", os.path.join(workdir, "redis.log"),
-            "--daemonize", "no",
-            "--save", "",
-            "--appendonly", "no",
-            "--enable-debug-command", "local",
-            "--repl-diskless-sync-delay", "0",  # a replica's full sync starts at once
-        ]  # fmt: skip
+        argv = _server_argv(port, workdir)
         if replicaof is not None:
             argv += ["--replicaof", HOST, str(replicaof)]
         return argv
