@@ -17,6 +17,9 @@ RUN pip install .
 
 COPY config.yaml ./
 USER gateway
-EXPOSE 8000
+# Webhooks on 8000; the console and /metrics on 9180, a port of their own: publish it only
+# where Prometheus and operators reach it (docs/operations.md, "The operator listener").
+ENV OPERATOR_LISTEN=0.0.0.0:9180
+EXPOSE 8000 9180
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"
 CMD ["webhook-gateway", "serve", "--host", "0.0.0.0", "--port", "8000", "--config", "/app/config.yaml"]

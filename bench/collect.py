@@ -41,6 +41,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+# Each gateway's console and /metrics on a free port: two may run at once.
+OPERATOR = {"OPERATOR_LISTEN": "127.0.0.1:0"}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -370,7 +372,7 @@ def main() -> int:
             cwd=HERE.parent,
             stdout=subprocess.DEVNULL,
             stderr=gateway_log.open("wb"),
-            env={**os.environ, "LOG_LEVEL": "info"},
+            env={**os.environ, **OPERATOR, "LOG_LEVEL": "info"},
         ),
     }  # fmt: skip
     if args.limits_ab:
@@ -382,7 +384,7 @@ def main() -> int:
             cwd=HERE.parent,
             stdout=subprocess.DEVNULL,
             stderr=(tmp / "unlimited.log").open("wb"),  # its log lines, as the gateway's
-            env={**os.environ, "LOG_LEVEL": "info"},
+            env={**os.environ, **OPERATOR, "LOG_LEVEL": "info"},
         )  # fmt: skip
 
     def connections(load: str) -> int:

@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import msgspec
 
+# Each gateway's console and /metrics on a free port: two may run at once.
+OPERATOR = {"OPERATOR_LISTEN": "127.0.0.1:0"}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -197,7 +199,7 @@ def latency(redis_url: str, sink_port: int, log: Path, rate: float, seconds: flo
         cwd=HERE.parent,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "LOG_LEVEL": "warning"},
+        env={**os.environ, **OPERATOR, "LOG_LEVEL": "warning"},
     )
     template = json.loads((HERE.parent / "tests/fixtures/stripe/charge.succeeded.json").read_text())
     sent: dict[str, float] = {}

@@ -53,6 +53,8 @@ from typing import Any
 
 import stripe
 
+# Each gateway's console and /metrics on a free port: two may run at once.
+OPERATOR = {"OPERATOR_LISTEN": "127.0.0.1:0"}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -313,7 +315,7 @@ def start_gateway(
         cwd=HERE.parent,
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
-        env={**os.environ, "LOG_LEVEL": "warning"},
+        env={**os.environ, **OPERATOR, "LOG_LEVEL": "warning"},
     )  # fmt: skip
     wait_ready(port, proc)
     return proc, port, log

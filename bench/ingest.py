@@ -46,6 +46,8 @@ from pathlib import Path
 
 import redis
 
+# Each gateway's console and /metrics on a free port: two may run at once.
+OPERATOR = {"OPERATOR_LISTEN": "127.0.0.1:0"}
 HERE = Path(__file__).resolve().parent
 SECRET = "whsec_bench_secret"
 
@@ -363,7 +365,7 @@ def main() -> int:
             cwd=cwd,
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),
-            env={**os.environ, "LOG_LEVEL": "info"},
+            env={**os.environ, **OPERATOR, "LOG_LEVEL": "info"},
         )
         servers.append(
             Server(name, port, proc, server_cpu["gateway"], wrk_cpu["gateway"], redis, log)

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import redis
 
+# Each gateway's console and /metrics on a free port: two may run at once.
+OPERATOR = {"OPERATOR_LISTEN": "127.0.0.1:0"}
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -247,7 +249,7 @@ def main() -> int:
             cwd=HERE.parent,
             stdout=subprocess.DEVNULL,
             stderr=(tmp / "gateway.log").open("wb"),
-            env={**os.environ, "LOG_LEVEL": "warning"},
+            env={**os.environ, **OPERATOR, "LOG_LEVEL": "warning"},
         )  # fmt: skip
         wait_ready(port, gateway)
         # Let the workers create their consumer groups before the "before" figure.

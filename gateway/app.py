@@ -9,13 +9,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import ResponseError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
 from .collect import CollectEndpoint
@@ -23,6 +22,7 @@ from .config import Config
 from .deliver import DeliverWorker
 from .ingest import WebhookEndpoint
 from .metrics import Metrics
+from .operator import create_operator_app, is_operator_path
 from .sources import build_sources
 from .sources.collect import CollectSource
 from .store import CLUSTER_ERRORS, Store
@@ -70,11 +70,10 @@ def create_app(
 
     event_streams = store.keys.event_streams(config.partition_count())
 
-    async def metrics_endpoint(request: Request) -> Response:
+    async def read_lag() -> None:
         streams = {store.keys.raw(name): f"raw:{name}" for name in config.sources}
         await metrics.update_lag(store, streams)
         await _events_lag(store, metrics, event_streams)
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -112,7 +111,13 @@ def create_app(
         # Cycles are rare here; the memory they may hold meanwhile is bounded by it.
         gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         stop = asyncio.Event()
-        tasks = []
+        # The counts of this process (of its workers too), into Redis for the console and
+        # the alerts.
+        tasks = [asyncio.create_task(metrics.activity.run(store, stop), name="activity")]
+        if config.alerts.rules:  # every process runs them; Redis makes them agree (alerts/)
+            from .alerts import Alerts
+
+            tasks.append(asyncio.create_task(Alerts(config, store).run(stop), name="alerts"))
         if workers:
             worker = NormalizeWorker(config, store, metrics=metrics)
             tasks.append(asyncio.create_task(worker.run(stop), name="normalize-worker"))
@@ -128,7 +133,7 @@ def create_app(
             yield
         finally:
             stop.set()
-            if tasks:
+            if tasks:  # (the activity's last flush is among them: before the store closes)
                 _, late = await asyncio.wait(tasks, timeout=10)
                 for task in late:  # its entries stay pending and are reclaimed later
                     task.cancel()
@@ -137,10 +142,11 @@ def create_app(
     app = GatewayApp(
         webhooks,
         collect,
+        create_operator_app(config, store, metrics, read_lag, clock),
+        config.operator.address(),
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics_endpoint),
         ],
         lifespan=lifespan,
     )
@@ -160,15 +166,32 @@ class GatewayApp(Starlette):
     """
 
     def __init__(
-        self, webhooks: WebhookEndpoint, collect: CollectEndpoint | None, **kwargs: object
+        self,
+        webhooks: WebhookEndpoint,
+        collect: CollectEndpoint | None,
+        operator: ASGIApp,
+        operator_address: tuple[str, int] | None,
+        **kwargs: object,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.webhooks = webhooks
         self.collect = collect
+        self.operator = operator
+        self.operator_port = operator_address[1] if operator_address else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            server = scope.get("server")
+            if self.operator_port is not None:
+                # The operator listener serves only the operator surfaces; the webhook
+                # port never does (the connection's own port, not a Host header, says).
+                if server is not None and server[1] == self.operator_port:
+                    await self.operator(scope, receive, send)
+                    return
+            elif is_operator_path(path):  # operator.listen: public
+                await self.operator(scope, receive, send)
+                return
             if path.startswith(_WEBHOOKS):
                 # Every path under /webhooks/ is the front door's: a name that is no
                 # source (empty, or with a slash) gets its JSON 404, not a router's text.

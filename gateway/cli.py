@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=int,
         default=int(os.environ.get("PORT", "8000")),
         help="port to listen on (default: $PORT or %(default)s)",
+    )
+    serve.add_argument(
+        "--operator-listen",
+        metavar="HOST:PORT",
+        default=os.environ.get("OPERATOR_LISTEN"),
+        help="where the console and /metrics answer, instead of the config's operator.listen "
+        "(default: $OPERATOR_LISTEN, else the config's; `public`: on --port)",
     )
     serve.add_argument(
         "--no-workers",
@@ -636,12 +644,6 @@ def _event_schema(args: argparse.Namespace) -> int:
 def _map(args: argparse.Namespace) -> int:
     import msgspec
 
-    from normalizers import Delivery, NormalizeError, normalize
-
-    from .errors import PayloadError
-    from .sources import build_sources
-    from .sources.base import body_hash
-
     config = load_config(args.config)
     if args.source not in config.sources:
         known = ", ".join(sorted(config.sources)) or "none"
@@ -666,28 +668,63 @@ def _map(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 2
-    from normalizers import Mapper
+    result = map_payload(config, args.source, body, headers, time.time())
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if result.error is not None:
+        print(f"error: {args.file}: {result.error}", file=sys.stderr)
+        return 1
+    out = sys.stdout.buffer
+    for event in result.events:
+        out.write(msgspec.json.encode(event) + b"\n")
+    if not result.events:
+        print("note: this payload becomes no events", file=sys.stderr)
+    return 0
 
-    source = build_sources({args.source: config.sources[args.source]})[args.source]
+
+@dataclass
+class MapResult:
+    """What a payload becomes at a source: its events, or the normalizer's error."""
+
+    delivery_id: str
+    events: list[Any] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What the reader should know (a made-up delivery id, headers the source drops)."""
+    error: str | None = None
+
+
+def map_payload(
+    config: Config, source_name: str, body: bytes, headers: dict[str, str], now: float
+) -> MapResult:
+    """The dry run of `map` and the console's playground: the worker's engine on one
+    payload (`headers` with lower-case names), with no signature check and nothing stored.
+    `source_name` must be one of config.sources."""
+    from normalizers import Delivery, Mapper, NormalizeError, normalize
+
+    from .errors import PayloadError
+    from .sources import build_sources
+    from .sources.base import body_hash
+
+    source = build_sources({source_name: config.sources[source_name]})[source_name]
     mapper = Mapper(source.config.mappings, source.config.user_id)
+    notes: list[str] = []
     try:
         delivery_id, _ = source.identify(body, headers)
     except PayloadError as e:
         delivery_id = body_hash(body)
-        print(f"note: {e.detail}; using {delivery_id} as the delivery id", file=sys.stderr)
+        notes.append(f"{e.detail}; using {delivery_id} as the delivery id")
     # The mapping sees what the worker would: only the headers the source stores.
     kept = source.headers_to_store(headers)
     if dropped := sorted(set(headers) - set(kept)):
-        print(
-            f"note: this source does not store {', '.join(dropped)}, so (as in the worker) "
-            "the mappings do not see it (header() in a mapping, or keep_headers, keeps one)",
-            file=sys.stderr,
+        notes.append(
+            f"this source does not store {', '.join(dropped)}, so (as in the worker) "
+            "the mappings do not see it (header() in a mapping, or keep_headers, keeps one)"
         )
     delivery = Delivery(
-        source=args.source,
+        source=source_name,
         source_type=source.config.__struct_config__.tag,
         delivery_id=delivery_id,
-        received_at_ms=int(time.time() * 1000),
+        received_at_ms=int(now * 1000),
         headers=kept,
         body=body,
         config=source.config,
@@ -695,14 +732,8 @@ def _map(args: argparse.Namespace) -> int:
     try:
         events = normalize(delivery, mapper)
     except NormalizeError as e:
-        print(f"error: {args.file}: {e}", file=sys.stderr)
-        return 1
-    out = sys.stdout.buffer
-    for event in events:
-        out.write(msgspec.json.encode(event) + b"\n")
-    if not events:
-        print("note: this payload becomes no events", file=sys.stderr)
-    return 0
+        return MapResult(delivery_id, notes=notes, error=str(e))
+    return MapResult(delivery_id, events=list(events), notes=notes)
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -730,14 +761,44 @@ def _test(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import msgspec
     import structlog
     import uvicorn
 
     from . import logs
     from .app import create_app
+    from .operator import bind_listener
 
     logs.configure()
     config = load_config(args.config)
+    if args.operator_listen:
+        operator = msgspec.structs.replace(config.operator, listen=args.operator_listen)
+        try:
+            operator.check()
+        except ConfigError as e:
+            print(f"error: --operator-listen: {e.message}", file=sys.stderr)
+            return 2
+        config = msgspec.structs.replace(config, operator=operator)
+    sockets: list[Any] = []
+    operator_url = "on the webhook port (operator.listen: public)"
+    if (address := config.operator.address()) is not None:
+        if address[1] == args.port:
+            print(
+                f"error: operator.listen ({config.operator.listen}) and --port ({args.port}) "
+                "are the same port: the console and /metrics need a listener of their own",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            sockets.append(bind_listener(*address))
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        port = sockets[0].getsockname()[1]  # the one chosen, for port 0
+        operator = msgspec.structs.replace(config.operator, listen=f"{address[0]}:{port}")
+        config = msgspec.structs.replace(config, operator=operator)
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        operator_url = f"http://{host}:{port}"
     options: dict[str, Any] = dict(
         host=args.host,
         port=args.port,
@@ -756,21 +817,30 @@ def _serve(args: argparse.Namespace) -> int:
             "gateway.starting",
             version=__version__,
             url=f"http://{args.host}:{args.port}",
+            operator=operator_url,
             config=args.config,
             processes=args.processes,
             workers="off (--no-workers)" if args.no_workers else "normalize, deliver (in each)",
         )
-        return serve_processes(config, args.config, args.processes, not args.no_workers, **options)
+        return serve_processes(
+            config, args.config, args.processes, not args.no_workers, sockets, **options
+        )
     app = create_app(config, workers=not args.no_workers)
     log.info(
         "gateway.starting",
         version=__version__,
         url=f"http://{args.host}:{args.port}",
+        operator=operator_url,
         config=args.config,
         workers="off (--no-workers)" if args.no_workers else "normalize, deliver (in-process)",
     )
-    server = uvicorn.Server(uvicorn.Config(app, **options))
-    server.run()
+    settings = uvicorn.Config(app, **options)
+    server = uvicorn.Server(settings)
+    try:
+        server.run(sockets=[settings.bind_socket(), *sockets])
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 

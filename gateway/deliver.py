@@ -31,6 +31,7 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -282,7 +283,7 @@ class Runner:
                 await self.store.execute([("XACK", key, self.group, *deleted)])
             lost += len(deleted) + await trimmed_unread(self.store, key, self.group, self._reported)
         if lost:
-            self.metrics.destination_events.labels(self.name, "lost").inc(lost)
+            self.metrics.destination(self.name, "lost", lost)
             self.log.error(
                 "deliver.events_lost",
                 count=lost,
@@ -394,6 +395,9 @@ class Runner:
             elif outcome == "fail":
                 # The dead letter counts every attempt, so a replay numbers on from it.
                 writes.append(self.dead_letter(item.event, item.earlier + attempts, reason, now))
+                writes += self.index_dead_letter(item.event, now)
+            if outcome in ("retry", "fail"):
+                self.metrics.activity.destination_error(self.name, now, reason)
             if outcome != "retry" and item.entry is None:
                 done.append(message_id)
             if item.entry is not None:
@@ -442,7 +446,7 @@ class Runner:
             ("skipped", "skipped"),
         ):
             if counts[outcome]:
-                self.metrics.destination_events.labels(self.name, label).inc(counts[outcome])
+                self.metrics.destination(self.name, label, counts[outcome])
         if counts["skipped"] < len(items):  # a batch withheld whole took no time to send
             self.metrics.batch_seconds.labels(self.name).observe(latency_ms / 1000)
         log = self.log.warning if counts["fail"] or counts["retry"] else self.log.info
@@ -521,6 +525,20 @@ class Runner:
             "data",
             _encode(event),
         )
+
+    def index_dead_letter(self, event: dict[str, Any], now: float) -> list[tuple[Any, ...]]:
+        """The delivery an event came from, in its source's dead_lettered index (scored by
+        when it was received, as the console searches it)."""
+        source = event.get("context", {}).get("source", {})
+        name, delivery_id = source.get("name"), source.get("deliveryId")
+        if not self.log_retention or not name or not delivery_id:
+            return []
+        received = _unix_ms(event.get("receivedAt")) or int(now * 1000)
+        index = self.store.keys.delivery_index(name, "dead_lettered")
+        return [
+            ("ZADD", index, received, delivery_id),
+            ("ZREMRANGEBYSCORE", index, "-inf", received - self.log_retention * 1000),
+        ]
 
     # --- the retry set ---------------------------------------------------------------------
 
@@ -700,3 +718,13 @@ class DeliverWorker:
         for runner, outcome in zip(self.runners, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 runner.log.error("deliver.stopped", error=f"{type(outcome).__name__}: {outcome}")
+
+
+def _unix_ms(text: Any) -> int | None:
+    """An event's ISO 8601 time as unix ms (None when it has none or it is unreadable)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None

@@ -112,9 +112,13 @@ async def delivery_report(
         if not log:
             continue
         status = log.pop(b"_status", b"").decode()
+        raw_id = log.pop(b"_raw", b"").decode()
+        received = log.pop(b"_at", b"").decode()
         events = []
         for message_id, event_name in log.items():
             mid = message_id.decode()
+            if mid.startswith("_"):  # a field a later version added: not an event
+                continue
             events.append(
                 {
                     "message_id": mid,
@@ -122,5 +126,14 @@ async def delivery_report(
                     "attempts": await event_attempts(store, mid),
                 }
             )
-        out.append({"source": name, "delivery_id": delivery_id, "status": status, "events": events})
+        out.append(
+            {
+                "source": name,
+                "delivery_id": delivery_id,
+                "status": status,
+                "raw_id": raw_id or None,
+                "received_at_ms": int(received) if received.isdigit() else None,
+                "events": events,
+            }
+        )
     return out

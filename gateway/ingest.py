@@ -147,7 +147,19 @@ class WebhookEndpoint:
         """The one log line per request: `delivery.<outcome>` with source, id and duration."""
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         # Unknown names are not labels: a scan of random URLs must not grow the metrics.
-        self.metrics.delivery(source if source in self.sources else "_unknown", outcome)
+        known = source in self.sources
+        self.metrics.delivery(source if known else "_unknown", outcome)
+        if known and outcome in _TURNED_AWAY:
+            # What the console lists of requests that stored nothing (never a body).
+            self.metrics.activity.turned_away(
+                source,
+                outcome,
+                self.clock(),
+                delivery_id=delivery_id,
+                status=fields.get("status"),
+                reason=fields.get("reason"),
+                detail=fields.get("detail"),
+            )
         warn = fields.get("status", 200) >= 500 or outcome in ("revocation", "lifecycle")
         log = self.log.warning if warn else self.log.info
         log(
@@ -158,6 +170,9 @@ class WebhookEndpoint:
             duration_ms=duration_ms,
             **fields,
         )
+
+
+_TURNED_AWAY = frozenset({"rejected", "duplicate"})
 
 
 async def read_body(receive: Receive, content_length: str | None, limit: int) -> bytes:

@@ -12,8 +12,10 @@
                                                    profiles_merged, conflict, blocked,
                                                    history_joined (alias events emitted)
 
-One registry per app (no global state); `serve` exposes it at GET /metrics, `worker`
-with --metrics-port.
+One registry per app (no global state); `serve` exposes it at GET /metrics on the
+operator listener (operator.listen; not the webhook port: gateway/operator.py), `worker`
+with --metrics-port. Each count also goes to the process's Activity (activity.py): the
+same figures per minute in Redis, summed over every process, for the console and alerts.
 
 More than one process (`serve --workers N`, `worker --processes N`, N > 1) uses
 prometheus_client's multiprocess mode: the parent sets PROMETHEUS_MULTIPROC_DIR to a
@@ -35,6 +37,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.exceptions import ResponseError
 
+from .activity import Activity
 from .store import CLUSTER_ERRORS, Store
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -119,6 +122,8 @@ class Metrics:
             registry=own,
         )
         self._delivery_children: dict[tuple[str, str], Any] = {}
+        # The same counts, minute by minute in Redis for the console and alerts.
+        self.activity = Activity()
         if own is not None:
             self.registry = own
         else:
@@ -131,12 +136,28 @@ class Metrics:
     def delivery(self, source: str, outcome: str, count: int = 1) -> None:
         """Count a webhook (or a batch's collected messages); the ingest hot path: label
         children are cached."""
-        child = self._delivery_children.get((source, outcome))
-        if child is None:
-            child = self._delivery_children[(source, outcome)] = self.deliveries.labels(
-                source, outcome
+        cached = self._delivery_children.get((source, outcome))
+        if cached is None:
+            cached = self._delivery_children[(source, outcome)] = (
+                self.deliveries.labels(source, outcome),
+                ("source", source, outcome),
             )
-        child.inc(count)
+        cached[0].inc(count)
+        self.activity.counts[cached[1]] += count
+
+    def produced(self, source: str, count: int) -> None:
+        """Events a source's deliveries became."""
+        self.events.labels(source).inc(count)
+        self.activity.count("events", source, "produced", count)
+
+    def quarantine(self, source: str, stage: str) -> None:
+        self.quarantined.labels(source, stage).inc()
+        self.activity.count("quarantine", source, stage)
+
+    def destination(self, destination: str, outcome: str, count: int) -> None:
+        """Events a destination handled: sent, retried, dead_lettered, skipped, lost."""
+        self.destination_events.labels(destination, outcome).inc(count)
+        self.activity.count("destination", destination, outcome, count)
 
     async def update_lag(self, store: Store, streams: dict[str, str]) -> None:
         """Read the consumer groups' lag from Redis (XINFO GROUPS): {stream key: label}."""

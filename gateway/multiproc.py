@@ -28,7 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +43,22 @@ from .metrics import MULTIPROC_DIR
 
 
 def serve_processes(
-    config: Config, config_path: str, processes: int, in_process_workers: bool, **options: Any
+    config: Config,
+    config_path: str,
+    processes: int,
+    in_process_workers: bool,
+    more_sockets: list[Any],
+    **options: Any,
 ) -> int:
-    """`serve --workers N`: N processes of the HTTP app (and its workers) on one port."""
+    """`serve --workers N`: N processes of the HTTP app (and its workers) on one port,
+    and on `more_sockets` (the operator listener's), bound by the caller."""
     from .sources import build_sources
 
     build_sources(config.sources)  # what create_app would refuse, refused here, once
     factory = GatewayFactory(config, config_path, in_process_workers)
-    return _supervise(uvicorn.Config(factory, factory=True, workers=processes, **options), True)
+    return _supervise(
+        uvicorn.Config(factory, factory=True, workers=processes, **options), True, more_sockets
+    )
 
 
 def worker_processes(
@@ -150,7 +158,12 @@ async def run_workers(
         deliver = DeliverWorker(config, store, normalize.consumer, metrics)
         if started is not None:
             started.set_result(None)
-        await asyncio.gather(normalize.run(stop), deliver.run(stop))
+        tasks = [normalize.run(stop), deliver.run(stop), metrics.activity.run(store, stop)]
+        if config.alerts.rules:  # every process runs them; Redis makes them agree (alerts/)
+            from .alerts import Alerts
+
+            tasks.append(Alerts(config, store).run(stop))
+        await asyncio.gather(*tasks)
     finally:
         await store.close()
 
@@ -280,10 +293,10 @@ def _signal_name(exitcode: int | None) -> str | None:
     return None
 
 
-def _supervise(config: uvicorn.Config, listen: bool) -> int:
+def _supervise(config: uvicorn.Config, listen: bool, more_sockets: Sequence[Any] = ()) -> int:
     """Run uvicorn's supervisor until SIGINT/SIGTERM; uvicorn's exit code 3 if a child
     failed to start (as a single `serve` exits), else 0."""
-    sockets = [config.bind_socket()] if listen else []
+    sockets = [config.bind_socket(), *more_sockets] if listen else []
     try:
         with _shared_metrics() as metrics_dir:
             supervisor = _Supervisor(config, sockets, metrics_dir)

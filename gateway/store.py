@@ -420,9 +420,49 @@ class Keys:
         """The events one inbound delivery became (message id -> event name)."""
         return f"{self.prefix}:log:delivery:{source}:{delivery_id}"
 
+    def delivery_index(self, source: str, outcome: str) -> str:
+        """A source's deliveries that ended one way (ignored, quarantined, dead_lettered):
+        delivery id scored by the ms it was received, for the console's search."""
+        return f"{self.prefix}:{{{source}}}:index:{outcome}"
+
+    def turned_away(self, source: str, outcome: str) -> str:
+        """A capped stream of the source's newest rejected or duplicate deliveries."""
+        return f"{self.prefix}:{{{source}}}:{outcome}"
+
+    def activity(self, unit: str, bucket: int) -> str:
+        """Counts of one minute (`m`) or hour (`h`) of every process (activity.py)."""
+        return f"{self.prefix}:activity:{unit}:{bucket}"
+
+    def destination_errors(self) -> str:
+        """Each destination's last error (name -> JSON)."""
+        return f"{self.prefix}:activity:destination-errors"
+
+    def audit(self) -> str:
+        """The console's audit log: who did what (replay, purge, rerun), and when."""
+        return f"{self.prefix}:console:audit"
+
+    def logins(self, name: str) -> str:
+        """Failed console logins of one user name (a counter that expires)."""
+        return f"{self.prefix}:console:failed-logins:{name}"
+
     def handshakes(self, source: str) -> str:
         """Signing secrets a vendor handed over in a handshake (Asana, Notion)."""
         return f"{self.prefix}:{{{source}}}:handshakes"
+
+    # Alerts (gateway/alerts/): every key under one hash tag, so that a transition and the
+    # notifications it queues are one script on a Redis Cluster too.
+
+    def alert(self, rule: str, subject: str) -> str:
+        """One rule's state for one subject (a destination, a source, or redis)."""
+        return f"{self.prefix}:{{alerts}}:state:{rule}:{subject}"
+
+    def alert_outbox(self) -> tuple[str, str]:
+        """Notifications not sent yet: job id -> JSON (hash), job id -> due ms (sorted set)."""
+        return f"{self.prefix}:{{alerts}}:outbox", f"{self.prefix}:{{alerts}}:due"
+
+    def alert_lock(self) -> str:
+        """Held for one evaluate_every by the process that evaluates the rules this tick."""
+        return f"{self.prefix}:{{alerts}}:lock"
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"

@@ -48,6 +48,8 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     delivery: tuple[str, str] | None = None
     """(source, delivery id), for the delivery log."""
+    raw: tuple[str, int] | None = None
+    """(raw entry id, received at unix ms), for the delivery log and its index."""
 
 
 class Pipeline:
@@ -116,6 +118,11 @@ class Pipeline:
             reason = f"unexpected {type(e).__name__}: {e}"
             outcome = Outcome(quarantine=[{**base, "stage": "normalize", "reason": reason}])
         outcome.delivery = (source, base["delivery_id"])
+        try:
+            received = int(fields.get(b"received_at") or entry_id.partition("-")[0])
+        except ValueError:
+            received = 0
+        outcome.raw = (entry_id, received)
         return outcome
 
     def _run(self, source: str, fields: dict[bytes, bytes], base: dict[str, str]) -> Outcome:
@@ -178,8 +185,17 @@ class Pipeline:
                 else f"normalized into {len(outcome.events)} event(s)"
             )
             pairs = [x for e in outcome.events for x in (e.message_id, e.event or e.type)]
+            if outcome.raw is not None:  # where the console finds its body and time
+                pairs += ["_raw", outcome.raw[0], "_at", outcome.raw[1]]
             out.append(("HSET", key, "_status", status, *pairs))
             out.append(("EXPIRE", key, retention))
+            ended = "quarantined" if outcome.quarantine else None if outcome.events else "ignored"
+            if ended is not None and outcome.raw is not None:
+                # The console searches by outcome without a scan: the few deliveries
+                # that did not simply become events are indexed by time.
+                index = keys.delivery_index(outcome.delivery[0], ended)
+                out.append(("ZADD", index, outcome.raw[1], outcome.delivery[1]))
+                out.append(("ZREMRANGEBYSCORE", index, "-inf", outcome.raw[1] - retention * 1000))
         return out
 
 
@@ -348,9 +364,9 @@ class NormalizeWorker:
             self.stats.events += len(outcome.events)
             self.stats.quarantined += len(outcome.quarantine)
             if outcome.events:
-                self.metrics.events.labels(source).inc(len(outcome.events))
+                self.metrics.produced(source, len(outcome.events))
             for item in outcome.quarantine:
-                self.metrics.quarantined.labels(source, item["stage"]).inc()
+                self.metrics.quarantine(source, item["stage"])
                 self.log.warning(
                     "delivery.quarantined",
                     source=source,

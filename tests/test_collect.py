@@ -23,6 +23,7 @@ from gateway.store import Store
 from gateway.worker import Pipeline
 from normalizers.collect import validate_message
 from tests.conftest import (
+    OPERATOR,
     Clock,
     config,
     drop_prefix,
@@ -313,7 +314,7 @@ async def test_metrics_count_collected_messages_not_requests(redis_store):
     async with gateway_client(_cfg(), redis_store) as client:
         await client.post("/v1/batch", json={"batch": batch}, headers=_basic())
         await client.post("/v1/batch", json={"batch": batch[:2]}, headers=_basic())
-        text = (await client.get("/metrics")).text
+        text = (await client.get(OPERATOR + "/metrics")).text
     assert 'gateway_deliveries_total{outcome="accepted",source="web"} 3.0' in text
     assert 'gateway_deliveries_total{outcome="duplicate",source="web"} 2.0' in text
 

@@ -12,7 +12,7 @@ import redis as sync_redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.worker import NormalizeWorker
-from tests.conftest import drop_keys, free_port, gateway_client
+from tests.conftest import OPERATOR, drop_keys, free_port, gateway_client
 from tests.destinations.conftest import wait_for
 from tests.test_cli import Worker
 
@@ -49,10 +49,10 @@ async def test_metrics(redis_store):
         app = client._transport.app  # type: ignore[attr-defined]
         worker = NormalizeWorker(app.state.config, redis_store, "w", app.state.metrics)
         await worker.ensure_groups()
-        text = (await client.get("/metrics")).text
+        text = (await client.get(OPERATOR + "/metrics")).text
         assert value(text, 'gateway_stream_lag{group="normalize",stream="raw:acme"}') == 2
         await worker.read_once()
-        text = (await client.get("/metrics")).text
+        text = (await client.get(OPERATOR + "/metrics")).text
     assert value(text, 'gateway_deliveries_total{outcome="accepted",source="acme"}') == 2
     assert value(text, 'gateway_deliveries_total{outcome="duplicate",source="acme"}') == 1
     assert value(text, 'gateway_deliveries_total{outcome="rejected",source="acme"}') == 1
@@ -115,7 +115,7 @@ async def test_quarantined_total_counts_by_source_and_stage(
         worker = NormalizeWorker(app.state.config, redis_store, "w", app.state.metrics)
         await worker.ensure_groups()
         assert await worker.read_once() == len(bodies)
-        text = (await client.get("/metrics")).text
+        text = (await client.get(OPERATOR + "/metrics")).text
     assert sample(text, "gateway_events_total", source="acme") == events
     quarantined = "gateway_quarantined_total"
     assert sample(text, quarantined, source="acme", stage="normalize") == normalize

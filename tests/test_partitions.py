@@ -2,7 +2,7 @@
 event goes, and that every destination reads all partitions, once each.
 
 The expected partition of a person is computed here with the standard library, as the
-README documents it: CRC-32 (zlib) of the UTF-8 userId, else anonymousId, mod N. Key
+docs/operations.md documents it: CRC-32 (zlib) of the UTF-8 userId, else anonymousId, mod N. Key
 names are written out as documented, not taken from the code.
 """
 
@@ -25,7 +25,7 @@ from gateway.replay import partition_lag
 from gateway.store import Store, partition_tags
 from gateway.worker import NormalizeWorker, Pipeline
 from normalizers.event import Context, Event, SourceInfo, library
-from tests.conftest import gateway_client, group_settled, pending_idle, until
+from tests.conftest import OPERATOR, gateway_client, group_settled, pending_idle, until
 from tests.destinations.conftest import event as stream_event
 from tests.test_cli import cli
 
@@ -398,7 +398,7 @@ async def test_metrics_sum_the_lag_over_partitions(redis_store, vendor):
     for i, n in enumerate([0, 1, 3, 3, 3, 2]):
         await xadd(redis_store, keys[n], stream_event(i))
     async with gateway_client(cfg, redis_store) as client:
-        text = (await client.get("/metrics")).text
+        text = (await client.get(OPERATOR + "/metrics")).text
     values = {
         (s.name, s.labels.get("stream"), s.labels.get("group")): s.value
         for family in text_string_to_metric_families(text)

@@ -274,7 +274,7 @@ def shared_dir(pid: int) -> str | None:
 
 
 def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
-    """GET /metrics: (sample name, labels, value) of every sample."""
+    """GET /metrics of the operator listener at `url`: (name, labels, value) of every sample."""
     r = httpx.get(url + "/metrics")
     assert r.status_code == 200, r.text
     return [
@@ -290,7 +290,7 @@ def scrape_from(server: Server, pid: int) -> list[tuple[str, dict[str, str], flo
     for other in others:
         os.kill(other, signal.SIGSTOP)
     try:
-        return scrape(server.url)
+        return scrape(server.operator_url)
     finally:
         for other in others:
             os.kill(other, signal.SIGCONT)
@@ -394,7 +394,8 @@ def test_serve_metrics_are_the_sums_over_the_processes(tmp_path, setup):
         samples = wait_for(
             lambda: (
                 m
-                if sum(values(m := scrape(server.url), "gateway_events_total")) >= len(sent)
+                if sum(values(m := scrape(server.operator_url), "gateway_events_total"))
+                >= len(sent)
                 and sum(values(m, "gateway_destination_events_total", **out)) >= len(sent)
                 else None
             ),
@@ -627,7 +628,8 @@ def test_a_supervisor_that_is_pid_1_keeps_its_children(tmp_path, setup):
     log = tmp_path / "pid1.log"
     proc = subprocess.Popen(
         [unshare, "--pid", "--fork", "--kill-child", sys.executable, "-m", "gateway.cli",
-         "serve", "--workers", "2", "--no-workers", "--config", str(config), "--port", str(port)],
+         "serve", "--workers", "2", "--no-workers", "--config", str(config), "--port", str(port),
+         "--operator-listen", "127.0.0.1:0"],
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=log.open("wb"),
