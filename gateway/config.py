@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal, get_args, get_origin
 
 import msgspec
@@ -150,7 +150,7 @@ class SourceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag
     """Extra request headers stored with each raw delivery (besides the vendor's own and
     those a mapping reads with header(), which are kept without it)."""
     user_id: str | None = None
-    """JMESPath to the customer's own id in the payload (becomes userId); see README."""
+    """JMESPath to the customer's own id in the payload (becomes userId); see docs/events.md."""
     mappings: list[MappingRule] = []
     """Rules that map payloads to events (JMESPath); the first that matches wins."""
     tests: list[MappingTest] = []
@@ -237,6 +237,311 @@ class IdentityConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("an ISO 3166 alpha-2 country code (US, DE)", path="phone_region")
 
 
+class OperatorConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Where the operator surfaces (the console, /metrics) answer."""
+
+    listen: str = "127.0.0.1:9180"
+    """host:port of a listener of their own (the default answers this machine only; a
+    Prometheus elsewhere needs e.g. 0.0.0.0:9180 behind a firewall), or `public`: on the
+    webhook port, the console behind its login and /metrics behind metrics_token."""
+    metrics_token: Secret | None = None
+    """A token GET /metrics requires as `Authorization: Bearer <token>`: always with
+    listen: public; on an own listener, only when set."""
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) of the operator listener; None for `public`."""
+        if self.listen == "public":
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def check(self) -> None:
+        if self.listen != "public":
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+                raise ConfigError(
+                    "host:port (such as 127.0.0.1:9180 or 0.0.0.0:9180; port 0: any free one), "
+                    "or public",
+                    path="listen",
+                )
+        elif self.metrics_token is None:
+            raise ConfigError(
+                "with listen: public, /metrics answers on the webhook port, to the internet: "
+                'set metrics_token: "${GATEWAY_METRICS_TOKEN}" (a Prometheus sends it as a '
+                "bearer token), or give the operator surfaces a listener of their own",
+                path="metrics_token",
+            )
+
+
+class ConsoleUser(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    password: Secret
+    """From the environment: "${CONSOLE_ALICE_PASSWORD}"."""
+    role: Literal["read-only", "operator"] = "read-only"
+    """read-only: looks at everything; operator: may also replay, purge and rerun."""
+
+
+class ConsoleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The operator console (docs/console.md), served on the operator listener."""
+
+    enabled: bool = False
+    """Serve the console at /console/ (off by default)."""
+    users: dict[str, ConsoleUser] = {}
+    """Who may log in: name -> password (from the environment) and role."""
+    session_secret: Secret | None = None
+    """Signs the session cookies; default: derived from the users' passwords (so every
+    process agrees, and changing a password ends the sessions it opened)."""
+    session_ttl: Duration = duration("12h")
+    """A login lasts this long."""
+    show_bodies: bool = False
+    """Show stored webhook bodies and events in full; off: only their shape, every value
+    masked (bodies hold personal data)."""
+    show_personal_data: bool = False
+    """Show the identity graph's personal data (emails, phones, names) unmasked."""
+
+    def check(self) -> None:
+        if self.enabled and not self.users:
+            raise ConfigError(
+                "the console is enabled but nobody may log in: add users: {alice: {password: "
+                '"${CONSOLE_ALICE_PASSWORD}", role: operator}}',
+                path="users",
+            )
+
+
+class SlackNotifier(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type", tag="slack"
+):
+    """A Slack incoming webhook (https://api.slack.com/messaging/webhooks)."""
+
+    url: Secret
+    """The incoming webhook's URL (it is the credential): "${SLACK_WEBHOOK_URL}"."""
+    timeout: Duration = duration("10s")
+
+    def check(self) -> None:
+        _check_url(self.url.reveal(), "url")
+
+
+class WebhookNotifier(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type", tag="webhook"
+):
+    """A JSON POST signed per Standard Webhooks (webhook-id, webhook-timestamp,
+    webhook-signature), verifiable with any Standard Webhooks library."""
+
+    url: Secret
+    """Where to POST (a Secret: such URLs often carry a token)."""
+    secret: Secret
+    """The Standard Webhooks signing secret (whsec_ + base64): "${ALERT_WEBHOOK_SECRET}"."""
+    timeout: Duration = duration("10s")
+
+    def check(self) -> None:
+        from .sources.standard_webhooks import valid_secret
+
+        _check_url(self.url.reveal(), "url")
+        if not valid_secret(self.secret.reveal()):
+            raise ConfigError("not a Standard Webhooks secret (whsec_ + base64)", path="secret")
+
+
+class EmailNotifier(
+    msgspec.Struct, kw_only=True, forbid_unknown_fields=True, tag_field="type", tag="email"
+):
+    """E-mail through an SMTP server."""
+
+    host: str
+    """The SMTP server, e.g. smtp.example.com."""
+    port: int = 587
+    starttls: bool = True
+    """Upgrade the connection with STARTTLS (port 587); false: plain, or `tls`."""
+    tls: bool = False
+    """Implicit TLS from the first byte (port 465)."""
+    username: str | None = None
+    password: Secret | None = None
+    """From the environment: "${SMTP_PASSWORD}"."""
+    from_: str = msgspec.field(name="from")
+    """The sender address."""
+    to: list[str]
+    """Recipients."""
+    timeout: Duration = duration("30s")
+
+    def check(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("a TCP port (1 to 65535)", path="port")
+        if self.tls and self.starttls:
+            raise ConfigError(
+                "tls: true (port 465) and starttls: true (port 587) exclude each other",
+                path="starttls",
+            )
+        if (self.username is None) != (self.password is None):
+            raise ConfigError("give both username and password, or neither", path="password")
+        if not self.to:
+            raise ConfigError("at least one recipient", path="to")
+        for i, address in enumerate([self.from_, *self.to]):
+            if "@" not in address:
+                raise ConfigError(
+                    "not an e-mail address", path="from" if i == 0 else f"to[{i - 1}]"
+                )
+
+
+Notifier = SlackNotifier | WebhookNotifier | EmailNotifier
+
+AlertCondition = Literal[
+    "destination_failure_rate",
+    "dead_letters",
+    "lag",
+    "quarantine",
+    "source_silent",
+    "redis_unavailable",
+]
+_ALERT_SUBJECT: dict[str, str | None] = {
+    "destination_failure_rate": "destination",
+    "dead_letters": "destination",
+    "lag": "destination",
+    "quarantine": "source",
+    "source_silent": "source",
+    "redis_unavailable": None,
+}
+ALERT_WINDOW_UNITS = ((600, 5), (26 * 3600, 60), (8 * 86400, 3600))
+"""(longest window, bucket seconds): windows read the activity buckets of 5 s, 1 min or
+1 h (gateway/activity.py), so a window is a multiple of the unit its length needs."""
+
+
+def _check_url(url: str, path: str) -> None:
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError("must be an http:// or https:// URL", path=path)
+
+
+class AlertRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One condition on what the gateway counts, and who hears of it (docs/alerts.md)."""
+
+    name: str
+    """Shown in every notification; unique among the rules."""
+    when: AlertCondition
+    """destination_failure_rate, dead_letters, lag, quarantine, source_silent or
+    redis_unavailable."""
+    destination: str | None = None
+    """The destination it watches, or "*": each destination on its own."""
+    source: str | None = None
+    """The source it watches, or "*": each source on its own."""
+    above: float | None = None
+    """Fires when the value is above this (failure rate: 0 to 1; dead letters and
+    quarantine: a count over the window, default 0; lag: events behind)."""
+    min_events: int = 10
+    """destination_failure_rate: fewer attempts than this in the window never fire."""
+    window: Duration = duration("5m")
+    """What the counts are taken over (a multiple of 5 s up to 10m, of 1m up to 26h, of
+    1h up to 8d)."""
+    longer_than: str | None = None
+    """source_silent: a duration (2h), or `usual` (derived from the source's own gaps)."""
+    for_: Duration = msgspec.field(name="for", default_factory=lambda: Duration(0))
+    """The condition must hold this long before it fires."""
+    resolve_after: Duration = duration("5m")
+    """The condition must be clear this long before it resolves (a flap back within it
+    continues the same incident, silently)."""
+    notify: list[str]
+    """Names from alerts.notify."""
+
+    def silent_after(self) -> float | None:
+        """longer_than in seconds; None for `usual`."""
+        if self.longer_than is None or self.longer_than == "usual":
+            return None
+        return float(Duration.parse(self.longer_than))
+
+    def check(self, sources: set[str], destinations: set[str], notifiers: set[str]) -> None:
+        subject = _ALERT_SUBJECT[self.when]
+        names = {"source": sources, "destination": destinations}
+        for kind in ("source", "destination"):
+            value = getattr(self, kind)
+            if value is None:
+                if kind == subject:
+                    raise ConfigError(
+                        f'{self.when} watches a {kind}: give its name, or "*" for each',
+                        path=kind,
+                    )
+            elif kind != subject:
+                raise ConfigError(f"{self.when} does not watch a {kind}", path=kind)
+            elif value != "*" and value not in names[kind]:
+                valid = ", ".join(sorted(names[kind])) or f"none: no {kind}s are configured"
+                raise ConfigError(f'no {kind} {value!r} (valid: "*", {valid})', path=kind)
+        if self.when in ("destination_failure_rate", "lag") and self.above is None:
+            raise ConfigError(f"{self.when} needs `above:` (the threshold)", path="above")
+        if self.when == "destination_failure_rate" and not 0 <= (self.above or 0) < 1:
+            raise ConfigError(
+                "a failure rate from 0 to 1 (0.5: half of the attempts)", path="above"
+            )
+        if self.when in ("source_silent", "redis_unavailable") and self.above is not None:
+            raise ConfigError(f"{self.when} has no threshold", path="above")
+        if self.min_events < 1:
+            raise ConfigError("must be at least 1", path="min_events")
+        if self.when == "source_silent":
+            if self.longer_than is None:
+                raise ConfigError("give longer_than: a duration (2h) or usual", path="longer_than")
+            if self.longer_than != "usual":
+                try:
+                    seconds = Duration.parse(self.longer_than)
+                except ValueError as e:
+                    raise ConfigError(f"{e}, or usual", path="longer_than") from None
+                _check_window(seconds, "longer_than")
+        elif self.longer_than is not None:
+            raise ConfigError("only source_silent has longer_than", path="longer_than")
+        else:
+            _check_window(float(self.window), "window")
+        if not self.notify:
+            raise ConfigError("name at least one notifier (from alerts.notify)", path="notify")
+        for i, name in enumerate(self.notify):
+            if name not in notifiers:
+                valid = ", ".join(sorted(notifiers)) or "none: alerts.notify is empty"
+                raise ConfigError(f"no notifier {name!r} in alerts.notify (valid: {valid})",
+                                  path=f"notify[{i}]")  # fmt: skip
+
+
+def _check_window(seconds: float, path: str) -> None:
+    for longest, unit in ALERT_WINDOW_UNITS:
+        if seconds <= longest:
+            if seconds < unit or seconds % unit:
+                what = {5: "5 s", 60: "1 minute", 3600: "1 hour"}[unit]
+                raise ConfigError(
+                    f"must be a multiple of {what} for this length (the activity counts "
+                    f"are kept in buckets of {what})",
+                    path=path,
+                )
+            return
+    raise ConfigError("at most 8d (how long the hourly activity counts are kept)", path=path)
+
+
+class AlertsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Alert rules and where they notify (docs/alerts.md)."""
+
+    evaluate_every: Duration = duration("15s")
+    """How often the rules are evaluated (by one process of all that share the Redis)."""
+    notify: dict[str, Notifier] = {}
+    """Where notifications go: name -> {type: slack | webhook | email, ...}."""
+    rules: list[AlertRule] = []
+    """The conditions; each names who it notifies."""
+    console_url: str | None = None
+    """The console's address as operators reach it (https://gw.example.com:9180/console/),
+    linked from every notification; default: no link."""
+
+    def check(self, sources: Collection[str] = (), destinations: Collection[str] = ()) -> None:
+        if float(self.evaluate_every) < 1:
+            raise ConfigError("at least 1s", path="evaluate_every")
+        if self.console_url is not None:
+            _check_url(self.console_url, "console_url")
+        for name, notifier in self.notify.items():
+            try:
+                notifier.check()
+            except ConfigError as e:
+                raise ConfigError(e.message, path=f"notify.{name}.{e.path}") from None
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if not rule.name.strip():
+                raise ConfigError("a rule needs a name", path=f"rules[{i}].name")
+            if rule.name in seen:
+                raise ConfigError(f"two rules named {rule.name!r}", path=f"rules[{i}].name")
+            seen.add(rule.name)
+            try:
+                rule.check(set(sources), set(destinations), set(self.notify))
+            except ConfigError as e:
+                raise ConfigError(e.message, path=f"rules[{i}].{e.path}") from None
+
+
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     redis_url: str = ""
     """Redis (or Valkey) URL: redis://host:6379/0 (one Redis), redis+cluster://host:port,...
@@ -264,7 +569,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     its own Redis Cluster hash tag; every event of one person (its userId, else its
     anonymousId) goes to the same one, in order. Default: 1 on one Redis or Sentinel, 16
     on a Redis Cluster. events_retention is shared out evenly between them. Changing it
-    later: drain first (README, "Partitions of the events stream")."""
+    later: drain first (docs/operations.md, "Partitions of the events stream")."""
     dead_letter_retention: int = 1_000_000
     """Dead letters kept (all destinations together, approximate): size it so that a
     destination failing everything cannot push out the others' before you look."""
@@ -275,6 +580,12 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How the normalize worker reads the raw streams."""
     identity: IdentityConfig = msgspec.field(default_factory=lambda: IdentityConfig())
     """The first-party visitor id cookie, consent mode and how long visitors are kept."""
+    operator: OperatorConfig = msgspec.field(default_factory=lambda: OperatorConfig())
+    """Where the console and /metrics answer (not the webhook port, by default)."""
+    console: ConsoleConfig = msgspec.field(default_factory=lambda: ConsoleConfig())
+    """The operator console: off by default."""
+    alerts: AlertsConfig = msgspec.field(default_factory=lambda: AlertsConfig())
+    """Alert rules on what the gateway counts, and where they notify."""
 
     def partition_count(self) -> int:
         """The number of events stream partitions in effect (events_partitions, or its
@@ -324,10 +635,22 @@ def parse_config(text: str, file: str = "", env: Mapping[str, str] | None = None
         raise doc.error("must be a mapping of event name to its properties", ("events",))
     top = _convert(doc, {**data, "sources": {}, "destinations": {}, "events": {}}, Config, ())
     _check_store(doc, top)
-    try:
-        top.identity.check()
+    for section, part in (
+        ("identity", top.identity),
+        ("operator", top.operator),
+        ("console", top.console),
+    ):
+        try:
+            part.check()
+        except ConfigError as e:
+            raise doc.error(e.message, (section, *_parse_path(e.path))) from None
+    try:  # alerts name sources and destinations: checked against the configured ones
+        top.alerts.check(
+            [n for n in sources if isinstance(n, str)],
+            [n for n in destinations if isinstance(n, str)],
+        )
     except ConfigError as e:
-        raise doc.error(e.message, ("identity", *_parse_path(e.path))) from None
+        raise doc.error(e.message, ("alerts", *_parse_path(e.path))) from None
     for path, value in (
         (("events_retention",), top.events_retention),
         (("dead_letter_retention",), top.dead_letter_retention),
