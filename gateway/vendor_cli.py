@@ -46,7 +46,7 @@ def vendors_markdown() -> str:
         "",
         f"{len(VENDORS)} senders connect by name: `type: <type>` and the secret (or, for "
         "public-key schemes, `public_keys:`). Anything else signed with an HMAC fits the "
-        "generic `hmac` type (README.md). *Weaker*: a shared token or password sent as is "
+        "generic `hmac` type ([docs/sources.md](sources.md)). *Weaker*: a shared token or password sent as is "
         "proves the sender knows it, not that the body is unchanged; prefer a vendor's "
         "signature where it offers one.",
         "",

@@ -4,7 +4,7 @@ A normalizer reads the payload and says what happened (`Draft`); `finish()` turn
 drafts into `Event`s the same way for every vendor: messageId, context, receivedAt and
 the identity rule. No I/O and no clock anywhere here: time comes with the delivery.
 
-Identity rule (documented in README.md): an event's `userId` is the customer's own id
+Identity rule (documented in docs/events.md): an event's `userId` is the customer's own id
 when the payload carries it (per source: `user_id:` in config, or the vendor default);
 otherwise `anonymousId` is the vendor's stable id for the person, `<vendor>:<id>`
 (`stripe:cus_123`); an event about no person at all is attributed to `<source>:system`.

@@ -32,7 +32,7 @@ MESSAGE_ID_NAMESPACE = uuid.UUID("6c1b7e36-3f7e-5a38-9d2f-2b0f1c6a8e51")
 def expected_message_id(
     source: str, delivery_id: str, index: int, event: str | None, type: str = "track"
 ) -> str:
-    """The messageId README.md documents, computed with the standard library: `event` is
+    """The messageId docs/events.md documents, computed with the standard library: `event` is
     the track event's name (None for the other types)."""
     name = f"{source}\n{delivery_id}\n{index}\n{type}\n{event or ''}"
     return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, name))
@@ -165,6 +165,11 @@ def _app(
     if clock is None:
         return create_app(cfg, store=store)
     return create_app(cfg, store=store, clock=clock)
+
+
+# GET /metrics (and the console) answer on the operator listener: the default config's
+# port 9180, as an ASGI client's URL sets the connection's port.
+OPERATOR = "http://127.0.0.1:9180"
 
 
 @asynccontextmanager

@@ -2,7 +2,7 @@
 Chromium (Debian's package, driven by Playwright), against the gateway on a real socket.
 
 The site (tests/js/page.html, served by a static server of the test's own on another
-port) does what README.md tells a site to do: POST /v1/id with the landing URL and the
+port) does what docs/identity.md tells a site to do: POST /v1/id with the landing URL and the
 visitor's consent (the gateway sets its HttpOnly cookie), hands the anonymousId to
 analytics.js, and loads analytics.js with only its CDN pointed at the gateway
 (`cdnURL`); the settings document the gateway serves must then send every event back to

@@ -131,6 +131,9 @@ class Server:
         port: int | None = None,
     ) -> None:
         self.port = port or free_port()
+        # The console and /metrics: a listener of their own, on a free port of this test's.
+        self.operator_port = free_port()
+        self.operator_url = f"http://127.0.0.1:{self.operator_port}"
         path = tmp_path / "config.yaml"
         path.write_text(config)
         self.config, self.env = path, env
@@ -145,6 +148,8 @@ class Server:
                 str(path),
                 "--port",
                 str(self.port),
+                "--operator-listen",
+                f"127.0.0.1:{self.operator_port}",
                 *args,
             ],
             env={**os.environ, **env},
@@ -307,6 +312,7 @@ def test_readme_quick_start_works_as_written(tmp_path):
     env.pop("REDIS_URL", None)
     events_file = tmp_path / "events.jsonl"
     env["EVENTS_FILE"] = str(events_file)
+    env["OPERATOR_LISTEN"] = "127.0.0.1:0"  # another test's gateway may hold 9180
     log = (tmp_path / "log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve", "--port", str(port)],

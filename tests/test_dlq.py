@@ -1,6 +1,6 @@
 """`webhook-gateway dlq purge / replay` as an operator runs them, against the real Redis.
 
-Dead letters are written where README.md says the deliver worker keeps them
+Dead letters are written where docs/operations.md says the deliver worker keeps them
 (`<key_prefix>:{dlq}:stream`, with `destination`, `message_id`, ..., `data`), at chosen
 stream ids so that their times differ; replayed ones go back to the destination's retry
 set (`<key_prefix>:{dest:<name>}:retry`), from which a real `worker` process sends them.

@@ -117,7 +117,7 @@ def test_stripe_webhook_to_postgres_and_posthog(tmp_path, redis_url, pg, prefix)
         assert "Charge Succeeded" in shown.stdout
         assert "warehouse  attempt 1  ok" in shown.stdout
         assert "analytics  attempt 1  ok  HTTP 200" in shown.stdout  # PostHog answered 200
-        refund_id = "ee015c74-4d91-5486-89f6-7dd2aa8b1f1b"  # as README.md shows it
+        refund_id = "ee015c74-4d91-5486-89f6-7dd2aa8b1f1b"  # as docs/events.md shows it
         attempts = cli("events", "show", refund_id, "--config", cfg)
         assert "hook  attempt 1  fail  HTTP 400" in attempts.stdout
 

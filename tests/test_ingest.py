@@ -205,7 +205,7 @@ async def test_a_bad_content_length_is_400_from_the_real_server_and_nothing_is_s
             _port(url),
             b"POST /webhooks/acme HTTP/1.1\r\nHost: x\r\nContent-Length: lots\r\n\r\n{}",
         )
-        # Not valid HTTP: uvicorn refuses it before the gateway sees it (as README says).
+        # Not valid HTTP: uvicorn refuses it before the gateway sees it (as docs/sources.md says).
         assert reply.startswith(b"HTTP/1.1 400 ")
         assert reply.endswith(b"Invalid HTTP request received.")
         ok = await _exchange(_port(url), _post(b"{}", "after"))  # still serving

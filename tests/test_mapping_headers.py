@@ -63,7 +63,7 @@ CASES = {
 
 
 def signed(body: bytes, delivery: str, headers: dict[str, str]) -> dict[str, str]:
-    # The generic type's default scheme as README documents it: hex HMAC-SHA256 of the
+    # The generic type's default scheme as docs/sources.md documents it: hex HMAC-SHA256 of the
     # raw body, written out here with the standard library.
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     return {"X-Acme-Signature": signature, "X-Acme-Delivery": delivery, **headers}

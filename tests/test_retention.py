@@ -1,4 +1,4 @@
-"""Retention settings, as README.md's tables promise them, on the real Redis.
+"""Retention settings, as docs/configuration.md's tables promise them, on the real Redis.
 
 `raw_retention`, `events_retention` and `dead_letter_retention` keep their streams to
 about that many entries (Redis's approximate MAXLEN trims whole stream nodes, so "about"

@@ -1,4 +1,4 @@
-"""The tracking plan, as README.md writes it."""
+"""The tracking plan, as docs/mappings.md writes it."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from tests.conftest import drop_keys
 from tests.destinations.conftest import VendorServer, wait_for
 from tests.test_cli import Worker
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
-PLAN = re.search(r"```yaml\n(# tracking plan\n.*?)```", README, re.S).group(1)
+DOC = (Path(__file__).parents[1] / "docs" / "mappings.md").read_text()
+PLAN = re.search(r"```yaml\n(# tracking plan\n.*?)```", DOC, re.S).group(1)
 
 
 def event(name: str | None, type_: str = "track", **values) -> Event:
@@ -39,7 +39,7 @@ def event(name: str | None, type_: str = "track", **values) -> Event:
 
 @pytest.fixture(scope="module")
 def plan():
-    config = parse_config(PLAN, "README.md", {})
+    config = parse_config(PLAN, "docs/mappings.md", {})
     assert config.schema == "enforce"
     return config.events
 

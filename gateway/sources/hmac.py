@@ -4,7 +4,7 @@ Covers the common shapes: a plain digest header (`Linear-Signature: <hex>`), one
 prefix (`Typeform-Signature: sha256=<base64>`), key=value pairs with the timestamp inside
 (`Paddle-Signature: ts=...;h1=...`, `Calendly-Webhook-Signature: t=...,v1=...`), and a
 timestamp in its own header (Zendesk) or in the body (Linear's `webhookTimestamp`).
-README.md shows it configured for Paddle, Linear, Typeform, Zendesk and Calendly.
+docs/sources.md shows it configured for Paddle, Linear, Typeform, Zendesk and Calendly.
 """
 
 from __future__ import annotations

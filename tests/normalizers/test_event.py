@@ -18,7 +18,7 @@ from tests.normalizers.conftest import fixture, run
 @pytest.mark.parametrize(
     ("source", "delivery_id", "index", "type", "event", "golden"),
     [
-        # The messageId README.md shows for this refund: pinned as printed there.
+        # The messageId docs/events.md shows for this refund: pinned as printed there.
         (
             "stripe",
             "evt_3OkLmN2eZvKYlo2C0refund1",
@@ -51,7 +51,7 @@ def test_message_id_is_the_documented_uuid5(source, delivery_id, index, type, ev
 
 
 def test_the_readme_example_event_has_the_id_it_shows():
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "docs" / "events.md").read_text()
     example = readme[readme.index('{"type":"track","messageId":') :]
     shown = re.search(r'"messageId":"([0-9a-f-]{36})"', example).group(1)
     delivery = re.search(r'"deliveryId":"([^"]+)"', example).group(1)

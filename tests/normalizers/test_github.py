@@ -10,7 +10,7 @@ from normalizers import NormalizeError
 from tests.normalizers.conftest import FIXTURES, RECEIVED_AT, assert_same, expected_event, run
 
 EXAMPLES = json.loads((FIXTURES / "github" / "examples.json").read_text())
-# "event.action" (or "event") -> the name it must become; reviewed by hand, see README.md.
+# "event.action" (or "event") -> the name it must become; reviewed by hand, see docs/events.md.
 EXPECTED = json.loads((FIXTURES / "github" / "expected_names.json").read_text())
 
 
@@ -46,7 +46,7 @@ def test_every_documented_event_gets_its_pinned_name(event, payload):
         assert out["context"]["externalIds"] == [
             {"id": str(sender["id"]), "type": "github_user_id"}
         ]
-    else:  # a security advisory is about no person at all (README "Identity")
+    else:  # a security advisory is about no person at all (docs/events.md "Identity")
         assert out["anonymousId"] == "github:system"
         assert "externalIds" not in out["context"]
     assert "userId" not in out

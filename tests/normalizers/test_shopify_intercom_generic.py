@@ -310,7 +310,7 @@ def test_clerk_user_created_fixture():
     [out] = run(
         "standard-webhooks", fixture("standard-webhooks", "clerk-user.created"), source="clerk"
     )
-    # `data` as it is, its nulls left out (README: "`data` as properties").
+    # `data` as it is, its nulls left out (docs/events.md: "`data` as properties").
     expected = expected_event(
         "clerk",
         "user.created",
@@ -447,7 +447,7 @@ def test_shopify_customer_update_is_identify_with_traits_and_no_user_id_by_defau
 
 
 def test_shopify_user_id_customer_id_makes_identify_and_orders_share_the_user_id():
-    """README: `user_id: customer.id` makes Shopify's customer id the userId; the
+    """docs/events.md: `user_id: customer.id` makes Shopify's customer id the userId; the
     customer's identify (whose payload is the customer itself) must get it too."""
     events = shopify_source("customer.id")
     [identify] = events(fixture("shopify", "customers-update"), "customers/update")

@@ -42,7 +42,7 @@ SUBSCRIPTION_SUB_1OKSUB = {
 
 
 def stripe(name, who, timestamp, *, external_ids=None, index=0, **what):
-    """The whole event a Stripe fixture must become (README "Events")."""
+    """The whole event a Stripe fixture must become (docs/events.md)."""
     return expected_event(
         "stripe", name, who, timestamp, external_ids=external_ids, index=index, **what
     )
@@ -675,7 +675,7 @@ LIFECYCLE = [
 def test_stripe_event_becomes(name, event, timestamp, who, external_ids, properties):
     """The whole event: its name, Stripe's `created` as the time, who it is about, the
     payer's match keys, and every property, money in major units with revenue only where
-    money moves (README: "Built-in normalizers", "Identity")."""
+    money moves (docs/events.md: "Built-in normalizers", "Identity")."""
     [out] = run("stripe", fixture("stripe", name))
     expected = stripe(
         name,
@@ -860,7 +860,7 @@ def test_payers_match_keys_go_to_context_traits(event, traits):
 
 
 # A Charges-API guest: a charge with no customer and no PaymentIntent, whose charge id
-# (Stripe's legacy `ch_` made by POST /v1/charges) is the person README promises.
+# (Stripe's legacy `ch_` made by POST /v1/charges) is the person docs/events.md promises.
 LEGACY_CHARGE = "ch_1OkJpy2eZvKYlo2Clegacy01"
 
 
@@ -887,7 +887,7 @@ def _charges_api_guest(name):
     ],
 )
 def test_charges_api_guest_charge_refund_and_dispute_share_the_charge_id(name, event):
-    """README "Identity": a guest without a customer is "stripe:ch_..." for the Charges API,
+    """docs/events.md "Identity": a guest without a customer is "stripe:ch_..." for the Charges API,
     "so their charge, refund and dispute share one id"."""
     [out] = run("stripe", _charges_api_guest(name))
     assert out["event"] == event

@@ -1,7 +1,7 @@
-"""The generic `hmac` type's options, one README table row at a time.
+"""The generic `hmac` type's options, one docs/sources.md table row at a time.
 
-Every signature here is made with Python's `hmac` module from the README's description,
-never with the gateway's code; the README's vendor configs are in test_hmac_vendors.py
+Every signature here is made with Python's `hmac` module from the docs' description,
+never with the gateway's code; the docs' vendor configs are in test_hmac_vendors.py
 (Paddle, Linear, Typeform, Zendesk, HubSpot, Calendly), which this file does not repeat.
 """
 
@@ -26,7 +26,7 @@ BODY = b'{"type":"order.paid","event_id":"evt_71","data":{"id":"ord_9"}}'
 
 
 def acme(**options: object) -> str:
-    """An `hmac` source named acme with the README's option names (values as YAML/JSON)."""
+    """An `hmac` source named acme with the docs' option names (values as YAML/JSON)."""
     lines = [
         "sources:",
         "  acme:",

@@ -1,7 +1,7 @@
-"""The generic `hmac` type, configured exactly as README.md shows for each vendor.
+"""The generic `hmac` type, configured exactly as docs/sources.md shows for each vendor.
 
 Each request is signed the way the vendor's docs describe it, independently of the
-gateway's code, so a wrong README config or a wrong scheme fails here.
+gateway's code, so a wrong docs config or a wrong scheme fails here.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 
 from tests.conftest import Clock, config, gateway_client
 
-README = (Path(__file__).parents[2] / "README.md").read_text()
-BLOCKS = dict(re.findall(r"```yaml\n# vendor: (\w+)\n(.*?)```", README, re.S))
+DOC = (Path(__file__).parents[2] / "docs" / "sources.md").read_text()
+BLOCKS = dict(re.findall(r"```yaml\n# vendor: (\w+)\n(.*?)```", DOC, re.S))
 NOW = 1_700_000_000
 SECRET = "vendor-signing-secret"
 

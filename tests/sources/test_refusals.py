@@ -1,11 +1,11 @@
-"""What a vendor gets back when the gateway says no (README, "What a vendor sees").
+"""What a vendor gets back when the gateway says no (docs/sources.md, "What a vendor sees").
 
 Every refusal is JSON with exactly `status`, `reason` and `detail`: a message a person
 can act on, never a stack trace, never a secret. The secrets below are in the config;
 no response body (and no log line of the served gateway) may contain them in any form.
 
 A refusal is `{"status":"rejected",...}`; a 503 (Redis away) is
-`{"status":"unavailable",...}`, as README.md says.
+`{"status":"unavailable",...}`, as docs/sources.md says.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def acme(
     now: int, ts: int | str | None = None, secret: str = ACME_SECRET, **headers: str
 ) -> Request:
     ts = now if ts is None else ts
-    # README's generic `hmac` type: hex HMAC-SHA256 of signed_content, "{timestamp}.{body}".
+    # The generic `hmac` type (docs/sources.md): hex HMAC-SHA256 of signed_content,
+    # "{timestamp}.{body}".
     sig = hmac.new(secret.encode(), f"{ts}.".encode() + BODY, hashlib.sha256).hexdigest()
     return {
         "method": "POST",

@@ -1,5 +1,5 @@
 """Timestamps ahead of the gateway's clock: every source type with a timestamp refuses one
-beyond its tolerance (README: "timestamp too old or too far in the future" is 401) and
+beyond its tolerance (docs/sources.md: "timestamp too old or too far in the future" is 401) and
 takes one at or inside it.
 
 Stripe and Standard Webhooks requests are signed by the vendors' own libraries, the

@@ -140,18 +140,18 @@ def test_handshakes_shows_the_secret_asana_handed_over(serve):
 
 
 def test_the_readme_vendors_by_name_example_is_a_valid_config():
-    """README's `type: zoom` / `sendgrid` / `twilio` block, as written."""
+    """docs/sources.md's `type: zoom` / `sendgrid` / `twilio` block, as written."""
     from pathlib import Path
 
     from gateway.config import parse_config
     from tests.sources.cases_keys import SENDGRID_PUBLIC
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "sources.md").read_text()
     section = readme[readme.index("### Vendors by name") :]
     block = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
     cfg = parse_config(
         block,
-        "README.md",
+        "docs/sources.md",
         {
             "ZOOM_WEBHOOK_SECRET_TOKEN": "zoom-secret",
             "SENDGRID_VERIFICATION_KEY": SENDGRID_PUBLIC,
