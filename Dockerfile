@@ -19,6 +19,8 @@ COPY config.yaml ./
 USER gateway
 # Webhooks on 8000; the console and /metrics on 9180, a port of their own: publish it only
 # where Prometheus and operators reach it (docs/operations.md, "The operator listener").
+# The variable wins over the config's operator.listen: unset it (-e OPERATOR_LISTEN=) to
+# use the config's, e.g. `public` with a metrics_token.
 ENV OPERATOR_LISTEN=0.0.0.0:9180
 EXPOSE 8000 9180
 HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz').status != 200)"

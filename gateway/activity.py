@@ -49,6 +49,8 @@ MINUTES_KEPT = 26 * 3600  # seconds: a day of minutes, and the alert windows ove
 HOURS_KEPT = 8 * 86400
 TURNED_AWAY_KEPT = 10_000  # per source and outcome (approximately: MAXLEN ~)
 _BUFFERED = 1_000  # turned-away deliveries held between flushes (the newest win)
+_UNSENT = 20_000  # commands kept while Redis refuses them (the newest win)
+_TRIES = 150  # flushes (5 minutes) before a command Redis keeps refusing is dropped
 KINDS = ("source", "events", "quarantine", "destination")
 UNITS = {"s": STEP, "m": 60, "h": 3600}  # bucket unit -> seconds
 
@@ -66,6 +68,8 @@ class Activity:
             maxlen=_BUFFERED
         )
         self.errors: dict[str, tuple[float, str]] = {}
+        # Commands a flush could not send, with how many times they were tried.
+        self.unsent: list[tuple[tuple[Any, ...], int]] = []
         self.log = structlog.get_logger("gateway.activity")
 
     def count(self, kind: str, name: str, outcome: str, n: int = 1) -> None:
@@ -104,24 +108,34 @@ class Activity:
             out.append(("HSET", keys.destination_errors(), *pairs))
         return out
 
-    def put_back(self, commands: Iterable[tuple[Any, ...]]) -> None:
-        """Counts of a flush Redis refused, kept for the next one (the rest is dropped)."""
-        for call in commands:
-            if call[0] == "HINCRBY" and ":activity:s:" in call[1]:
-                kind, name, outcome = call[2].split("|", 2)
-                self.counts[(kind, name, outcome)] += call[3]
-
     async def flush(self, store: Store, now: float | None = None) -> bool:
-        calls = self.commands(store, time.time() if now is None else now)
-        if not calls:
+        """Send what was counted (and what an earlier flush could not) to Redis. A command
+        Redis refused, or could not be sent (a node down), is kept as it was, for its own
+        bucket, and sent again with the next flushes (up to _TRIES times); the others are
+        not sent twice. (A command Redis carried out but whose reply was lost, a timeout,
+        is sent again: counted twice. Rare, and only ever over-counted.)"""
+        fresh = self.commands(store, time.time() if now is None else now)
+        pending = self.unsent + [(call, 0) for call in fresh]
+        self.unsent = []
+        if not pending:
             return True
+        calls = [call for call, _ in pending]
         try:
-            await store.execute(calls)
+            replies = await store.execute(calls, partial=True)
         except (StoreUnavailable, RedisError, *CLUSTER_ERRORS, OSError) as e:
-            self.put_back(calls)
-            self.log.warning("activity.flush_failed", error=type(e).__name__)
-            return False
-        return True
+            replies = [e] * len(calls)
+        failed = [
+            (call, tries + 1)
+            for (call, tries), reply in zip(pending, replies, strict=True)
+            if isinstance(reply, Exception) and tries + 1 < _TRIES
+        ]
+        self.unsent = failed[-_UNSENT:]  # Redis away for long: the oldest counts go
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors:
+            self.log.warning(
+                "activity.flush_failed", error=type(errors[0]).__name__, kept=len(self.unsent)
+            )
+        return not errors
 
     async def run(self, store: Store, stop: asyncio.Event, every: float = FLUSH_EVERY) -> None:
         """Flush every `every` seconds until `stop`, then once more."""

@@ -782,7 +782,7 @@ def _serve(args: argparse.Namespace) -> int:
     sockets: list[Any] = []
     operator_url = "on the webhook port (operator.listen: public)"
     if (address := config.operator.address()) is not None:
-        if address[1] == args.port:
+        if address[1] == args.port and args.port != 0:
             print(
                 f"error: operator.listen ({config.operator.listen}) and --port ({args.port}) "
                 "are the same port: the console and /metrics need a listener of their own",

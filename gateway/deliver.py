@@ -538,6 +538,7 @@ class Runner:
         return [
             ("ZADD", index, received, delivery_id),
             ("ZREMRANGEBYSCORE", index, "-inf", received - self.log_retention * 1000),
+            ("EXPIRE", index, self.log_retention),
         ]
 
     # --- the retry set ---------------------------------------------------------------------

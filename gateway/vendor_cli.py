@@ -46,8 +46,9 @@ def vendors_markdown() -> str:
         "",
         f"{len(VENDORS)} senders connect by name: `type: <type>` and the secret (or, for "
         "public-key schemes, `public_keys:`). Anything else signed with an HMAC fits the "
-        "generic `hmac` type ([docs/sources.md](sources.md)). *Weaker*: a shared token or password sent as is "
-        "proves the sender knows it, not that the body is unchanged; prefer a vendor's "
+        "generic `hmac` type ([docs/sources.md](sources.md)). *Weaker*: a shared token "
+        "or password sent as is proves the sender knows it, not that the body is "
+        "unchanged; prefer a vendor's "
         "signature where it offers one.",
         "",
         "| type | vendor | what is verified | delivery id | handshake | retries | tested with |",

@@ -196,6 +196,7 @@ class Pipeline:
                 index = keys.delivery_index(outcome.delivery[0], ended)
                 out.append(("ZADD", index, outcome.raw[1], outcome.delivery[1]))
                 out.append(("ZREMRANGEBYSCORE", index, "-inf", outcome.raw[1] - retention * 1000))
+                out.append(("EXPIRE", index, retention))  # a source gone quiet: all of it
         return out
 
 

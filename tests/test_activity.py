@@ -108,3 +108,22 @@ async def test_turned_away_and_indexed_deliveries(redis_store):
     assert got.total("source", "acme", "accepted") == 2
     assert got.total("source", "acme", "duplicate") == 1
     assert got.total("events", "acme", "produced") == 1
+
+
+async def test_a_flush_redis_partly_refused_resends_only_what_failed(redis_store):
+    """One command refused (the errors hash is a string here: WRONGTYPE; on a cluster, a
+    bucket's node down): the counts that were written are not written again, the refused
+    command is, for its own bucket, once Redis takes it."""
+    errors_key = redis_store.keys.destination_errors()
+    await redis_store.client.set(errors_key, "not a hash")
+    metrics = Metrics()
+    metrics.destination("crm", "dead_lettered", 5)
+    metrics.activity.destination_error("crm", NOW, "HTTP 500")
+    assert not await metrics.activity.flush(redis_store, NOW)
+    await redis_store.client.delete(errors_key)
+    assert await metrics.activity.flush(redis_store, NOW + 60)
+    for unit in ("s", "m", "h"):
+        got = await series(redis_store, unit, 1, NOW)
+        assert got.total("destination", "crm", "dead_lettered") == 5, unit
+    assert await metrics.activity.flush(redis_store, NOW + 120)  # nothing left to send
+    assert (await redis_store.client.hget(errors_key, "crm")) is not None
