@@ -170,17 +170,38 @@ class Series:
         return {o: sum(v) for (k, n, o), v in self.values.items() if k == kind and n == name}
 
 
-async def series(store: Store, unit: str, buckets: int, now: float | None = None) -> Series:
+async def series(
+    store: Store,
+    unit: str,
+    buckets: int,
+    now: float | None = None,
+    fields: list[str] | None = None,
+) -> Series:
     """The counts of the last `buckets` steps of 5 s (`unit="s"`), minutes (`"m"`) or
-    hours (`"h"`), the current one included."""
+    hours (`"h"`), the current one included. `fields` ("<kind>|<name>|<outcome>"): only
+    those (HMGET; the others are not read, nor parsed), for callers that know what they
+    need (the alerts)."""
     seconds = UNITS[unit]
     now = time.time() if now is None else now
     last = int(now // seconds)
     first = last - buckets + 1
+    out = Series(seconds, first, buckets)
+    if fields is not None:
+        if not fields:
+            return out
+        replies = await store.execute(
+            [("HMGET", store.keys.activity(unit, b), *fields) for b in range(first, last + 1)]
+        )
+        for i, reply in enumerate(replies):
+            for field_name, count in zip(fields, reply, strict=True):
+                if count is not None:
+                    kind, name, outcome = field_name.split("|", 2)
+                    row = out.values.setdefault((kind, name, outcome), [0] * buckets)
+                    row[i] += int(count)
+        return out
     replies = await store.execute(
         [("HGETALL", store.keys.activity(unit, b)) for b in range(first, last + 1)]
     )
-    out = Series(seconds, first, buckets)
     for i, reply in enumerate(replies):
         for field_name, count in _pairs(reply):
             parts = field_name.split("|", 2)

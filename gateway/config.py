@@ -297,6 +297,9 @@ class ConsoleConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     masked (bodies hold personal data)."""
     show_personal_data: bool = False
     """Show the identity graph's personal data (emails, phones, names) unmasked."""
+    cookie_secure: bool | None = None
+    """Mark the session cookie Secure (HTTPS only); default: when the login came over
+    HTTPS. Set true behind a proxy that ends TLS and forwards plain HTTP."""
 
     def check(self) -> None:
         if self.enabled and not self.users:
@@ -398,14 +401,30 @@ _ALERT_SUBJECT: dict[str, str | None] = {
     "source_silent": "source",
     "redis_unavailable": None,
 }
+ALERT_STATE_KEPT = 8 * 86400
+"""Seconds an alert state unchanged is kept in Redis (gateway/alerts/state.py)."""
 ALERT_WINDOW_UNITS = ((600, 5), (26 * 3600, 60), (8 * 86400, 3600))
 """(longest window, bucket seconds): windows read the activity buckets of 5 s, 1 min or
 1 h (gateway/activity.py), so a window is a multiple of the unit its length needs."""
 
 
 def _check_url(url: str, path: str) -> None:
-    if not url.startswith(("http://", "https://")):
+    # Parsed the way the sender will (httpx), so a URL it would refuse (a bad port, no
+    # host) fails here, at start-up, not at the first alert. The URL is not repeated in
+    # the message: it is often a secret.
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)  # (checks the port, too)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ConfigError(
+            "not a valid URL (check the host and the port, e.g. https://host:8443/path)",
+            path=path,
+        ) from None
+    if parsed.scheme not in ("http", "https"):
         raise ConfigError("must be an http:// or https:// URL", path=path)
+    if not parsed.host:
+        raise ConfigError("the URL has no host (https://host/path)", path=path)
 
 
 class AlertRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -483,6 +502,14 @@ class AlertRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ConfigError("only source_silent has longer_than", path="longer_than")
         else:
             _check_window(float(self.window), "window")
+        # A state untouched for 8 days is dropped (gateway/alerts/state.py): a pending or
+        # resolving state waiting that long would start over instead of moving on.
+        for key, value in (("for", self.for_), ("resolve_after", self.resolve_after)):
+            if float(value) >= ALERT_STATE_KEPT:
+                raise ConfigError(
+                    "must be under 8d (an alert state unchanged for 8 days is dropped)",
+                    path=key,
+                )
         if not self.notify:
             raise ConfigError("name at least one notifier (from alerts.notify)", path="notify")
         for i, name in enumerate(self.notify):
@@ -540,6 +567,16 @@ class AlertsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 rule.check(set(sources), set(destinations), set(self.notify))
             except ConfigError as e:
                 raise ConfigError(e.message, path=f"rules[{i}].{e.path}") from None
+            # Counts are only looked at once per evaluate_every: a shorter window would
+            # miss what happened between two evaluations.
+            windowed = rule.when in ("destination_failure_rate", "dead_letters", "quarantine")
+            if windowed and float(rule.window) < float(self.evaluate_every):
+                raise ConfigError(
+                    f"shorter than alerts.evaluate_every ({float(self.evaluate_every):g}s): "
+                    "counts between two evaluations would never be seen; make the window "
+                    "at least evaluate_every",
+                    path=f"rules[{i}].window",
+                )
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -403,6 +404,11 @@ class Keys:
         """Deliveries and events that could not be normalized or broke the plan."""
         return f"{self.prefix}:{{quarantine}}:stream"
 
+    def quarantine_rerun_lock(self) -> str:
+        """Held (SET NX PX, owner's token) by the one quarantine rerun running: two reruns
+        at once would normalize the same deliveries twice (duplicate events)."""
+        return f"{self.prefix}:{{quarantine}}:rerun-lock"
+
     def retries(self, destination: str) -> tuple[str, str]:
         """A destination's retry set (message id -> due time) and retry data (hash)."""
         tag = f"{self.prefix}:{{dest:{destination}}}"
@@ -441,6 +447,14 @@ class Keys:
         """The console's audit log: who did what (replay, purge, rerun), and when."""
         return f"{self.prefix}:console:audit"
 
+    def console_secret(self) -> str:
+        """The key console session cookies are signed with (unless session_secret)."""
+        return f"{self.prefix}:console:session-secret"
+
+    def console_logout(self, nonce: str) -> str:
+        """A logged-out session (its nonce), until its cookie would have expired."""
+        return f"{self.prefix}:console:logged-out:{nonce}"
+
     def logins(self, name: str) -> str:
         """Failed console logins of one user name (a counter that expires)."""
         return f"{self.prefix}:console:failed-logins:{name}"
@@ -451,6 +465,11 @@ class Keys:
 
     # Alerts (gateway/alerts/): every key under one hash tag, so that a transition and the
     # notifications it queues are one script on a Redis Cluster too.
+
+    def alert_known(self) -> str:
+        """The (rule, subject) pairs whose alert state is not ok: a set, so that one whose
+        rule or subject left the config is found without a SCAN."""
+        return f"{self.prefix}:{{alerts}}:known"
 
     def alert(self, rule: str, subject: str) -> str:
         """One rule's state for one subject (a destination, a source, or redis)."""
@@ -1131,6 +1150,25 @@ class GroupReader:
         if self._reads:
             await asyncio.wait(self._reads.values())
         self._reads.clear()
+
+
+_MAX_SEQ = 18446744073709551615  # the largest sequence number of a stream entry id
+
+
+async def stream_entries(
+    store: Store, key: str, since_ms: int | None, until_ms: int | None, page: int = 500
+) -> AsyncIterator[tuple[bytes, dict[bytes, bytes]]]:
+    """A stream's entries written in a time range (unix ms, both ends included), oldest
+    first, read `page` at a time: never the whole stream in one request."""
+    start = f"{since_ms}-0" if since_ms is not None else "-"
+    end = f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+"
+    while True:
+        entries = await store.client.xrange(key, start, end, count=page)
+        for entry in entries:
+            yield entry
+        if len(entries) < page:
+            return
+        start = "(" + entries[-1][0].decode()
 
 
 class NotReplicated(StoreUnavailable):

@@ -288,6 +288,249 @@ async def test_a_notification_a_dead_process_claimed_is_sent_after_its_lease(
     assert len(slack.requests) == 1
 
 
+async def test_a_send_slower_than_its_timeout_is_abandoned_well_before_the_lease(
+    prefixed, redis_url
+):
+    """httpx's timeout bounds each read, not the request: a channel trickling its answer a
+    byte at a time (each within the 1 s timeout) must not keep the send going past the
+    lease (timeout + 30 s), or another process claims the job and posts it again. The send
+    gives up at the timeout and the job is retried later, still in the outbox."""
+    requests: list[float] = []
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await reader.read(65536)
+        requests.append(time.monotonic())
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+        try:
+            for _ in range(20):  # a byte every 0.5 s: 10 s in all
+                await writer.drain()
+                await asyncio.sleep(0.5)
+                writer.write(b"o")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    prefix, make = prefixed
+    store = make()
+    url = f"http://127.0.0.1:{port}/services/x"
+    notify = f'    oncall: {{type: slack, url: "{url}", timeout: 1s}}\n'
+    rules = "    - {name: dlq, when: dead_letters, destination: crm, window: 10s,\n"
+    rules += "       notify: [oncall]}\n"
+    cfg = config(engine_config(prefix, redis_url, notify, rules))
+    now = time.time()
+    await counted(store, now, dead_lettered=1)
+    try:
+        async with httpx.AsyncClient() as client:
+            alerts = Alerts(cfg, store, Clock(now), client)
+            assert await alerts.evaluate(now) == ["firing:dlq:crm"]
+            started = time.monotonic()
+            assert await alerts.send_due(now) == 0
+            took = time.monotonic() - started
+    finally:
+        server.close()
+    assert len(requests) == 1
+    assert took < 2.5 < alerts.lease  # the 1 s timeout, and Redis round trips
+    outbox, due = store.keys.alert_outbox()
+    [(job_id, due_ms)] = await store.client.zrange(due, 0, -1, withscores=True)
+    assert json.loads(await store.client.hget(outbox, job_id))["attempts"] == 1
+    assert due_ms == int((now + 2) * 1000)  # the first backoff, not the lease's end
+
+
+async def test_a_rule_or_subject_leaving_the_config_resolves_and_coming_back_fires_again(
+    prefixed, redis_url, slack, hook, mailbox
+):
+    """A rule removed while firing, and a destination gone from a "*" rule while firing,
+    each get a final resolve (reason: no longer configured) instead of staying firing for
+    8 days; the rule put back later notifies its next incident (FIRING) again."""
+    prefix, make = prefixed
+    store = make()
+    both = """\
+    - {name: dlq, when: dead_letters, destination: crm, window: 10s, resolve_after: 1h,
+       notify: [oncall]}
+    - {name: any dlq, when: dead_letters, destination: "*", window: 10s, resolve_after: 1h,
+       notify: [hook]}
+"""
+    text = engine_config(prefix, redis_url, notifiers(slack, hook, mailbox), both)
+    now = time.time()
+    activity = Activity()
+    activity.count("destination", "crm", "dead_lettered", 3)
+    activity.count("destination", "warehouse", "dead_lettered", 3)
+    assert await activity.flush(store, now=now)
+    async with httpx.AsyncClient() as client:
+        first = Alerts(config(text), store, Clock(now), client)
+        assert sorted(await first.evaluate(now)) == [
+            "firing:any dlq:crm", "firing:any dlq:warehouse", "firing:dlq:crm"
+        ]  # fmt: skip
+        assert await first.send_due(now) == 3
+        # The config changes: rule `dlq` is gone, and so is the destination warehouse.
+        edited = text.replace(both.splitlines()[0] + "\n" + both.splitlines()[1] + "\n", "")
+        edited = edited.replace("  warehouse: {type: file, path: /dev/null, start: earliest}\n", "")
+        second = Alerts(config(edited), store, Clock(now + 30), client)
+        assert sorted(await second.evaluate(now + 30)) == [
+            "resolved:any dlq:warehouse", "resolved:dlq:crm"
+        ]  # fmt: skip
+        assert await second.send_due(now + 30) == 2
+        assert await second.evaluate(now + 60) == []  # once
+        [resolved] = posts(slack, "resolved")
+        assert "no longer configured" in resolved
+        [gone] = verified(hook, "resolved")
+        assert (gone["subject"], gone["reason"]) == ("warehouse", gone["reason"])
+        assert "no longer configured" in gone["reason"]
+        assert gone["webhook-id"] != verified(hook, "firing")[1]["webhook-id"]
+        # An hour later the rule is put back and crm dead-letters again: a new incident.
+        later = now + 3600
+        activity.count("destination", "crm", "dead_lettered", 3)
+        assert await activity.flush(store, now=later)
+        third = Alerts(config(text), store, Clock(later), client)
+        assert "firing:dlq:crm" in await third.evaluate(later)
+        await third.send_due(later)
+    assert len(posts(slack, "firing")) == 2
+    assert len(posts(slack, "resolved")) == 1
+
+
+async def test_an_unusable_url_or_job_is_dropped_once_with_a_log_line(
+    prefixed, redis_url, slack, hook, mailbox
+):
+    """A URL httpx refuses (here set behind the config check's back) and a job that no
+    longer decodes are settled at once, logged, and never claimed again; the other jobs go
+    out. (The config check refuses such URLs: test_a_url_httpx_would_refuse_...)."""
+    from structlog.testing import capture_logs
+
+    from gateway.config import Secret
+
+    prefix, make = prefixed
+    store = make()
+    rules = """\
+    - {name: dlq, when: dead_letters, destination: crm, window: 10s, notify: [oncall, hook]}
+"""
+    cfg = config(engine_config(prefix, redis_url, notifiers(slack, hook, mailbox), rules))
+    cfg.alerts.notify["oncall"].url = Secret("https://hooks.slack.com:443x/services/T/B/SECRET")
+    now = time.time()
+    await counted(store, now, dead_lettered=1)
+    outbox, due = store.keys.alert_outbox()
+    await store.client.hset(outbox, "junk", b'{"kind": "firing"')
+    await store.client.zadd(due, {"junk": int(now * 1000)})
+    async with httpx.AsyncClient() as client:
+        alerts = Alerts(cfg, store, Clock(now), client)
+        await alerts.evaluate(now)
+        with capture_logs() as logs:
+            assert await alerts.send_due(now) == 1  # the webhook
+            assert await alerts.send_due(now + 3600) == 0
+    assert await store.client.hlen(outbox) == 0 and await store.client.zcard(due) == 0
+    events = {e["event"]: e for e in logs}
+    assert events["alert.notification_dropped"]["job"] == "junk"
+    failed = events["alert.notify_failed"]
+    assert (failed["channel"], failed["gave_up"]) == ("oncall", True)
+    assert "InvalidURL" in failed["error"] and "SECRET" not in str(logs)
+    assert len(verified(hook, "firing")) == 1 and not slack.requests
+
+
+async def test_processes_with_skewed_clocks_keep_for_and_agree_on_redis_time(
+    prefixed, redis_url, slack, hook, mailbox
+):
+    """Two processes, one clock 5 minutes ahead: the one ahead evaluating a second after
+    the other must not see `for: 5m` as served (both take the time from Redis)."""
+    prefix, make = prefixed
+    rules = """\
+    - {name: lagging, when: lag, destination: crm, above: 0, for: 5m, notify: [oncall]}
+"""
+    cfg = config(engine_config(prefix, redis_url, notifiers(slack, hook, mailbox), rules))
+    right, ahead = make(), make()
+    await right.client.xadd(right.keys.events(), {"n": "1"})  # crm is 1 behind: breached
+    async with httpx.AsyncClient() as client:
+        one = Alerts(cfg, right, lambda: time.time(), client)
+        two = Alerts(cfg, ahead, lambda: time.time() + 301, client)
+        for engine in (one, two, one, two):
+            await right.client.delete(right.keys.alert_lock())  # the next tick's turn
+            await engine.tick()
+        [state] = await load(right, [("lagging", "crm")])
+    assert state.state == "pending"
+    assert abs(state.since / 1000 - time.time()) < 5  # Redis's clock (this machine's)
+    assert not slack.requests
+
+
+async def test_under_replicated_durability_notifications_wait_for_a_replica(
+    private_redis, slack, hook, mailbox
+):
+    """`durability: replicated`: a transition no replica has confirmed is not notified
+    (a failover could undo it and notify it again); once a replica is attached, it is,
+    once, and the replica holds the state and no unsent job."""
+    import redis as sync_redis
+
+    from tests.services import RedisServer
+
+    rules = """\
+    - {name: dlq, when: dead_letters, destination: crm, window: 2m, notify: [oncall]}
+"""
+    text = engine_config("test-alerts-wait", private_redis.url, notifiers(slack, hook, mailbox),
+                         rules)  # fmt: skip
+    # (A WAIT lasts 30% of the timeout: 0.9 s, for a loaded test machine.)
+    store = Store.connect(private_redis.url, "test-alerts-wait", 3.0, durability="replicated")
+    alerts = Alerts(config(text), store)
+    replica = RedisServer(free_port())
+    try:
+        await counted(store, time.time(), dead_lettered=1)
+        async with httpx.AsyncClient() as client:
+            alerts.client = client
+            await alerts.tick()  # the transition is written on the primary, unconfirmed
+            assert not slack.requests
+            assert await store.client.hget(store.keys.alert("dlq", "crm"), "state") == b"firing"
+            replica.start()
+            sync_redis.Redis(port=replica.port).replicaof("127.0.0.1", private_redis.port)
+
+            async def sent() -> bool:
+                await store.client.delete(store.keys.alert_lock())
+                await alerts.tick()
+                return bool(slack.requests)
+
+            await until(sent, 30, what="the firing once a replica confirms")
+        copy = sync_redis.Redis(port=replica.port)
+        assert copy.hget(store.keys.alert("dlq", "crm"), "state") == b"firing"
+        assert copy.hlen(store.keys.alert_outbox()[0]) == 0
+        assert len(posts(slack, "firing")) == 1
+    finally:
+        replica.stop()
+        await store.close()
+
+
+@pytest.mark.parametrize("window", ["1d", "26h", "3h", "181m", "2h"])
+async def test_a_long_window_counts_exactly_what_fell_in_it(prefixed, redis_url, window):
+    """Windows of many minutes read whole hours from the hourly counts and minutes at the
+    ends: the value is still the sum of the counts whose minute is in the window (the n
+    newest minutes, the current one included), computed here from what was written."""
+    from gateway.alerts.rules import read
+
+    prefix, make = prefixed
+    store = make()
+    rules = f"""\
+    - {{name: dlq, when: dead_letters, destination: crm, window: {window}, notify: [oncall]}}
+    - {{name: rate, when: destination_failure_rate, destination: "*", above: 0.5,
+       window: {window}, notify: [oncall]}}
+"""
+    cfg = config(engine_config(prefix, redis_url, '    oncall: {type: slack, url: "http://x/"}\n',
+                               rules))  # fmt: skip
+    now = time.time()
+    minutes = int(float(cfg.alerts.rules[0].window) // 60)
+    last = int(now // 60)
+    written: dict[int, int] = {}
+    # Every minute of the window and two before it, each its own count.
+    for back in range(minutes + 2):
+        minute = last - back
+        n = 1 + back % 7
+        written[minute] = written.get(minute, 0) + n
+        await counted(store, minute * 60 + 30, dead_lettered=n, sent=2 * n)
+    expected = sum(n for minute, n in written.items() if minute > last - minutes)
+    readings = {(r.rule.name, r.subject): r for r in await read(cfg, store, now)}
+    assert readings[("dlq", "crm")].value == expected
+    assert readings[("rate", "crm")].value == pytest.approx(expected / (3 * expected))
+    assert readings[("rate", "warehouse")].value is None
+
+
 @pytest.mark.parametrize(
     ("hours", "usual"),
     [
@@ -578,6 +821,17 @@ alerts:
         (("      notify: [oncall]\n", "      notify: [oncall]\n    - {name: failing, "
           "when: lag, destination: crm, above: 5, notify: [hook]}\n"),
          "alerts.rules[1].name", "two rules named 'failing'"),
+        (("window: 5m", "window: 10s"), "alerts.rules[0].window",
+         "shorter than alerts.evaluate_every (15s)"),
+        (("window: 5m", "window: 5m\n      for: 8d"), "alerts.rules[0].for", "must be under 8d"),
+        (("window: 5m", "window: 5m\n      resolve_after: 9d"), "alerts.rules[0].resolve_after",
+         "must be under 8d"),
+        (("hooks.slack.com/", "hooks.slack.com:443x/"), "alerts.notify.oncall.url",
+         "not a valid URL"),
+        (('url: "https://example.com/hook"', 'url: "https:///hook"'), "alerts.notify.hook.url",
+         "no host"),
+        (('url: "https://example.com/hook"', 'url: "ftp://example.com/hook"'),
+         "alerts.notify.hook.url", "must be an http:// or https:// URL"),
     ],
 )  # fmt: skip
 def test_config_errors_name_the_line_and_key(change, key, says):
@@ -590,6 +844,14 @@ def test_config_errors_name_the_line_and_key(change, key, says):
         config(text)
     assert str(e.value).startswith(f"test.yaml:{line}: {key}: ")
     assert says in str(e.value)
+
+
+def test_a_url_httpx_would_refuse_fails_the_config_without_showing_it():
+    """The URL is the credential: the error names the key, not the value."""
+    with pytest.raises(ConfigError) as e:
+        config(BASE.replace('url: "https://hooks.slack.com/services/T/B/x"', 'url: "${URL}"'),
+               URL="https://hooks.slack.com:443x/services/T/B/TOPSECRET")  # fmt: skip
+    assert "alerts.notify.oncall.url" in str(e.value) and "TOPSECRET" not in str(e.value)
 
 
 def test_a_window_of_90_seconds_is_valid():

@@ -27,9 +27,9 @@ from redis.exceptions import RedisError
 from ..config import AlertRule, Config
 from ..errors import StoreUnavailable
 from ..store import CLUSTER_ERRORS, Store
-from .notify import Notification, NotifyError, send
+from .notify import Memo, Notification, NotifyError, send
 from .rules import Reading, read
-from .state import Outbox, State, load, step
+from .state import Outbox, State, forget, known, load, step
 
 __all__ = ["Alerts", "Notification"]
 
@@ -37,6 +37,7 @@ GIVE_UP_AFTER = 86400.0  # s: a notification still failing a day later is droppe
 BACKOFF_FIRST, BACKOFF_MAX = 2.0, 300.0
 _STORE_ERRORS = (StoreUnavailable, RedisError, *CLUSTER_ERRORS, OSError, TimeoutError)
 _decode = msgspec.json.Decoder(Notification).decode
+_decode_memo = msgspec.json.Decoder(Memo).decode
 
 
 class Alerts:
@@ -86,17 +87,20 @@ class Alerts:
                 await self.client.aclose()
 
     async def tick(self) -> None:
-        now = self.clock()
         up = await self.store.ping()
         if any(r.when == "redis_unavailable" for r in self.settings.rules):
-            self.watch_redis(up, now)
+            self.watch_redis(up, self.clock())  # this process's own view: its own clock
         if not up:
             return
         try:
             ttl = int(float(self.settings.evaluate_every) * 1000)
-            if await self.outbox.lock(self.token, ttl):
+            # Redis's clock, not this process's: `for`, `resolve_after` and the outbox
+            # leases compare times written by different processes, whose clocks may differ.
+            took, now = await self.outbox.lock(self.token, ttl)
+            started = time.monotonic()
+            if took:
                 await self.evaluate(now)
-            await self.send_due(now)
+            await self.send_due(now + (time.monotonic() - started))
             self._failing = False
         except _STORE_ERRORS as e:
             if not self._failing:  # once per spell, not once a second
@@ -108,9 +112,15 @@ class Alerts:
     async def evaluate(self, now: float) -> list[str]:
         """One evaluation of every rule; returns the transitions this process made."""
         readings = await read(self.config, self.store, now)
-        states = await load(self.store, [(r.rule.name, r.subject) for r in readings])
-        made = []
+        pairs = [(r.rule.name, r.subject) for r in readings]
+        states = await load(self.store, pairs)
+        listed = set(await known(self.store))
+        made = await self._unconfigured(sorted(listed - set(pairs)), now)
         now_ms = int(now * 1000)
+        # The known set follows the states: one that expired (ok now) leaves it; one
+        # written before the set existed joins it.
+        await forget(self.store, [p for p, s in zip(pairs, states, strict=True)
+                                  if (s.state == "ok") == (p in listed)], listed)  # fmt: skip
         for reading, old in zip(readings, states, strict=True):
             rule = reading.rule
             new, transition = step(
@@ -122,12 +132,14 @@ class Alerts:
             )
             if new == old:
                 continue
-            jobs = {}
+            jobs, memo = {}, b""
             if transition:
                 jobs = self._jobs(
                     rule, reading, new if transition == "firing" else old, transition, now
                 )
-            saved = await self.outbox.save(rule.name, reading.subject, old, new, now_ms, jobs)
+            if transition == "firing":
+                memo = self._memo(rule, reading, new, now)
+            saved = await self.outbox.save(rule.name, reading.subject, old, new, now_ms, jobs, memo)
             if saved and transition:
                 made.append(f"{transition}:{rule.name}:{reading.subject}")
                 self.log.info(
@@ -138,6 +150,58 @@ class Alerts:
                     threshold=reading.threshold,
                 )
         return made
+
+    async def _unconfigured(self, gone: list[tuple[str, str]], now: float) -> list[str]:
+        """End the incidents of (rule, subject) pairs the config no longer has (a rule
+        removed or renamed, a destination or source gone from a "*" rule): a firing one
+        resolves (notified, reason: no longer configured), a pending one is dropped.
+        Otherwise it would stay firing, unresolved, and a rule put back would continue it
+        silently instead of notifying its next incident."""
+        if not gone:
+            return []
+        made = []
+        now_ms = int(now * 1000)
+        for (rule, subject), old in zip(gone, await load(self.store, gone), strict=True):
+            jobs = self._memo_jobs(old, now) if old.state in ("firing", "resolving") else {}
+            new = State("ok", 0, 0, old.version)
+            if not await self.outbox.save(rule, subject, old, new, now_ms, jobs):
+                continue  # another process stepped it meanwhile: the next evaluation sees
+            if old.state == "ok":  # gone already (expired): just out of the set
+                continue
+            self.log.info("alert.unconfigured", rule=rule, subject=subject, state=old.state,
+                          notified=sorted(jobs))  # fmt: skip
+            if jobs:
+                made.append(f"resolved:{rule}:{subject}")
+        return made
+
+    def _memo(self, rule: AlertRule, reading: Reading, s: State, now: float) -> bytes:
+        n = self._notification(rule, reading.subject, reading.value, reading.threshold,
+                               "firing", s.since / 1000, f"{rule.name}|{reading.subject}|"
+                               f"{s.since}", "", now)  # fmt: skip
+        return msgspec.json.encode(Memo(notification=n, channels=list(rule.notify)))
+
+    def _memo_jobs(self, s: State, now: float) -> dict[str, bytes]:
+        """The resolves of an incident whose rule or subject left the config."""
+        try:
+            memo = _decode_memo(s.memo)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return {}  # a state written before memos existed: nothing to say it with
+        jobs = {}
+        for channel in memo.channels:
+            if channel not in self.settings.notify:
+                continue
+            n = msgspec.structs.replace(
+                memo.notification,
+                kind="resolved",
+                channel=channel,
+                value=None,
+                resolved_at=(s.clear_since or int(now * 1000)) / 1000,
+                created=now,
+                attempts=0,
+                reason="no longer configured (the rule or its subject left the config)",
+            )
+            jobs[f"{n.incident}|resolved|{channel}"] = msgspec.json.encode(n)
+        return jobs
 
     def _jobs(
         self, rule: AlertRule, reading: Reading, s: State, kind: str, now: float
@@ -190,7 +254,14 @@ class Alerts:
         return sum(results)
 
     async def _send_job(self, job_id: str, raw: bytes, token: int, now: float) -> bool:
-        n = _decode(raw)
+        try:
+            n = _decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            # (Written by another version of the gateway, say.) Nothing can send it: drop
+            # it, once, instead of claiming it again every lease.
+            self.log.error("alert.notification_dropped", job=job_id, error=str(e))
+            await self.outbox.done(job_id, token)
+            return False
         notifier = self.settings.notify.get(n.channel)
         if notifier is None:  # the channel left the config since: nobody to tell
             await self.outbox.done(job_id, token)

@@ -3,6 +3,7 @@ Webhooks-signed webhook, e-mail)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -36,10 +37,19 @@ class Notification(msgspec.Struct, kw_only=True):
     channel: str
     created: float  # s: when it was queued (retries give up a day after)
     attempts: int = 0
+    reason: str | None = None  # why it resolved, when not because the condition cleared
 
     @property
     def webhook_id(self) -> str:
         return "alert_" + str(uuid.uuid5(ALERT_ID_NAMESPACE, f"{self.incident}|{self.kind}"))
+
+
+class Memo(msgspec.Struct, kw_only=True):
+    """An incident's firing notification and channels, kept with its state: what its
+    resolve says if the rule or the subject leaves the config."""
+
+    notification: Notification
+    channels: list[str]
 
 
 class NotifyError(Exception):
@@ -63,6 +73,8 @@ def _span(seconds: float) -> str:
 
 def describe(n: Notification) -> str:
     """The value against the threshold, in the rule's own words."""
+    if n.reason:
+        return n.reason
     v, t = n.value, n.threshold
     over = f" over {_span(n.window)}" if n.window else ""
     if n.condition == "destination_failure_rate":
@@ -130,6 +142,7 @@ def webhook_body(n: Notification) -> dict:
         "started_at": _iso(n.started_at),
         "resolved_at": _iso(n.resolved_at) if n.resolved_at is not None else None,
         "incident": n.incident,
+        "reason": n.reason,
     }
 
 
@@ -142,7 +155,20 @@ def _iso(ts: float) -> str:
 async def send(
     notifier: Notifier, n: Notification, client: httpx.AsyncClient, console_url: str | None
 ) -> None:
-    """Send `n` through one channel; raises NotifyError."""
+    """Send `n` through one channel, within the channel's `timeout` overall; raises
+    NotifyError."""
+    # httpx's and aiosmtplib's timeouts bound each step (connect, each read, each SMTP
+    # command), not the whole: a channel answering slowly but steadily would keep a send
+    # going past the outbox lease (timeout + 30 s), and another process would send it again.
+    try:
+        await asyncio.wait_for(_send(notifier, n, client, console_url), float(notifier.timeout))
+    except TimeoutError:
+        raise NotifyError(f"no answer within {float(notifier.timeout):g}s") from None
+
+
+async def _send(
+    notifier: Notifier, n: Notification, client: httpx.AsyncClient, console_url: str | None
+) -> None:
     if isinstance(notifier, EmailNotifier):
         await _email(notifier, n, console_url)
         return
@@ -165,6 +191,9 @@ async def send(
         response = await client.post(
             notifier.url.reveal(), content=body, headers=headers, timeout=float(notifier.timeout)
         )
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+        # (InvalidURL is no HTTPError.) Retrying a URL httpx refuses cannot help.
+        raise NotifyError(f"{type(e).__name__}: fix the channel's url", retryable=False) from None
     except httpx.HTTPError as e:  # the URL is a secret: only the kind of failure is said
         raise NotifyError(type(e).__name__) from None
     if response.status_code >= 300:
