@@ -8,7 +8,6 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -465,10 +464,14 @@ def _quarantine_list(args: argparse.Namespace) -> int:
 
 
 def _quarantine_rerun(args: argparse.Namespace) -> int:
-    from .replay import rerun_quarantine
+    from .replay import RerunRunning, rerun_quarantine
 
     async def work(config: Config, store: Any) -> int:
-        fixed, failing, reasons = await rerun_quarantine(config, store, args.source)
+        try:
+            fixed, failing, reasons = await rerun_quarantine(config, store, args.source)
+        except RerunRunning as e:
+            print(e, file=sys.stderr)
+            return 1
         for reason in reasons[:20]:
             print(f"  still failing: {reason}", file=sys.stderr)
         print(f"{fixed} now normalized, {failing} still in the quarantine")
@@ -668,6 +671,8 @@ def _map(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
         return 2
+    from .dry_run import map_payload
+
     result = map_payload(config, args.source, body, headers, time.time())
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -680,60 +685,6 @@ def _map(args: argparse.Namespace) -> int:
     if not result.events:
         print("note: this payload becomes no events", file=sys.stderr)
     return 0
-
-
-@dataclass
-class MapResult:
-    """What a payload becomes at a source: its events, or the normalizer's error."""
-
-    delivery_id: str
-    events: list[Any] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    """What the reader should know (a made-up delivery id, headers the source drops)."""
-    error: str | None = None
-
-
-def map_payload(
-    config: Config, source_name: str, body: bytes, headers: dict[str, str], now: float
-) -> MapResult:
-    """The dry run of `map` and the console's playground: the worker's engine on one
-    payload (`headers` with lower-case names), with no signature check and nothing stored.
-    `source_name` must be one of config.sources."""
-    from normalizers import Delivery, Mapper, NormalizeError, normalize
-
-    from .errors import PayloadError
-    from .sources import build_sources
-    from .sources.base import body_hash
-
-    source = build_sources({source_name: config.sources[source_name]})[source_name]
-    mapper = Mapper(source.config.mappings, source.config.user_id)
-    notes: list[str] = []
-    try:
-        delivery_id, _ = source.identify(body, headers)
-    except PayloadError as e:
-        delivery_id = body_hash(body)
-        notes.append(f"{e.detail}; using {delivery_id} as the delivery id")
-    # The mapping sees what the worker would: only the headers the source stores.
-    kept = source.headers_to_store(headers)
-    if dropped := sorted(set(headers) - set(kept)):
-        notes.append(
-            f"this source does not store {', '.join(dropped)}, so (as in the worker) "
-            "the mappings do not see it (header() in a mapping, or keep_headers, keeps one)"
-        )
-    delivery = Delivery(
-        source=source_name,
-        source_type=source.config.__struct_config__.tag,
-        delivery_id=delivery_id,
-        received_at_ms=int(now * 1000),
-        headers=kept,
-        body=body,
-        config=source.config,
-    )
-    try:
-        events = normalize(delivery, mapper)
-    except NormalizeError as e:
-        return MapResult(delivery_id, notes=notes, error=str(e))
-    return MapResult(delivery_id, events=list(events), notes=notes)
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -36,7 +36,7 @@ def candidates(text: str) -> list[str]:
     return [f"user:{text}", f"anon:{text}"]
 
 
-async def _find(graph: Graph, text: str) -> tuple[str, dict[str, Any]] | None:
+async def find_profile(graph: Graph, text: str) -> tuple[str, dict[str, Any]] | None:
     for identifier in candidates(text):
         found = await graph.profile(identifier)
         if found is not None:
@@ -49,20 +49,26 @@ def _none(text: str) -> int:
     return 1
 
 
+async def visits(store: Store, config: Config, profile: dict[str, Any]) -> dict[str, Any]:
+    """The visitor records of a profile's anonymousIds (what `profile show` lists)."""
+    visitors = Visitors(store, config.identity)
+    seen = {}
+    for identifier in profile.get("identifiers", []):
+        if identifier.startswith("anon:"):
+            visit = await visitors.get(identifier[5:])
+            if visit:
+                seen[identifier[5:]] = visit
+    return seen
+
+
 def show_command(args: argparse.Namespace) -> int:
     async def work(config: Config, store: Store) -> int:
         graph = Graph.of(store, config.identity)
-        found = await _find(graph, args.id)
+        found = await find_profile(graph, args.id)
         if found is None:
             return _none(args.id)
         _, profile = found
-        visitors = Visitors(store, config.identity)
-        seen = {}
-        for identifier in profile.get("identifiers", []):
-            if identifier.startswith("anon:"):
-                visit = await visitors.get(identifier[5:])
-                if visit:
-                    seen[identifier[5:]] = visit
+        seen = await visits(store, config, profile)
         shown = {k: v for k, v in profile.items() if k not in ("attributes", "pending")}
         print(
             json.dumps({**shown, **describe(profile), "visitors": seen}, indent=2, sort_keys=True)
@@ -75,7 +81,7 @@ def show_command(args: argparse.Namespace) -> int:
 def forget_command(args: argparse.Namespace) -> int:
     async def work(config: Config, store: Store) -> int:
         graph = Graph.of(store, config.identity)
-        found = await _find(graph, args.id)
+        found = await find_profile(graph, args.id)
         if found is None:
             return _none(args.id)
         identifier, profile = found

@@ -12,7 +12,9 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,11 +22,10 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .config import Config, Duration
-from .store import Store
+from .store import Store, stream_entries
 from .worker import Outcome, Pipeline
 
 PAGE = 500
-_MAX_SEQ = 18446744073709551615
 
 
 def parse_time(text: str, now: float | None = None) -> int:
@@ -62,16 +63,8 @@ async def raw_entries(
     store: Store, source: str, since_ms: int | None, until_ms: int | None
 ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
     """The source's stored raw deliveries in a time range, oldest first, page by page."""
-    key = store.keys.raw(source)
-    start = f"{since_ms}-0" if since_ms is not None else "-"
-    end = f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+"
-    while True:
-        page = await store.client.xrange(key, start, end, count=PAGE)
-        for entry_id, fields in page:
-            yield entry_id.decode(), fields
-        if len(page) < PAGE:
-            return
-        start = "(" + page[-1][0].decode()
+    async for entry_id, fields in stream_entries(store, store.keys.raw(source), since_ms, until_ms):
+        yield entry_id.decode(), fields
 
 
 async def replay(
@@ -204,16 +197,88 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+async def _quarantined(
+    store: Store, source: str | None
+) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
+    """The quarantine's entries (of `source`), oldest first, PAGE at a time: a quarantine
+    of a million entries is never one XRANGE."""
+    async for entry_id, fields in stream_entries(store, store.keys.quarantine(), None, None, PAGE):
+        if source is None or fields.get(b"source", b"").decode("utf-8", "replace") == source:
+            yield entry_id.decode(), fields
+
+
 async def quarantine_entries(store: Store, source: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for entry_id, fields in await store.client.xrange(store.keys.quarantine()):
+    async for entry_id, fields in _quarantined(store, source):
         item = {
             k.decode(): v.decode("utf-8", "replace") for k, v in fields.items() if k != b"event"
         }
-        item["id"] = entry_id.decode()
-        if source is None or item.get("source") == source:
-            out.append(item)
+        item["id"] = entry_id
+        out.append(item)
     return out
+
+
+class RerunRunning(RuntimeError):
+    """Another quarantine rerun holds the lock (the console, another operator, the CLI)."""
+
+    def __init__(
+        self,
+        why: str = (
+            "a rerun is already running: wait for it to finish, then look at the quarantine again"
+        ),
+    ) -> None:
+        super().__init__(why)
+
+
+class RerunStopped(RerunRunning):
+    """A rerun stalled past its lease (another may have begun): it stopped part way."""
+
+
+RERUN_LOCK_MS = 60_000
+"""The rerun lock's lease: renewed while the rerun goes on, so a crashed rerun frees it
+within a minute."""
+RERUN_RENEW_S = RERUN_LOCK_MS / 3000
+"""How often a running rerun renews its lease (a third of it)."""
+
+# KEYS: the lock. ARGV: the owner's token, and (renew) the lease in ms. Only the owner may
+# extend or release it: a rerun that outlived its lease must not free another's.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@asynccontextmanager
+async def _rerun_lock(store: Store) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Hold the quarantine rerun lock (else RerunRunning); yields `renew`, to call as the
+    rerun goes on (it extends the lease every RERUN_RENEW_S)."""
+    key, token = store.keys.quarantine_rerun_lock(), uuid.uuid4().hex
+    if not await store.client.set(key, token, nx=True, px=RERUN_LOCK_MS):
+        raise RerunRunning()
+    renewed = time.monotonic()
+
+    async def renew() -> None:
+        nonlocal renewed
+        if time.monotonic() - renewed >= RERUN_RENEW_S:
+            if not await store.client.eval(_RENEW, 1, key, token, RERUN_LOCK_MS):
+                # Stalled past the lease, and another rerun may have begun: stop here
+                # rather than normalize what it does too.
+                raise RerunStopped(
+                    "the rerun stopped: it stalled past its lock's lease and another rerun "
+                    "may have begun; what it normalized before has left the quarantine"
+                )
+            renewed = time.monotonic()
+
+    try:
+        yield renew
+    finally:
+        await store.client.eval(_RELEASE, 1, key, token)
 
 
 async def rerun_quarantine(
@@ -223,27 +288,33 @@ async def rerun_quarantine(
 
     Those that now pass have their events appended and leave the quarantine; the others
     stay, with the reason they still fail. Returns (fixed, still failing, reasons).
+    One rerun at a time (RerunRunning otherwise): two would both append the events of
+    the same deliveries.
     """
     pipeline = Pipeline(config, store)
     fixed = failing = 0
     reasons = []
-    for item in await quarantine_entries(store, source):
-        raw_key = store.keys.raw(item.get("source", ""))
-        raw_id = item.get("raw_id", "")
-        found = await store.client.xrange(raw_key, raw_id, raw_id) if raw_id else []
-        if not found:
-            failing += 1
-            reasons.append(f"{item.get('delivery_id')}: the raw delivery is no longer stored")
-            continue
-        outcome = pipeline.run(item["source"], raw_id, found[0][1])
-        if outcome.quarantine:
-            failing += 1
-            reasons.extend(f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine)
-            continue
-        # Events first; the quarantine entry goes only once they are stored.
-        await pipeline.write([outcome])
-        await store.execute([("XDEL", store.keys.quarantine(), item["id"])])
-        fixed += 1
+    async with _rerun_lock(store) as renew:
+        async for entry_id, fields in _quarantined(store, source):
+            await renew()
+            item_source = fields.get(b"source", b"").decode("utf-8", "replace")
+            delivery_id = fields.get(b"delivery_id", b"").decode("utf-8", "replace")
+            raw_id = fields.get(b"raw_id", b"").decode()
+            raw_key = store.keys.raw(item_source)
+            found = await store.client.xrange(raw_key, raw_id, raw_id) if raw_id else []
+            if not found:
+                failing += 1
+                reasons.append(f"{delivery_id}: the raw delivery is no longer stored")
+                continue
+            outcome = pipeline.run(item_source, raw_id, found[0][1])
+            if outcome.quarantine:
+                failing += 1
+                reasons.extend(f"{q['delivery_id']}: {q['reason']}" for q in outcome.quarantine)
+                continue
+            # Events first; the quarantine entry goes only once they are stored.
+            await pipeline.write([outcome])
+            await store.execute([("XDEL", store.keys.quarantine(), entry_id)])
+            fixed += 1
     return fixed, failing, reasons
 
 

@@ -88,9 +88,7 @@ async def test_turned_away_and_indexed_deliveries(redis_store):
         assert await worker.read_once() == 2
         await app.state.metrics.activity.flush(redis_store)
     rejected = await turned_away(redis_store, "acme", "rejected")
-    assert [(r.get("delivery_id"), r["status"]) for r in rejected] == [
-        (None, "401")
-    ]
+    assert [(r.get("delivery_id"), r["status"]) for r in rejected] == [(None, "401")]
     assert rejected[0]["reason"] == "bad_signature"
     assert all("pii@x" not in value for value in rejected[0].values())  # never a body
     duplicates = await turned_away(redis_store, "acme", "duplicate")

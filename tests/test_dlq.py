@@ -189,3 +189,84 @@ def test_a_replayed_dead_letter_numbers_its_attempts_on(dlq):
     assert (attempt["attempt"], attempt["outcome"], attempt["status"]) == (4, "ok", 200)
     shown = dlq.run("events", "show", mid(7))
     assert "hook  attempt 4  ok  HTTP 200" in shown.stdout, shown.stderr
+
+
+# --- page by page ---------------------------------------------------------------------------
+
+
+async def _fill(store, n: int, size: int) -> None:
+    """n dead letters of hook with `size`-byte events, as the deliver worker writes them."""
+    data = json.dumps({**event(0), "properties": {"blob": "x" * size}})
+    for start in range(0, n, 1000):
+        await store.execute(
+            [
+                ("XADD", store.keys.dead_letters(), "*", "destination", "hook",
+                 "message_id", f"m-{i}", "source", "stripe", "delivery_id", f"evt_{i}",
+                 "attempts", "1", "data", data)
+                for i in range(start, min(n, start + 1000))
+            ]
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("action", ["purge", "replay"])
+async def test_all_matching_is_done_a_page_at_a_time_in_bounded_memory(redis_store, vendor, action):
+    """12,000 dead letters of 4 KB (48 MB of events): purging or replaying them all never
+    holds more than a few pages (500 each) of them in memory (tracemalloc's peak)."""
+    import tracemalloc
+
+    from gateway.config import parse_config
+    from gateway.dlq import purge_dead_letters, replay_dead_letters
+
+    n, size = 12_000, 4_000
+    text = CONFIG.format(url="redis://unused", prefix=redis_store.keys.prefix, vendor=vendor.url)
+    cfg = parse_config(text, "dlq.yaml", {})
+    await _fill(redis_store, n, size)
+    tracemalloc.start()
+    try:
+        if action == "purge":
+            done = await purge_dead_letters(redis_store, destination="hook")
+        else:
+            done, problems = await replay_dead_letters(cfg, redis_store, destination="hook")
+            assert problems == []
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert done == n
+    assert await redis_store.client.xlen(redis_store.keys.dead_letters()) == 0
+    if action == "replay":
+        retry_key, _ = redis_store.keys.retries("hook")
+        assert await redis_store.client.zcard(retry_key) == n
+    pages = 8 * 500 * size  # reply buffers and decoding included
+    assert peak < pages, f"peak {peak / 1e6:.1f} MB for {n * size / 1e6:.0f} MB of events"
+
+
+async def test_a_delivery_replayed_over_two_pages_leaves_the_dead_lettered_search(
+    redis_store, vendor, monkeypatch
+):
+    """Two events of one delivery, dead-lettered, read in different pages: once both are
+    replayed, the delivery is no longer listed as dead-lettered (and one left dead keeps
+    its delivery there)."""
+    from gateway import dlq
+    from gateway.config import parse_config
+
+    monkeypatch.setattr(dlq, "PAGE", 1)
+    text = CONFIG.format(url="redis://unused", prefix=redis_store.keys.prefix, vendor=vendor.url)
+    cfg = parse_config(text, "dlq.yaml", {})
+    keys, client = redis_store.keys, redis_store.client
+    index = keys.delivery_index("stripe", "dead_lettered")
+    for delivery, mids in (("evt_two", ["a-1", "a-2"]), ("evt_kept", ["b-1", "b-2"])):
+        await client.hset(keys.delivery_log("stripe", delivery), mapping={m: "E" for m in mids})
+        await client.zadd(index, {delivery: NOON})
+        for m in mids:
+            attempt = {"destination": "hook", "outcome": "fail", "attempt": 1, "status": 400}
+            await client.rpush(keys.attempts(m), json.dumps(attempt))
+            data = json.dumps({**event(0), "messageId": m})
+            fields = {"destination": "hook", "message_id": m, "source": "stripe"}
+            await client.xadd(
+                keys.dead_letters(), {**fields, "delivery_id": delivery, "data": data}
+            )
+    entries = [e.decode() for e, _ in await client.xrange(keys.dead_letters())]
+    # evt_two's two events, and only one of evt_kept's.
+    done, problems = await dlq.replay_dead_letters(cfg, redis_store, ids=entries[:3])
+    assert (done, problems) == (3, [])
+    assert [m.decode() for m in await client.zrange(index, 0, -1)] == ["evt_kept"]

@@ -6,24 +6,27 @@ through the real normalize worker (in-process, or inside a real `serve`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import re
+import threading
 import time
 import uuid
 from datetime import UTC, datetime
 
 import httpx
 import pytest
+import redis as redis_sync
 from standardwebhooks.webhooks import Webhook
 
 from gateway.config import parse_config
 from gateway.worker import NormalizeWorker
-from tests.conftest import drop_keys
+from tests.conftest import drop_keys, until
 from tests.destinations.conftest import wait_for
 from tests.test_cli import Server, cli
-from tests.test_replay import CFG
+from tests.test_replay import CFG, FIX
 from tests.test_worker import put, stripe_event
 
 NO_EVENT_HEADER = "no X-GitHub-Event header: cannot tell what happened"
@@ -174,3 +177,177 @@ def test_a_signed_body_that_is_not_json_is_accepted_then_quarantined(
         drop_keys(redis_url, prefix)
     assert '"event":"delivery.quarantined"' in log and "the body is not JSON" in log
     assert "event=signup" not in log  # never a body in the logs
+
+
+# --- rerun: one at a time, read page by page ------------------------------------------------
+
+PINGS = 3
+
+
+@pytest.fixture
+async def pings(redis_url, redis_store, tmp_path):
+    """PINGS GitHub pings without their event header, quarantined by the real normalize
+    worker; the fixed config (a mapping that recognises them) and its file."""
+    from tests.test_replay import config as replay_config
+
+    broken = replay_config(redis_url, redis_store.keys.prefix)
+    for n in range(PINGS):
+        await put(redis_store, "gh", f"ping-{n}", b'{"zen": "Keep it simple.", "hook_id": 7}')
+    worker = NormalizeWorker(broken, redis_store, "w")
+    await worker.ensure_groups()
+    assert await worker.read_once() == PINGS
+    assert await redis_store.client.xlen(redis_store.keys.quarantine()) == PINGS
+    fixed = replay_config(redis_url, redis_store.keys.prefix, fixed=True)
+    path = tmp_path / "fixed.yaml"
+    path.write_text(
+        CFG.format(url=redis_url, prefix=redis_store.keys.prefix).replace(
+            "  gh: {type: github, secrets: [x]}\n",
+            "  gh:\n    type: github\n    secrets: [x]\n" + FIX,
+        )
+    )
+    return fixed, path
+
+
+async def _events(store) -> list[dict]:
+    out = []
+    for key in store.keys.event_streams(1):
+        out += [json.loads(f[b"data"]) for _, f in await store.client.xrange(key)]
+    return out
+
+
+async def test_two_reruns_at_once_normalize_each_delivery_once(redis_store, pings):
+    from gateway.replay import RerunRunning, rerun_quarantine
+
+    fixed, _ = pings
+    results = await asyncio.gather(
+        rerun_quarantine(fixed, redis_store), rerun_quarantine(fixed, redis_store),
+        return_exceptions=True,
+    )  # fmt: skip
+    refused = [r for r in results if isinstance(r, RerunRunning)]
+    assert len(refused) == 1, results
+    assert "a rerun is already running" in str(refused[0])
+    assert [r for r in results if not isinstance(r, Exception)] == [(PINGS, 0, [])]
+    sent = await _events(redis_store)
+    assert sorted(e["context"]["source"]["deliveryId"] for e in sent) == [
+        f"ping-{n}" for n in range(PINGS)
+    ]  # one event each, not two
+    assert await redis_store.client.xlen(redis_store.keys.quarantine()) == 0
+    assert not await redis_store.client.exists(redis_store.keys.quarantine_rerun_lock())
+    # Released: the next rerun runs (and finds nothing left).
+    assert await rerun_quarantine(fixed, redis_store) == (0, 0, [])
+
+
+async def test_the_cli_rerun_says_when_another_runs_and_exits_1(redis_store, pings):
+    _, path = pings
+    lock = redis_store.keys.quarantine_rerun_lock()
+    await redis_store.client.set(lock, "the-console", px=60_000)
+    r = await asyncio.to_thread(cli, "quarantine", "rerun", "--config", str(path))
+    assert r.returncode == 1
+    assert "a rerun is already running" in r.stderr and r.stdout == ""
+    assert await redis_store.client.xlen(redis_store.keys.quarantine()) == PINGS
+    assert await redis_store.client.get(lock) == b"the-console"
+    await redis_store.client.delete(lock)
+    r = await asyncio.to_thread(cli, "quarantine", "rerun", "--config", str(path))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{PINGS} now normalized, 0 still in the quarantine\n"
+
+
+def _monitor(url: str, seen: list[str], stop: str) -> None:
+    """Every command Redis runs (MONITOR), until one mentions `stop`."""
+    client = redis_sync.Redis.from_url(url)
+    with client.monitor() as m:
+        for command in m.listen():
+            seen.append(command["command"])
+            if stop in command["command"]:
+                return
+
+
+async def test_the_quarantine_is_read_a_page_at_a_time(redis_url, redis_store, pings):
+    """A quarantine of a million entries is never one XRANGE: listing and rerunning read
+    it 500 entries at a time (COUNT 500), and see every entry."""
+    from gateway.replay import quarantine_entries, rerun_quarantine
+
+    fixed, _ = pings
+    key = redis_store.keys.quarantine()
+    extra = 1100  # not rerunnable (no raw delivery): they stay
+    pipe = redis_store.client.pipeline(transaction=False)
+    for n in range(extra):
+        pipe.xadd(key, {"source": "gh", "delivery_id": f"gone-{n}", "raw_id": "1-1"})
+    await pipe.execute()
+    marker = uuid.uuid4().hex
+    seen: list[str] = []
+    watcher = threading.Thread(target=_monitor, args=(redis_url, seen, f"end-{marker}"))
+    watcher.start()
+    try:
+
+        async def watching() -> bool:
+            await redis_store.client.echo(f"start-{marker}")
+            return any(marker in c for c in seen)
+
+        await until(watching, what="MONITOR to start")
+        listed = await quarantine_entries(redis_store)
+        fixed_n, failing, _ = await rerun_quarantine(fixed, redis_store)
+    finally:
+        await redis_store.client.echo(f"end-{marker}")
+        watcher.join(10)
+    assert len(listed) == PINGS + extra
+    assert [i["delivery_id"] for i in listed[PINGS:]] == [f"gone-{n}" for n in range(extra)]
+    assert (fixed_n, failing) == (PINGS, extra)
+    reads = [c for c in seen if c.upper().startswith("XRANGE") and key in c]
+    assert len(reads) == 2 * 3  # (3 pages: 500 + 500 + 103) for each
+    assert all(c.upper().endswith("COUNT 500") for c in reads), reads
+
+
+async def test_a_rerun_never_releases_a_lock_it_no_longer_holds(
+    redis_url, redis_store, pings, monkeypatch
+):
+    """A rerun whose lease ran out (and another rerun took the lock) leaves that other
+    rerun's lock alone when it ends."""
+    from gateway import replay
+
+    fixed, _ = pings
+    lock = redis_store.keys.quarantine_rerun_lock()
+    taker = redis_sync.Redis.from_url(redis_url)
+
+    class TakenOver(replay.Pipeline):
+        def run(self, *args, **kwargs):  # the first delivery: meanwhile, the lease expired
+            taker.set(lock, "the-next-rerun", px=60_000)
+            return super().run(*args, **kwargs)
+
+    monkeypatch.setattr(replay, "Pipeline", TakenOver)
+    try:
+        assert await replay.rerun_quarantine(fixed, redis_store) == (PINGS, 0, [])
+        assert taker.get(lock) == b"the-next-rerun"
+        assert 0 < taker.pttl(lock) <= 60_000
+    finally:
+        taker.close()
+
+
+async def test_a_rerun_that_lost_its_lease_stops_at_its_next_renewal(
+    redis_url, redis_store, pings, monkeypatch
+):
+    """The lease renewed before each delivery (RERUN_RENEW_S 0): once another rerun holds
+    the lock, this one stops instead of normalizing the same deliveries."""
+    from gateway import replay
+
+    fixed, _ = pings
+    lock = redis_store.keys.quarantine_rerun_lock()
+    taker = redis_sync.Redis.from_url(redis_url)
+    ran = []
+
+    class TakenOver(replay.Pipeline):
+        def run(self, *args, **kwargs):
+            ran.append(args[1])
+            taker.set(lock, "the-next-rerun", px=60_000)
+            return super().run(*args, **kwargs)
+
+    monkeypatch.setattr(replay, "Pipeline", TakenOver)
+    monkeypatch.setattr(replay, "RERUN_RENEW_S", 0)
+    try:
+        with pytest.raises(replay.RerunStopped, match="the rerun stopped"):
+            await replay.rerun_quarantine(fixed, redis_store)
+        assert len(ran) == 1  # the first delivery only
+        assert await redis_store.client.xlen(redis_store.keys.quarantine()) == PINGS - 1
+        assert taker.get(lock) == b"the-next-rerun"
+    finally:
+        taker.close()
