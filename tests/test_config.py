@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -234,3 +235,16 @@ def test_schema_covers_every_source_type():
     assert stripe["properties"]["tolerance"]["default"] == "300s"
     assert "secrets" in stripe["required"]
     assert stripe["additionalProperties"] is False
+
+
+def test_the_example_configs_commented_console_and_alerts_are_valid():
+    """config.yaml ends with commented console and alerts examples: uncommented, they are
+    a valid config (what a user gets by deleting the '# ')."""
+    text = (Path(__file__).parents[1] / "config.yaml").read_text()
+    base, _, tail = text.partition("# The console and /metrics")
+    kept = ("#   ", "# console:", "# alerts:")
+    block = "\n".join(line[2:] for line in tail.splitlines() if line.startswith(kept))
+    env = {"CONSOLE_ADMIN_PASSWORD": "x", "SLACK_WEBHOOK_URL": "https://hooks.slack.com/x"}
+    cfg = parse_config(base + block + "\n", "config.yaml", env)
+    assert cfg.console.enabled and cfg.console.users["admin"].role == "operator"
+    assert [rule.name for rule in cfg.alerts.rules] == ["destination failing"]
