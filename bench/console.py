@@ -139,6 +139,7 @@ async def fill(config: Config, store: Store, start: int, stop: int, began: float
         ]  # fmt: skip
         results = await store.accept_many(deliveries)
         commands: list[tuple[Any, ...]] = []
+        dead: list[tuple[Any, ...]] = []
         for i, d, result in zip(ids, deliveries, results, strict=True):
             fields = {b"delivery_id": d.delivery_id.encode(), b"received_at": str(now_ms).encode(),
                       b"headers": headers, b"body": d.body}  # fmt: skip
@@ -148,6 +149,7 @@ async def fill(config: Config, store: Store, start: int, stop: int, began: float
                 as_dict = msgspec.to_builtins(event)
                 if i % 20 == 3:  # the destination gave up on it
                     commands += runner.index_dead_letter(as_dict, now_ms / 1000)
+                    dead.append(runner.dead_letter(as_dict, 1, "HTTP 400: refused", now_ms / 1000))
                 if i % 10 == 1 or i % 20 == 3:
                     fail = i % 20 == 3
                     record = {
@@ -158,6 +160,8 @@ async def fill(config: Config, store: Store, start: int, stop: int, began: float
                     key = store.keys.attempts(event.message_id)
                     commands += [("RPUSH", key, encode(record)), ("EXPIRE", key, 7 * 86400)]
         await store.execute(commands)
+        if dead:  # the dead letters, and their indexes, as the deliver worker writes them
+            await runner.index_dead_letters(dead, await store.execute(dead))
         done = ids.stop
         rate = (done - start) / max(1e-9, time.perf_counter() - began)
         print(f"\r  stored {done:>9,} deliveries ({rate:,.0f}/s)", end="", file=sys.stderr)
@@ -171,6 +175,8 @@ async def pages(config: Config, store: Store, port: int, n: int) -> tuple[Any, d
     # The range ends at the middle delivery's raw entry (the stream's ids are Redis's clock).
     raw_id = await store.client.hget(store.keys.delivery_log(SOURCE, middle), "_raw")
     mid_ms = int(raw_id.decode().partition("-")[0])
+    log = await store.client.hgetall(store.keys.delivery_log(SOURCE, middle))
+    message_id = next(k.decode() for k in log if not k.startswith(b"_"))
     app = create_app(config, store=store)
     client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url=f"http://127.0.0.1:{port}"
@@ -189,6 +195,9 @@ async def pages(config: Config, store: Store, port: int, n: int) -> tuple[Any, d
         "outcome dead_lettered": "/console/deliveries?outcome=dead_lettered",
         "by id": f"/console/deliveries?id={middle}",
         "delivery page": f"/console/deliveries/{SOURCE}/{middle}",
+        "dead letters, newest": "/console/dead-letters",
+        "dead letters of a destination": "/console/dead-letters?destination=hook",
+        "dead letter by messageId": f"/console/dead-letters?message={message_id}",
     }
 
 
@@ -196,6 +205,8 @@ def rows_of(label: str, text: str) -> int:
     if label == "delivery page":
         assert "HTTP 400: refused" in text and "Charge Succeeded" in text
         return 1
+    if label.startswith("dead letter"):
+        return text.count("data-message-id=")
     return text.count("data-delivery=") or text.count("<tr data-source")
 
 

@@ -239,7 +239,8 @@ class Runner:
             )
             skip.append(entry)
         if writes:
-            await self.store.execute_durably(writes)  # on a replica before the ack
+            replies = await self.store.execute_durably(writes)  # on a replica before the ack
+            await self.index_dead_letters(writes, replies)
         if skip:
             self.stats.skipped += len(skip)
             await self.store.execute(self.acks(skip))
@@ -425,7 +426,9 @@ class Runner:
         if writes:
             # Under `durability: replicated`, retries and dead letters are on a replica
             # before the events are acknowledged: on a cluster they live on other shards.
-            await self.store.execute_durably(writes)
+            replies = await self.store.execute_durably(writes)
+            if counts["fail"]:
+                await self.index_dead_letters(writes, replies)
         after: list[tuple[Any, ...]] = []
         if acks:
             after += self.acks(acks)
@@ -525,6 +528,39 @@ class Runner:
             "data",
             _encode(event),
         )
+
+    async def index_dead_letters(self, writes: list[tuple[Any, ...]], replies: list[Any]) -> None:
+        """Index the dead letters just written by the entry ids Redis gave them: by
+        destination (a sorted set, capped like the stream) and by messageId (a key that
+        expires). The console's filters read a page of these instead of the stream. Best
+        effort: a dead letter missing from them is still in the stream, its list and
+        every CLI command; an index entry whose dead letter is gone is skipped."""
+        keys = self.store.keys
+        dead = keys.dead_letters()
+        calls: list[tuple[Any, ...]] = []
+        for call, reply in zip(writes, replies, strict=True):
+            if call[0] != "XADD" or call[1] != dead or isinstance(reply, Exception):
+                continue
+            entry_id = reply.decode() if isinstance(reply, bytes) else str(reply)
+            message_id = call[call.index("message_id") + 1]
+            calls.append(
+                ("ZADD", keys.dead_letters_of(self.name), entry_id.partition("-")[0], entry_id)
+            )
+            if message_id:
+                by_message = keys.dead_letter_of_message(message_id)
+                calls.append(("SADD", by_message, entry_id))
+                calls.append(("EXPIRE", by_message, _BY_MESSAGE_TTL))
+        if not calls:
+            return
+        # Where the indexes start: older dead letters are read from the stream.
+        calls.append(("SET", keys.dead_letters_indexed_since(), calls[0][3], "NX"))
+        calls.append(
+            ("ZREMRANGEBYRANK", keys.dead_letters_of(self.name), 0, -self.dlq_retention - 1)
+        )
+        try:
+            await self.store.execute(calls)
+        except (RedisError, StoreUnavailable, *CLUSTER_ERRORS, OSError) as e:
+            self.log.warning("deliver.dead_letter_index_failed", error=type(e).__name__)
 
     def index_dead_letter(self, event: dict[str, Any], now: float) -> list[tuple[Any, ...]]:
         """The delivery an event came from, in its source's dead_lettered index (scored by
@@ -719,6 +755,9 @@ class DeliverWorker:
         for runner, outcome in zip(self.runners, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 runner.log.error("deliver.stopped", error=f"{type(outcome).__name__}: {outcome}")
+
+
+_BY_MESSAGE_TTL = 90 * 86400  # seconds an event's dead letters are found by its messageId
 
 
 def _unix_ms(text: Any) -> int | None:

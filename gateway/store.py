@@ -418,6 +418,20 @@ class Keys:
         """Events a destination will never take, with the reason."""
         return f"{self.prefix}:{{dlq}}:stream"
 
+    def dead_letters_of(self, destination: str) -> str:
+        """A destination's dead letters: their entry ids, scored by ms (the console's
+        filter by destination reads a page of it, not the whole stream)."""
+        return f"{self.prefix}:{{dlq}}:of:{destination}"
+
+    def dead_letters_indexed_since(self) -> str:
+        """The first dead letter the indexes hold (older ones, written before they
+        existed, are found by reading the stream)."""
+        return f"{self.prefix}:{{dlq}}:indexed-since"
+
+    def dead_letter_of_message(self, message_id: str) -> str:
+        """The entry ids of an event's dead letters, a set (the console's filter by id)."""
+        return f"{self.prefix}:{{dlq}}:message:{message_id}"
+
     def attempts(self, message_id: str) -> str:
         """The delivery log of one event: every attempt at every destination."""
         return f"{self.prefix}:log:event:{message_id}"

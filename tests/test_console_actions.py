@@ -789,3 +789,35 @@ def test_the_documented_console_config_is_valid_and_means_what_the_page_says():
     assert float(console.session_ttl) == 12 * 3600
     for name in ("overview", "delivery", "dead-letters", "quarantine", "playground"):
         assert f"(img/console-{name}.png)" in doc
+
+
+async def test_a_destinations_dead_letters_are_found_by_its_index_not_a_scan(env, monkeypatch):
+    """The deliver worker indexes each dead letter by destination and messageId: the page
+    filtered by either finds it under any number of newer dead letters of others (here
+    more than the scan budget), and forgets it once it was replayed."""
+    env.hook.reply((400, {}, b'{"error": "amount must be positive"}'))  # then 200
+    monkeypatch.setattr(actions, "SCAN_BUDGET", 50)
+    async with gateway(env.config()) as gw:
+        await gw.stripe("evt_indexed")
+        await until(lambda: env.redis.xlen(env.dlq), what="the 400 to become a dead letter")
+        [(entry_id, message_id)] = await env.dead_letters()
+        newer = int(entry_id.partition("-")[0]) + 1000
+        for n in range(120):  # another destination's, all newer
+            await env.dead_letter("other", n, newer + n)
+        alice = await gw.login("alice")
+        by_destination = await alice.get("/console/dead-letters?destination=hook")
+        by_message = await alice.get(f"/console/dead-letters?message={message_id}")
+        for page in (by_destination, by_message):
+            assert rows_of(page.text, "dead-letters") == [entry_id]
+            assert "stopped after" not in page.text
+        # Replayed: gone from the stream, and from the index as the page meets it.
+        r = await alice.post(
+            "/console/dead-letters/replay",
+            data={"csrf": csrf_of(by_destination.text), "confirm": "yes", "scope": "selected",
+                  "id": entry_id},
+        )  # fmt: skip
+        assert done_of(r).startswith("replayed 1 dead letter(s)")
+        after = await alice.get("/console/dead-letters?destination=hook")
+        assert rows_of(after.text, "dead-letters") == []
+        index = f"{env.prefix}:{{dlq}}:of:hook"
+        assert await env.redis.zcard(index) == 0

@@ -108,6 +108,62 @@ async def newest_first(
     return scan
 
 
+async def indexed_newest_first(
+    store: Store,
+    index: str,
+    key: str,
+    *,
+    before: str | None,
+    since_ms: int | None,
+    until_ms: int | None,
+    want: int = PAGE,
+) -> Scan:
+    """Up to `want` entries of the stream `key` listed in the sorted set `index` (entry
+    ids scored by their ms), newest first, older than `before`, in [since_ms, until_ms]:
+    a page of the index and one XRANGE per entry. Index entries whose entry is gone
+    (replayed, purged, trimmed) are dropped from it as they are met, at most SCAN_BUDGET
+    per page."""
+    tops = [t for t in (_entry_ms(before) if before else None, until_ms) if t is not None]
+    high = str(min(tops)) if tops else "+inf"
+    low = str(since_ms) if since_ms is not None else "-inf"
+    below = _id_key(before) if before else None
+    scan, offset = Scan(), 0
+    while scan.scanned < SCAN_BUDGET:
+        raw = await store.client.zrevrangebyscore(index, high, low, start=offset, num=want)
+        ids = [i.decode() for i in raw]
+        offset += len(ids)
+        ids = [i for i in ids if below is None or _id_key(i) < below]
+        pipe = store.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(key, entry_id, entry_id)
+        found = await pipe.execute() if ids else []
+        gone = []
+        for entry_id, entries in zip(ids, found, strict=True):
+            scan.scanned += 1
+            if not entries:
+                gone.append(entry_id)
+                continue
+            scan.rows.append((entry_id, entries[0][1]))
+            scan.older = entry_id
+            if len(scan.rows) == want:
+                break
+        if gone:
+            await store.client.zrem(index, *gone)
+            offset -= len(gone)
+        if len(scan.rows) == want:
+            return scan
+        if len(raw) < want:
+            scan.older = None  # the start of the range: nothing older
+            return scan
+    scan.stopped = True
+    return scan
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def _entry_ms(entry_id: str) -> int:
     return int(entry_id.partition("-")[0])
 
@@ -227,9 +283,44 @@ async def _dead_letter_page(console: Console, f: Filter, before: str | None) -> 
     message = f["message"]
     if f.error:
         return {"rows": [], "total": total, "scan": Scan()}
-    if is_entry_id(message):  # an entry id: read just that entry
-        found = await store.client.xrange(key, message, message)
-        scan = Scan(rows=[(e.decode(), fields) for e, fields in found], scanned=len(found))
+    destination = f["destination"]
+    listed: list[str] = []
+    if is_entry_id(message):
+        listed = [message]
+    elif message:  # a messageId: its dead letters' entry ids, kept by the deliver worker
+        members = await store.client.smembers(store.keys.dead_letter_of_message(message))
+        listed = sorted((m.decode() for m in members), key=_id_key, reverse=True)
+    if listed:  # read just those entries
+        pipe = store.client.pipeline(transaction=False)
+        for entry_id in listed[:PAGE]:
+            pipe.xrange(key, entry_id, entry_id)
+        rows = [(e.decode(), fields) for found in await pipe.execute() for e, fields in found]
+        if destination:
+            rows = [r for r in rows if r[1].get(b"destination") == destination.encode()]
+        scan = Scan(rows=rows, scanned=len(listed))
+    elif destination and not message:
+        # A page of the destination's index, not of the whole stream; past its end, the
+        # dead letters written before the index existed (an upgrade) are read from the
+        # stream, a bounded read as for any unindexed filter.
+        scan = await indexed_newest_first(
+            store, store.keys.dead_letters_of(destination), key,
+            before=before, since_ms=f.since_ms, until_ms=f.until_ms,
+        )  # fmt: skip
+        if scan.older is None and len(scan.rows) < PAGE:
+            mark = await store.client.get(store.keys.dead_letters_indexed_since())
+            marks = [m for m in (before, mark.decode() if mark else None) if m]
+            wanted = destination.encode()
+            rest = await newest_first(
+                store, key, before=min(marks, key=_id_key) if marks else None,
+                since_ms=f.since_ms, until_ms=f.until_ms,
+                keep=lambda fields: fields.get(b"destination") == wanted,
+                want=PAGE - len(scan.rows),
+            )  # fmt: skip
+            shown = {entry_id for entry_id, _ in scan.rows}
+            scan.rows += [row for row in rest.rows if row[0] not in shown]
+            scan.scanned += rest.scanned
+            scan.stopped = rest.stopped
+            scan.older = rest.older
     else:
         destination = f["destination"].encode()
 
