@@ -186,3 +186,20 @@ async def test_cookie_secure_behind_a_proxy_that_ends_tls(redis_store):
     async with console_client(redis_store, text) as client:
         r = await login(client, "alice", ENV["ALICE"])
     assert "; secure" in r.headers["set-cookie"].lower()
+
+
+async def test_redis_away_is_a_503_page_not_a_500(redis_store):
+    """Every console page, the login included, says Redis does not answer (503)."""
+    from gateway.store import Store
+    from tests.conftest import free_port
+
+    away = Store.connect(f"redis://127.0.0.1:{free_port()}/0", redis_store.keys.prefix, 0.5)
+    try:
+        app = create_app(config(CFG, **ENV), store=away)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=OPERATOR) as client:
+            r = await login(client, "alice", ENV["ALICE"])
+    finally:
+        await away.close()
+    assert r.status_code == 503
+    assert "Redis does not answer" in r.text and "Traceback" not in r.text
