@@ -97,3 +97,20 @@ async def _counted(app, store) -> bool:
 
 async def _length(store, key: str, n: int) -> bool:
     return await store.client.xlen(key) >= n
+
+
+async def test_every_page_works_on_the_embedded_store():
+    """A newcomer's first run has no Redis: the in-memory store (no INFO command there)."""
+    from gateway.store import Store
+
+    text = CFG.format(prefix="embedded", url="http://127.0.0.1:9")
+    app = create_app(config(text, OPS="pw"), store=Store.connect("", "embedded", 2.0))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=OPERATOR) as client:
+        await client.post("/console/login", data={"name": "ops", "password": "pw"})
+        overview = await client.get("/console/")
+        assert overview.status_code == 200 and 'class="error"' not in overview.text
+        assert "embedded in-memory store" in overview.text
+        for path in ("deliveries", "events", "dead-letters", "quarantine", "audit"):
+            page = await client.get(f"/console/{path}")
+            assert page.status_code == 200 and 'class="error"' not in page.text, path

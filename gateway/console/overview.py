@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,8 +14,7 @@ from starlette.routing import Route
 from ..activity import destination_errors, series
 from ..errors import StoreUnavailable
 from ..replay import partition_lag
-from ..store import CLUSTER_ERRORS
-from .actions import is_entry_id
+from ..store import CLUSTER_ERRORS, is_entry_id
 from .auth import User, page
 
 if TYPE_CHECKING:
@@ -116,8 +116,12 @@ async def _overview(console: Console, now: float) -> dict[str, Any]:
     streams.append(("dead letters", store.keys.dead_letters()))
     streams.append(("quarantine", store.keys.quarantine()))
     lengths = await store.execute([("XLEN", key) for _, key in streams])
-    info = await store.client.info("memory") if alive else {}
-    server = await store.client.info("server") if alive else {}
+    info: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    if alive and not store.embedded:  # (the in-memory store has no INFO)
+        with contextlib.suppress(ResponseError):  # (nor may a proxy, or a cluster client)
+            info = await store.client.info("memory")
+            server = await store.client.info("server")
     return {
         "sources": sources,
         "destinations": destinations,
