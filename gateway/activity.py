@@ -51,7 +51,6 @@ TURNED_AWAY_KEPT = 10_000  # per source and outcome (approximately: MAXLEN ~)
 _BUFFERED = 1_000  # turned-away deliveries held between flushes (the newest win)
 _UNSENT = 20_000  # commands kept while Redis refuses them (the newest win)
 _TRIES = 150  # flushes (5 minutes) before a command Redis keeps refusing is dropped
-KINDS = ("source", "events", "quarantine", "destination")
 UNITS = {"s": STEP, "m": 60, "h": 3600}  # bucket unit -> seconds
 
 Key = tuple[str, str, str]  # (kind, name, outcome)
@@ -162,9 +161,6 @@ class Series:
         """The sum over the last `last` buckets (all of them by default)."""
         values = self.of(kind, name, outcome)
         return sum(values[-last:] if last else values)
-
-    def names(self, kind: str) -> list[str]:
-        return sorted({name for k, name, _ in self.values if k == kind})
 
     def outcomes(self, kind: str, name: str) -> dict[str, int]:
         return {o: sum(v) for (k, n, o), v in self.values.items() if k == kind and n == name}

@@ -16,13 +16,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import __version__
 from .collect import CollectEndpoint
 from .config import Config
 from .deliver import DeliverWorker
 from .ingest import WebhookEndpoint
 from .metrics import Metrics
-from .operator import create_operator_app, is_operator_path
+from .operator import create_operator_app, healthz, is_operator_path
 from .sources import build_sources
 from .sources.collect import CollectSource
 from .store import CLUSTER_ERRORS, Store
@@ -54,9 +53,6 @@ def create_app(
     collect = (
         CollectEndpoint(collected, store, clock, metrics, config.identity) if collected else None
     )
-
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": __version__})
 
     async def readyz(request: Request) -> JSONResponse:
         if await store.ping():

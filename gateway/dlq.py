@@ -8,7 +8,6 @@ their original messageId and timestamp (destinations that already took one drop 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,10 +16,9 @@ import msgspec
 
 from .config import Config
 from .deliver import RetryState
-from .store import Store, stream_entries
+from .store import Store, is_entry_id, stream_entries
 
 _encode = msgspec.json.Encoder().encode
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 PAGE = 500
 
 
@@ -88,7 +86,7 @@ async def _entries(
     store: Store, since_ms: int | None, until_ms: int | None, ids: list[str] | None
 ) -> AsyncIterator[tuple[bytes, dict[bytes, bytes]]]:
     key = store.keys.dead_letters()
-    if ids and all(_ENTRY_ID.fullmatch(i) for i in ids):
+    if ids and all(is_entry_id(i) for i in ids):
         for entry_id in ids:
             for entry in await store.client.xrange(key, entry_id, entry_id):
                 yield entry

@@ -23,9 +23,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from . import __version__
 from .config import Config
 from .metrics import Metrics
 from .store import Store
+
+
+async def healthz(request: Request) -> JSONResponse:
+    """GET /healthz: the process answers (on the webhook port and the operator listener)."""
+    return JSONResponse({"status": "ok", "version": __version__})
 
 
 def is_operator_path(path: str) -> bool:
@@ -59,11 +65,6 @@ def create_operator_app(
                 )
         await refresh()
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-    async def healthz(request: Request) -> JSONResponse:
-        from . import __version__
-
-        return JSONResponse({"status": "ok", "version": __version__})
 
     routes: list[BaseRoute] = [Route("/metrics", metrics_endpoint)]
     if config.operator.address() is not None:

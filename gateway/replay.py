@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .config import Config, Duration
-from .store import Store, stream_entries
+from .store import Store, entry_key, stream_entries
 from .worker import Outcome, Pipeline
 
 PAGE = 500
@@ -118,17 +118,11 @@ async def tail_events(store: Store, count: int, partitions: int = 1) -> list[byt
     if len(pages) == 1:
         return [fields[b"data"] for _, fields in reversed(pages[0])]
     merged = sorted(
-        ((_entry_time(eid), n, fields[b"data"]) for n, page in enumerate(pages)
+        ((entry_key(eid), n, fields[b"data"]) for n, page in enumerate(pages)
          for eid, fields in page),
         reverse=True,
     )[:count]  # fmt: skip
     return [data for _, _, data in reversed(merged)]
-
-
-def _entry_time(entry_id: bytes | str) -> tuple[int, int]:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass
@@ -183,8 +177,8 @@ async def partition_lag(
                 continue
             lag = info.get("lag")
             pending = int(info.get("pending", 0))
-            last = _entry_time(stream.get("last-generated-id") or b"0-0") if stream else (0, 0)
-            read_all = _entry_time(info.get("last-delivered-id") or b"0-0") >= last
+            last = entry_key(stream.get("last-generated-id") or b"0-0") if stream else (0, 0)
+            read_all = entry_key(info.get("last-delivered-id") or b"0-0") >= last
             if isinstance(lag, int):
                 read_all = read_all and lag == 0
             else:

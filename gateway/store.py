@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -1166,7 +1167,23 @@ class GroupReader:
         self._reads.clear()
 
 
-_MAX_SEQ = 18446744073709551615  # the largest sequence number of a stream entry id
+MAX_SEQ = 18446744073709551615  # the largest half of a stream entry id (2**64 - 1)
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def is_entry_id(text: str) -> bool:
+    """Whether `text` is a stream entry id Redis takes (`ms-seq`, both below 2**64)."""
+    if not _ENTRY_ID.fullmatch(text):
+        return False
+    ms, _, seq = text.partition("-")
+    return int(ms) <= MAX_SEQ and int(seq) <= MAX_SEQ
+
+
+def entry_key(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as (ms, seq): the order Redis keeps entries in."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
 
 
 async def stream_entries(
@@ -1175,7 +1192,7 @@ async def stream_entries(
     """A stream's entries written in a time range (unix ms, both ends included), oldest
     first, read `page` at a time: never the whole stream in one request."""
     start = f"{since_ms}-0" if since_ms is not None else "-"
-    end = f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+"
+    end = f"{until_ms}-{MAX_SEQ}" if until_ms is not None else "+"
     while True:
         entries = await store.client.xrange(key, start, end, count=page)
         for entry in entries:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,7 +28,7 @@ from starlette.routing import Route
 from ..dlq import purge_dead_letters, replay_dead_letters
 from ..errors import StoreUnavailable
 from ..replay import RerunRunning, RerunStopped, parse_time, rerun_quarantine
-from ..store import CLUSTER_ERRORS, Store
+from ..store import CLUSTER_ERRORS, MAX_SEQ, Store, entry_key, is_entry_id
 from .auth import User, action, page
 
 if TYPE_CHECKING:
@@ -41,19 +40,9 @@ SCAN_BUDGET = 5_000
 """Entries one page may read while filtering on a field no index covers."""
 MAX_SELECTED = 500
 """Checkboxes one form may send (two pages' worth, with room to spare)."""
-_MAX_SEQ = 18446744073709551615
 _MAX_MS = 2**63 - 1
 """The latest time a filter may name (unix ms): later is no time at all."""
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 SCOPES = ("selected", "all")
-
-
-def is_entry_id(text: str) -> bool:
-    """Whether `text` is a stream entry id Redis takes (both halves below 2**64)."""
-    if not _ENTRY_ID.fullmatch(text):
-        return False
-    ms, _, seq = text.partition("-")
-    return int(ms) <= _MAX_SEQ and int(seq) <= _MAX_SEQ
 
 
 Fields = dict[bytes, bytes]
@@ -86,7 +75,7 @@ async def newest_first(
 ) -> Scan:
     """Up to `want` entries that `keep` accepts, newest first, older than the cursor
     `before` and inside [since_ms, until_ms]; XREVRANGE with COUNT, never the whole stream."""
-    end = f"({before}" if before else (f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+")
+    end = f"({before}" if before else (f"{until_ms}-{MAX_SEQ}" if until_ms is not None else "+")
     start = f"{since_ms}-0" if since_ms is not None else "-"
     budget = SCAN_BUDGET if budget is None else budget
     scan = Scan()
@@ -126,13 +115,13 @@ async def indexed_newest_first(
     tops = [t for t in (_entry_ms(before) if before else None, until_ms) if t is not None]
     high = str(min(tops)) if tops else "+inf"
     low = str(since_ms) if since_ms is not None else "-inf"
-    below = _id_key(before) if before else None
+    below = entry_key(before) if before else None
     scan, offset = Scan(), 0
     while scan.scanned < SCAN_BUDGET:
         raw = await store.client.zrevrangebyscore(index, high, low, start=offset, num=want)
         ids = [i.decode() for i in raw]
         offset += len(ids)
-        ids = [i for i in ids if below is None or _id_key(i) < below]
+        ids = [i for i in ids if below is None or entry_key(i) < below]
         pipe = store.client.pipeline(transaction=False)
         for entry_id in ids:
             pipe.xrange(key, entry_id, entry_id)
@@ -157,11 +146,6 @@ async def indexed_newest_first(
             return scan
     scan.stopped = True
     return scan
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _entry_ms(entry_id: str) -> int:
@@ -289,7 +273,7 @@ async def _dead_letter_page(console: Console, f: Filter, before: str | None) -> 
         listed = [message]
     elif message:  # a messageId: its dead letters' entry ids, kept by the deliver worker
         members = await store.client.smembers(store.keys.dead_letter_of_message(message))
-        listed = sorted((m.decode() for m in members), key=_id_key, reverse=True)
+        listed = sorted((m.decode() for m in members), key=entry_key, reverse=True)
     if listed:  # read just those entries
         pipe = store.client.pipeline(transaction=False)
         for entry_id in listed[:PAGE]:
@@ -311,7 +295,7 @@ async def _dead_letter_page(console: Console, f: Filter, before: str | None) -> 
             marks = [m for m in (before, mark.decode() if mark else None) if m]
             wanted = destination.encode()
             rest = await newest_first(
-                store, key, before=min(marks, key=_id_key) if marks else None,
+                store, key, before=min(marks, key=entry_key) if marks else None,
                 since_ms=f.since_ms, until_ms=f.until_ms,
                 keep=lambda fields: fields.get(b"destination") == wanted,
                 want=PAGE - len(scan.rows),

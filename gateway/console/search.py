@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..store import MAX_SEQ, entry_key
+
 if TYPE_CHECKING:
     from ..store import Store
 
@@ -30,7 +32,6 @@ PAGE = 50
 INDEXED = ("ignored", "quarantined", "dead_lettered")
 TURNED_AWAY = ("rejected", "duplicate")
 OUTCOMES = ("all", *INDEXED, *TURNED_AWAY)
-_MAX_SEQ = 18446744073709551615
 MAX_MS = 2**63 - 1
 """The latest time a search may name (unix ms)."""
 
@@ -68,7 +69,7 @@ def decode_cursor(text: str) -> SortKey:
         a, b, c, d = msgspec.json.decode(raw, type=tuple[int, int, str, str])
     except (ValueError, msgspec.DecodeError):
         raise BadQuery("this page link is damaged: start again from the newest page") from None
-    if not (0 <= a <= MAX_MS and 0 <= b <= _MAX_SEQ):
+    if not (0 <= a <= MAX_MS and 0 <= b <= MAX_SEQ):
         # (Redis refuses such a stream id or score: the link was not made here)
         raise BadQuery("this page link is damaged: start again from the newest page")
     return (a, b, c, d)
@@ -85,15 +86,14 @@ def check_time(name: str, ms: int) -> int:
 
 
 def _entry_key(entry_id: str, source: str) -> SortKey:
-    ms, _, seq = entry_id.partition("-")
-    return (int(ms), int(seq or 0), source, "")
+    return (*entry_key(entry_id), source, "")
 
 
 def _stream_end(source: str, cursor: SortKey | None, until_ms: int | None) -> str:
     """XREVRANGE's upper bound for `source`, right after the cursor in the merged order
     (a row of a source later in the merged order with the same id is still to come)."""
     if cursor is None:
-        return f"{until_ms}-{_MAX_SEQ}" if until_ms is not None else "+"
+        return f"{until_ms}-{MAX_SEQ}" if until_ms is not None else "+"
     ms, seq, after, _ = cursor
     return f"{ms}-{seq}" if source < after else f"({ms}-{seq}"
 
